@@ -1,0 +1,131 @@
+"""Model sources: a ``module:factory`` entry point or an ``nn.Module`` handed to the Python API."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edge_sdk.converters.spec import ComponentSpec, ModelSpec
+from edge_sdk.errors import ModelSourceError
+
+DEFAULT_OUTPUT = {"denoiser": "noise_pred", "decoder": "image", "encoder": "latent", "generator": "image",
+                  "text_encoder": "last_hidden_state"}
+
+
+def load_entry_point(ref: str) -> Any:
+    """Import ``package.module:callable`` (a file path ``path/to/file.py:callable`` works too)."""
+    if ":" not in ref:
+        raise ModelSourceError(f"bad entry point {ref!r}", hint="write it as module.path:factory_function")
+    mod_name, _, attr = ref.rpartition(":")
+    try:
+        if mod_name.endswith(".py"):
+            path = Path(mod_name).resolve()
+            if not path.is_file():
+                raise ModelSourceError(f"entry point file {mod_name} does not exist")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and "." not in sys.path:
+                sys.path.insert(0, "")  # like `python -m`, a module in the working folder is found
+            module = importlib.import_module(mod_name)
+    except ModelSourceError:
+        raise
+    except ImportError as e:
+        raise ModelSourceError(f"cannot import {mod_name!r} for entry point {ref!r}: {e}",
+                               hint="check the module path and that its folder is importable") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ModelSourceError(f"module {mod_name!r} has no attribute {attr!r}") from None
+
+
+def default_dynamic_dims(inputs: Mapping[str, torch.Tensor]) -> dict[str, dict[int, str]]:
+    """Batch on axis 0 of every input; height and width on the last two axes of 4-D inputs."""
+    dims: dict[str, dict[int, str]] = {}
+    for name, t in inputs.items():
+        d: dict[int, str] = {}
+        if t.ndim >= 1:
+            d[0] = "batch"
+        if t.ndim == 4:
+            d[2], d[3] = "height", "width"
+        dims[name] = d
+    return dims
+
+
+def default_output_dims(module: torch.nn.Module, inputs: Mapping[str, torch.Tensor],
+                        output_names: list[str]) -> dict[str, dict[int, str]]:
+    with torch.no_grad():
+        outs = module(*inputs.values())
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    spatial = next((t.shape[2:] for t in inputs.values() if t.ndim == 4), None)
+    dims = {}
+    for name, o in zip(output_names, outs):
+        d = {0: "batch"} if o.ndim >= 1 else {}
+        if o.ndim == 4 and spatial is not None:
+            same = tuple(o.shape[2:]) == tuple(spatial)
+            d[2], d[3] = ("height", "width") if same else ("out_height", "out_width")
+        dims[name] = d
+    return dims
+
+
+def component_from(module: torch.nn.Module, example_inputs: Any, *, role: str = "denoiser",
+                   output_names: list[str] | None = None, **kwargs: Any) -> ComponentSpec:
+    if not isinstance(module, torch.nn.Module):
+        raise ModelSourceError(f"expected a torch.nn.Module for {role}, got {type(module).__name__}")
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if isinstance(example_inputs, (tuple, list)):
+        example_inputs = {f"input_{i}": t for i, t in enumerate(example_inputs)}
+    if not isinstance(example_inputs, Mapping) or not all(isinstance(t, torch.Tensor) for t in example_inputs.values()):
+        raise ModelSourceError(f"{role}: example inputs must be a tensor, a tuple of tensors or a dict name -> tensor")
+    module = module.eval()
+    names = output_names or [DEFAULT_OUTPUT.get(role, "output")]
+    dyn = kwargs.pop("dynamic_dims", None) or default_dynamic_dims(example_inputs)
+    out_dyn = kwargs.pop("output_dynamic_dims", None) or default_output_dims(module, example_inputs, names)
+    return ComponentSpec(role=role, module=module, example_inputs=dict(example_inputs), output_names=names,
+                         dynamic_dims=dyn, output_dynamic_dims=out_dyn, **kwargs)
+
+
+def spec_from_factory_result(result: Any, *, name: str) -> ModelSpec:
+    """Accept what a factory returns: a ModelSpec, (module, example_inputs), or a dict of both."""
+    if isinstance(result, ModelSpec):
+        return result
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
+        comp = component_from(result[0], result[1])
+        return ModelSpec(name=name, components={"denoiser": comp}, model=_pixel_model(comp))
+    raise ModelSourceError(
+        f"the factory returned {type(result).__name__}",
+        hint="return (model, example_inputs) or an edge_sdk.converters.spec.ModelSpec")
+
+
+def _pixel_model(comp: ComponentSpec) -> dict[str, Any]:
+    sample = next(iter(comp.example_inputs.values()))
+    return {"kind": "pixel_diffusion", "conditioning": "none", "sample_size": [int(sample.shape[2]), int(sample.shape[3])],
+            "in_channels": int(sample.shape[1]), "image_channels": int(sample.shape[1])}
+
+
+def load_source(source: Any, *, name: str | None = None) -> ModelSpec:
+    """Resolve whatever the user gave (an entry point string, a ModelSpec, a (module, inputs) pair)."""
+    if isinstance(source, ModelSpec):
+        return source
+    if isinstance(source, tuple):
+        return spec_from_factory_result(source, name=name or "model")
+    if isinstance(source, (str, Path)):
+        text = str(source)
+        if ":" in text and not Path(text).exists():
+            factory = load_entry_point(text)
+            try:
+                result = factory()
+            except Exception as e:
+                raise ModelSourceError(f"factory {text} raised {type(e).__name__}: {e}") from None
+            return spec_from_factory_result(result, name=name or text.rpartition(":")[2])
+        raise ModelSourceError(f"cannot tell what kind of model source {text!r} is",
+                               hint="give module:factory, a .pt2 file or a diffusers folder")
+    raise ModelSourceError(f"unsupported model source of type {type(source).__name__}")

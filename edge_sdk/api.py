@@ -1,0 +1,42 @@
+"""The device-side Python API: ``load(bundle)`` returns a Generator; no torch needed."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.pipelines import DiffusionPipeline, GenerationResult
+from edge_sdk.plan import Plan, default_plan
+
+
+class Generator:
+    """An opened bundle with a plan, ready to generate. Sessions are created once and reused."""
+
+    def __init__(self, bundle: Bundle, plan: Plan) -> None:
+        self.bundle = bundle
+        self.plan = plan
+        self.pipeline = DiffusionPipeline(bundle, plan)
+
+    def generate(self, **kwargs: Any) -> GenerationResult:
+        """See ``DiffusionPipeline.generate`` for the arguments (steps, seed, sampler, guidance...)."""
+        return self.pipeline.generate(**kwargs)
+
+    def close(self) -> None:
+        self.pipeline.close()
+
+    def __enter__(self) -> Generator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load(bundle: str | os.PathLike | Bundle, *, plan: Plan | None = None, runtime: str | None = None,
+         precision: str | None = None, format: str | None = None, device: str = "auto",
+         threads: int | None = None, verify: bool = True) -> Generator:
+    """Open (and verify) ``bundle`` and pick runtimes: from ``plan`` if given, else what is installed."""
+    b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify=verify)
+    if plan is None:
+        plan = default_plan(b, runtime=runtime, precision=precision, format=format, device=device, threads=threads)
+    return Generator(b, plan)

@@ -1,0 +1,304 @@
+"""The bundle: a folder with manifest.json and the artifacts it lists.
+
+``Bundle.open`` verifies the size and sha256 of every listed file before anything parses a model;
+``BundleWriter`` builds a bundle in a temporary sibling folder and renames it into place, so a
+half-written bundle is never visible under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_sdk import __version__, manifest
+from edge_sdk.errors import BundleError, IntegrityError, UsageError
+from edge_sdk.fsutil import atomic_write, fsync_tree, replace_dir, sha256_file
+from edge_sdk.manifest import MANIFEST_NAME, SCHEMA_VERSION, TensorSpec
+from edge_sdk.paths import check_relpath, resolve_inside
+
+ROLES = ("denoiser", "decoder", "encoder", "text_encoder", "generator")
+FORMATS = ("onnx", "openvino", "tflite")
+TMP_PREFIX = ".edge-sdk-tmp-"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One converted file set of a component: a format, a precision and a variant."""
+
+    component: str
+    format: str
+    precision: str
+    variant: str
+    path: Path  # the entry file, absolute
+    static_shapes: dict[str, tuple[int, ...]] | None
+    validation: dict[str, Any] | None
+    size: int  # bytes over all its files
+
+
+class Bundle:
+    """A verified, opened bundle. Use ``Bundle.open(path)``."""
+
+    def __init__(self, root: Path, data: dict[str, Any]) -> None:
+        self.root = root
+        self.manifest = data
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, verify: bool = True) -> Bundle:
+        root = Path(path)
+        if not root.exists():
+            raise BundleError(f"bundle not found: {root}", hint="give the folder that `edge-sdk convert -o` wrote")
+        if root.is_symlink() or not root.is_dir():
+            if root.is_file() and root.suffix == ".tar":
+                raise BundleError(f"{root} is a package archive, not a bundle folder",
+                                  hint="install it with `edge-sdk install` first")
+            raise BundleError(f"{root} is not a bundle folder")
+        data = manifest.load(root / MANIFEST_NAME)
+        bundle = cls(root, data)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    # -- integrity -----------------------------------------------------------------------------
+    def verify(self) -> None:
+        """Check every listed file: a regular file, not a link, of the recorded size and sha256."""
+        for f in manifest.all_files(self.manifest):
+            self._check_file(f)
+
+    def _check_file(self, f: dict[str, Any]) -> Path:
+        rel = f["path"]
+        full = resolve_inside(self.root, rel, where=f"bundle {self.root}")
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            raise IntegrityError(f"bundle {self.root}: file {rel} is missing",
+                                 hint="the bundle is incomplete; copy it again or re-run convert") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise IntegrityError(f"bundle {self.root}: {rel} is not a regular file")
+        if st.st_size != f["size"]:
+            raise IntegrityError(
+                f"bundle {self.root}: file {rel} is {st.st_size} bytes, the manifest says {f['size']}",
+                hint="the file was truncated or changed; copy the bundle again")
+        if sha256_file(full) != f["sha256"]:
+            raise IntegrityError(f"bundle {self.root}: file {rel} fails its sha256 check",
+                                 hint="the file was modified or corrupted; copy the bundle again")
+        return full
+
+    # -- views ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.manifest["model"]
+
+    @property
+    def sampler(self) -> dict[str, Any]:
+        return self.manifest["sampler"]
+
+    @property
+    def components(self) -> list[str]:
+        return list(self.manifest["components"])
+
+    def component(self, name: str) -> dict[str, Any]:
+        try:
+            return self.manifest["components"][name]
+        except KeyError:
+            raise UsageError(f"bundle {self.name} has no component {name!r}",
+                             hint=f"it has: {', '.join(self.components)}") from None
+
+    def signature(self, name: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        c = self.component(name)
+        return [TensorSpec.from_json(t) for t in c["inputs"]], [TensorSpec.from_json(t) for t in c["outputs"]]
+
+    def artifacts(self, component: str) -> list[Artifact]:
+        out = []
+        for a in self.component(component)["artifacts"]:
+            shapes = a.get("static_shapes")
+            out.append(Artifact(
+                component=component, format=a["format"], precision=a["precision"], variant=a.get("variant", ""),
+                path=resolve_inside(self.root, a["entry"], where=f"bundle {self.root}"),
+                static_shapes={k: tuple(v) for k, v in shapes.items()} if shapes else None,
+                validation=a.get("validation"), size=sum(f["size"] for f in a["files"])))
+        return out
+
+    def artifact(self, component: str, format: str | None = None, precision: str | None = None,
+                 variant: str | None = "") -> Artifact:
+        """The artifact of ``component`` matching the filters (None matches anything)."""
+        matches = [a for a in self.artifacts(component)
+                   if (format is None or a.format == format) and (precision is None or a.precision == precision)
+                   and (variant is None or a.variant == variant)]
+        if not matches:
+            have = ", ".join(f"{a.format}/{a.precision}{'/' + a.variant if a.variant else ''}"
+                             for a in self.artifacts(component))
+            raise UsageError(f"bundle {self.name}: component {component} has no "
+                             f"{format or 'any-format'}/{precision or 'any-precision'} artifact",
+                             hint=f"it has: {have}; convert with --format/--precision to add one")
+        return matches[0]
+
+    def extra_file(self, component: str, name: str) -> Path:
+        for f in self.component(component).get("extra_files", []):
+            if f["path"].rsplit("/", 1)[-1] == name:
+                return resolve_inside(self.root, f["path"], where=f"bundle {self.root}")
+        raise BundleError(f"bundle {self.name}: component {component} has no file {name}")
+
+
+@dataclass
+class _PendingArtifact:
+    component: str
+    format: str
+    precision: str
+    variant: str
+    entry: str
+    files: list[str]
+    static_shapes: dict[str, list[int]] | None
+    validation: dict[str, Any] | None
+    convert_seconds: float | None
+
+
+@dataclass
+class _PendingComponent:
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    parameters: int | None = None
+    config: dict[str, Any] | None = None
+    extra_files: list[str] = field(default_factory=list)
+
+
+class BundleWriter:
+    """Builds a bundle in a temporary folder beside ``target`` and publishes it on ``commit``.
+
+    Use as a context manager: leaving the block without ``commit()`` (an exception, Ctrl-C)
+    removes the temporary folder and leaves whatever was at ``target`` untouched.
+    """
+
+    def __init__(self, target: str | os.PathLike, *, name: str, overwrite: bool = False) -> None:
+        self.target = Path(target).absolute()
+        if self.target.exists() and not overwrite:
+            raise UsageError(f"output {self.target} already exists", hint="pass --overwrite or choose another -o")
+        parent = self.target.parent
+        if not parent.is_dir():
+            raise UsageError(f"output folder {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"output folder {parent} is not writable")
+        _remove_stale_temps(parent)
+        self.stage = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-{self.target.name}-", dir=parent))
+        self.name = name
+        self.model: dict[str, Any] = {"kind": "pixel_diffusion"}
+        self.sampler: dict[str, Any] = {}
+        self.description: str | None = None
+        self._components: dict[str, _PendingComponent] = {}
+        self._artifacts: list[_PendingArtifact] = []
+        self._committed = False
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._committed:
+            shutil.rmtree(self.stage, ignore_errors=True)
+
+    def artifact_dir(self, component: str, format: str, precision: str, variant: str = "") -> Path:
+        d = self.stage / component / format / (precision + (f"-{variant}" if variant else ""))
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def add_component(self, role: str, inputs: Iterable[TensorSpec], outputs: Iterable[TensorSpec], *,
+                      parameters: int | None = None, config: dict[str, Any] | None = None) -> None:
+        if role not in ROLES:
+            raise UsageError(f"unknown component role {role!r}", hint=f"roles: {', '.join(ROLES)}")
+        self._components[role] = _PendingComponent(list(inputs), list(outputs), parameters, config)
+
+    def add_extra_file(self, component: str, src: Path, name: str | None = None) -> str:
+        rel = f"{component}/{name or Path(src).name}"
+        check_relpath(rel, where="extra file")
+        dst = self.stage / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        self._components[component].extra_files.append(rel)
+        return rel
+
+    def add_artifact(self, component: str, format: str, precision: str, entry: Path, *,
+                     variant: str = "", files: Iterable[Path] | None = None,
+                     static_shapes: dict[str, list[int]] | None = None,
+                     validation: dict[str, Any] | None = None, convert_seconds: float | None = None) -> None:
+        """Record an artifact whose files already sit under ``artifact_dir(...)``."""
+        if component not in self._components:
+            raise UsageError(f"add_component({component!r}) must come before its artifacts")
+        entry = Path(entry)
+        paths = [Path(p) for p in files] if files is not None else [p for p in entry.parent.rglob("*") if p.is_file()]
+        rels = sorted({p.relative_to(self.stage).as_posix() for p in paths + [entry]})
+        self._artifacts.append(_PendingArtifact(component, format, precision, variant,
+                                                entry.relative_to(self.stage).as_posix(), rels,
+                                                static_shapes, validation, convert_seconds))
+
+    def _file_record(self, rel: str) -> dict[str, Any]:
+        p = self.stage / rel
+        return {"path": rel, "sha256": sha256_file(p), "size": p.stat().st_size}
+
+    def build_manifest(self) -> dict[str, Any]:
+        comps: dict[str, Any] = {}
+        for role, c in self._components.items():
+            arts = []
+            for a in (a for a in self._artifacts if a.component == role):
+                rec: dict[str, Any] = {"format": a.format, "precision": a.precision, "entry": a.entry,
+                                       "files": [self._file_record(f) for f in a.files]}
+                if a.variant:
+                    rec["variant"] = a.variant
+                if a.static_shapes:
+                    rec["static_shapes"] = a.static_shapes
+                if a.validation is not None:
+                    rec["validation"] = a.validation
+                if a.convert_seconds is not None:
+                    rec["convert_seconds"] = round(a.convert_seconds, 3)
+                arts.append(rec)
+            comp: dict[str, Any] = {"role": role, "inputs": [t.to_json() for t in c.inputs],
+                                    "outputs": [t.to_json() for t in c.outputs], "artifacts": arts}
+            if c.extra_files:
+                comp["extra_files"] = [self._file_record(f) for f in c.extra_files]
+            if c.parameters is not None:
+                comp["parameters"] = c.parameters
+            if c.config:
+                comp["config"] = c.config
+            comps[role] = comp
+        data: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "sdk_version": __version__, "name": self.name,
+                                "model": self.model, "sampler": self.sampler, "components": comps}
+        if self.description:
+            data["description"] = self.description
+        return manifest.validate(data, source=f"new bundle {self.name}")
+
+    def commit(self) -> Bundle:
+        """Hash every file, write manifest.json, fsync, and rename the bundle into place."""
+        data = self.build_manifest()
+        with atomic_write(self.stage / MANIFEST_NAME, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        fsync_tree(self.stage)
+        replace_dir(self.stage, self.target)
+        self._committed = True
+        return Bundle(self.target, data)
+
+
+def _remove_stale_temps(parent: Path) -> None:
+    """Remove temporary folders that a killed writer left behind (the pid in their name is gone)."""
+    for p in parent.glob(f"{TMP_PREFIX}*"):
+        pid_text = p.name[len(TMP_PREFIX):].split("-", 1)[0]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,91 @@
+"""What every command shares: error reporting, JSON output, progress display."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from edge_sdk.errors import EdgeSDKError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+
+
+def run_cli(group: click.Group, argv: list[str] | None) -> int:
+    """Run the click group; edge-sdk errors become one line on stderr and their exit code."""
+    try:
+        group.main(args=argv, prog_name="edge-sdk", standalone_mode=False)
+        return 0
+    except EdgeSDKError as e:
+        click.echo(f"error: {e.message}" + (f"\n  hint: {e.hint}" if e.hint else ""), err=True)
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug of ours: one line by default, the traceback on request
+        if os.environ.get("EDGE_SDK_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n"
+                   "  hint: this is a bug in edge-sdk; rerun with EDGE_SDK_DEBUG=1 for the traceback "
+                   "and report it", err=True)
+        return 70
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def table(rows: list[tuple[Any, ...]], headers: tuple[str, ...] | None = None) -> str:
+    """A plain aligned text table."""
+    cells = [tuple(str(c) for c in r) for r in ([headers] if headers else []) + rows]
+    if not cells:
+        return ""
+    widths = [max(len(r[i]) for r in cells if i < len(r)) for i in range(max(len(r) for r in cells))]
+    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in cells]
+    if headers:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def progress_enabled(quiet: bool = False) -> bool:
+    return not quiet and sys.stderr.isatty() and os.environ.get("EDGE_SDK_NO_PROGRESS") is None
+
+
+class StepBar:
+    """A click progress bar on stderr, for per-step callbacks; silent when not a terminal."""
+
+    def __init__(self, label: str, total: int, enabled: bool) -> None:
+        self._bar = click.progressbar(length=total, label=label, file=sys.stderr) if enabled else None
+        if self._bar is not None:
+            self._bar.__enter__()
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def callback_with_bar(bar: StepBar) -> Callable[[Any], None]:
+    def cb(_info: Any) -> None:
+        bar.update(1)
+
+    return cb

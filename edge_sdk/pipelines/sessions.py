@@ -1,0 +1,64 @@
+"""Runtime sessions per component, opened once and reused; non-resident ones released after use."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import numpy as np
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.errors import NumericalFaultError
+from edge_sdk.plan import Plan
+from edge_sdk.runtimes.base import Runtime
+from edge_sdk.runtimes.registry import open_artifact
+
+
+class Sessions:
+    def __init__(self, bundle: Bundle, plan: Plan) -> None:
+        self.bundle = bundle
+        self.plan = plan
+        self._open: dict[str, Runtime] = {}
+
+    def _load(self, component: str) -> Runtime:
+        if component not in self._open:
+            cp = self.plan.components[component]
+            art = self.bundle.artifact(component, cp.format, cp.precision, cp.variant)
+            self._open[component] = open_artifact(art.path, cp.runtime, device=cp.device, threads=cp.threads,
+                                                  options=cp.options)
+        return self._open[component]
+
+    @contextmanager
+    def use(self, component: str) -> Iterator[Runtime]:
+        """The component's session; released afterwards unless the plan keeps it resident."""
+        rt = self._load(component)
+        try:
+            yield rt
+        finally:
+            if not self.plan.components[component].resident:
+                self.release(component)
+
+    def release(self, component: str) -> None:
+        rt = self._open.pop(component, None)
+        if rt is not None:
+            rt.close()
+
+    def close(self) -> None:
+        for name in list(self._open):
+            self.release(name)
+
+    def run(self, component: str, feeds: dict[str, np.ndarray], *, step: int | None = None) -> np.ndarray:
+        """Run a component, cast feeds to its signature's dtypes, check its first output is finite."""
+        with self.use(component) as rt:
+            cast = {spec.name: np.asarray(feeds[spec.name]).astype(spec.dtype, copy=False) for spec in rt.inputs
+                    if spec.name in feeds}
+            cast.update({k: v for k, v in feeds.items() if k not in cast})
+            out = rt.run(cast)[rt.outputs[0].name]
+        if not np.isfinite(out).all():
+            cp = self.plan.components[component]
+            bad = int(np.size(out) - np.isfinite(out).sum())
+            at = f" at step {step}" if step is not None else ""
+            raise NumericalFaultError(
+                f"{component} ({cp.format} {cp.precision} on {cp.runtime}) produced {bad} NaN/Inf values{at}",
+                hint="fp16 overflow is the usual cause: run this component in fp32 (--precision fp32)")
+        return out.astype(np.float32, copy=False)

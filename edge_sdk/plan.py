@@ -1,0 +1,96 @@
+"""A plan: which runtime, format, precision and device each component uses, and how a run is shaped.
+
+The planner (``edge_sdk.planner``) fills one from a board profile; ``default_plan`` is the plan
+without a board: the first installed runtime that opens an artifact the bundle has, fp32 first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.errors import RuntimeUnavailableError, UsageError
+
+# Which runtime opens which format, in order of preference when nothing else decides.
+FORMAT_RUNTIMES = {"onnx": ("onnxruntime", "openvino"), "openvino": ("openvino",), "tflite": ("litert",)}
+PRECISION_ORDER = ("fp32", "fp16", "int8-static", "int8", "int8-weight")
+
+
+@dataclass
+class ComponentPlan:
+    runtime: str
+    format: str
+    precision: str
+    variant: str = ""
+    device: str = "auto"
+    threads: int | None = None
+    resident: bool = True  # False: loaded, run and released in turn to save memory
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TilePlan:
+    tile: int  # latent cells per tile side
+    overlap: int  # latent cells shared by neighbouring tiles
+
+
+@dataclass
+class Plan:
+    components: dict[str, ComponentPlan]
+    cfg: str = "batched"  # or "sequential": one denoiser call per branch, half the activations
+    decode_tiling: TilePlan | None = None
+    memory_cap_bytes: int | None = None
+    board: str | None = None
+    estimates: dict[str, int] = field(default_factory=dict)  # stage -> bytes
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Plan:
+        d = dict(d)
+        d["components"] = {k: ComponentPlan(**v) for k, v in d["components"].items()}
+        if d.get("decode_tiling"):
+            d["decode_tiling"] = TilePlan(**d["decode_tiling"])
+        return cls(**d)
+
+
+def usable_runtimes() -> set[str]:
+    from edge_sdk.runtimes.registry import available_runtimes
+
+    return {name for name, info in available_runtimes().items() if info.get("available") and name != "torch"}
+
+
+def default_plan(bundle: Bundle, *, runtime: str | None = None, precision: str | None = None,
+                 format: str | None = None, device: str = "auto", threads: int | None = None) -> Plan:
+    """Pick an artifact and runtime per component from what is installed here."""
+    usable = usable_runtimes()
+    if runtime is not None and runtime not in usable:
+        from edge_sdk.runtimes.registry import INSTALL_HINTS, runtime_names
+
+        if runtime not in runtime_names():
+            raise UsageError(f"unknown runtime {runtime!r}", hint=f"known: {', '.join(runtime_names())}")
+        raise RuntimeUnavailableError(f"runtime {runtime!r} is not usable here", hint=INSTALL_HINTS.get(runtime, ""))
+    comps = {}
+    for name in bundle.components:
+        arts = [a for a in bundle.artifacts(name) if a.variant == ""]
+        best = None
+        for a in sorted(arts, key=lambda a: PRECISION_ORDER.index(a.precision) if a.precision in PRECISION_ORDER else 99):
+            if format and a.format != format or precision and a.precision != precision:
+                continue
+            rts = [r for r in FORMAT_RUNTIMES.get(a.format, ()) if r in usable and (runtime is None or r == runtime)]
+            if rts:
+                best = ComponentPlan(runtime=rts[0], format=a.format, precision=a.precision, device=device,
+                                     threads=threads)
+                break
+        if best is None:
+            have = ", ".join(sorted({f"{a.format}/{a.precision}" for a in arts}))
+            want = "/".join(x for x in (format, precision, runtime) if x) or "any"
+            raise RuntimeUnavailableError(
+                f"no artifact of component {name} ({have}) can run here with {want}",
+                hint=f"usable runtimes here: {', '.join(sorted(usable)) or 'none'}; install one, e.g. "
+                     "pip install 'edge-sdk[onnxruntime]'")
+        comps[name] = best
+    return Plan(components=comps)

@@ -1,0 +1,102 @@
+"""The one interface every runtime adapter implements: open, describe, run, close."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edge_sdk.errors import InputError
+from edge_sdk.manifest import TensorSpec
+
+
+class Runtime(ABC):
+    """An opened model on one engine and device.
+
+    Subclasses set ``name`` and ``formats`` and implement ``probe``, ``_open``, ``_run`` and
+    ``close``. ``run`` checks the feeds against the model's own signature first, so a wrong name,
+    rank, fixed dimension or dtype is an ``InputError`` rather than an engine's traceback.
+    """
+
+    name: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]
+    # Devices this adapter understands; "auto" picks the best present one.
+    devices: ClassVar[tuple[str, ...]] = ("auto", "cpu")
+
+    def __init__(self, path: str | Path, *, device: str = "auto", threads: int | None = None,
+                 options: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.device = device
+        self.threads = threads
+        self.options = dict(options or {})
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+        self._open()
+
+    # -- what the engine offers here -----------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def probe(cls) -> dict[str, Any]:
+        """{'available': bool, 'reason': str, 'version': str|None, 'devices': [...]} for doctor."""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @abstractmethod
+    def _open(self) -> None:
+        """Load ``self.path`` on ``self.device``; fill ``self.inputs`` and ``self.outputs``."""
+
+    @abstractmethod
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run with checked feeds; return every output by name."""
+
+    def close(self) -> None:  # noqa: B027 - optional for adapters holding nothing
+        """Release the engine's resources."""
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def active_device(self) -> str:
+        """What the engine actually runs on (e.g. 'CUDAExecutionProvider', 'CPU')."""
+        return self.device
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._run(self.check_feeds(feeds))
+
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        where = f"{self.name} model {self.path.name}"
+        expected = {t.name: t for t in self.inputs}
+        missing = [n for n in expected if n not in feeds]
+        extra = [n for n in feeds if n not in expected]
+        if missing or extra:
+            raise InputError(f"{where}: inputs {sorted(feeds)} do not match the model's {sorted(expected)}",
+                             hint=f"missing {missing}, unexpected {extra}")
+        out = {}
+        for name, spec in expected.items():
+            arr = np.asarray(feeds[name])
+            if arr.dtype != np.dtype(spec.dtype):
+                raise InputError(f"{where}: input {name!r} has dtype {arr.dtype}, the model takes {spec.dtype}",
+                                 hint=f"cast with .astype(np.{spec.dtype})")
+            if arr.ndim != len(spec.shape):
+                raise InputError(f"{where}: input {name!r} has shape {arr.shape}, the model takes "
+                                 f"{_fmt_shape(spec.shape)} (rank {len(spec.shape)})")
+            for axis, (got, want) in enumerate(zip(arr.shape, spec.shape)):
+                if isinstance(want, int) and want > 0 and got != want:
+                    raise InputError(f"{where}: input {name!r} has shape {arr.shape}, the model takes "
+                                     f"{_fmt_shape(spec.shape)} (axis {axis} must be {want})")
+            out[name] = np.ascontiguousarray(arr)
+        return out
+
+
+def _fmt_shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+NUMPY_DTYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+    "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
+}

@@ -1,0 +1,121 @@
+"""ONNX Runtime adapter: TensorRT > CUDA > CPU execution providers, whichever are present."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edge_sdk.errors import InferenceError, ModelFileError, RuntimeUnavailableError
+from edge_sdk.manifest import TensorSpec
+from edge_sdk.runtimes.base import NUMPY_DTYPES, Runtime
+
+PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+DEVICE_PROVIDERS = {
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "cpu": ("CPUExecutionProvider",),
+}
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise RuntimeUnavailableError(f"onnxruntime is not installed ({e})",
+                                      hint="pip install 'edge-sdk[onnxruntime]'") from None
+    return onnxruntime
+
+
+class OnnxRuntime(Runtime):
+    name = "onnxruntime"
+    formats = ("onnx",)
+    devices = ("auto", "cpu", "cuda", "tensorrt")
+
+    @classmethod
+    def probe(cls) -> dict[str, Any]:
+        try:
+            ort = _ort()
+        except RuntimeUnavailableError as e:
+            return {"available": False, "reason": e.message, "version": None, "devices": []}
+        providers = ort.get_available_providers()
+        devs = ["cpu"] + [d for d, p in (("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider"))
+                          if p in providers]
+        return {"available": True, "reason": "", "version": ort.__version__, "devices": devs,
+                "providers": providers}
+
+    def _providers(self) -> list[Any]:
+        ort = _ort()
+        present = set(ort.get_available_providers())
+        wanted = PROVIDER_ORDER if self.device == "auto" else DEVICE_PROVIDERS.get(self.device)
+        if wanted is None:
+            raise RuntimeUnavailableError(f"onnxruntime has no device {self.device!r}",
+                                          hint=f"devices: {', '.join(self.devices)}")
+        if self.device != "auto" and wanted[0] not in present:
+            raise RuntimeUnavailableError(
+                f"onnxruntime here has no {wanted[0]} (available: {', '.join(sorted(present))})",
+                hint="install onnxruntime-gpu built for your CUDA/JetPack, or use --device cpu")
+        chosen: list[Any] = []
+        for p in wanted:
+            if p not in present:
+                continue
+            if p == "TensorrtExecutionProvider":
+                cache = self.options.get("trt_cache_dir")
+                opts = {"trt_fp16_enable": bool(self.options.get("trt_fp16", True))}
+                if cache:
+                    opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache),
+                                trt_timing_cache_enable=True, trt_timing_cache_path=str(cache))
+                chosen.append((p, opts))
+            else:
+                chosen.append(p)
+        return chosen
+
+    def _open(self) -> None:
+        ort = _ort()
+        so = ort.SessionOptions()
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+            so.inter_op_num_threads = 1
+        level = self.options.get("graph_optimization", "all")
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[level]
+        so.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=so, providers=self._providers())
+        except RuntimeUnavailableError:
+            raise
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise ModelFileError(f"onnxruntime cannot load {self.path}: {_first_line(e)}",
+                                 hint="the file is corrupt or not an ONNX model; convert it again") from None
+        self.inputs = [TensorSpec(i.name, NUMPY_DTYPES.get(i.type, i.type), _dims(i.shape))
+                       for i in self._session.get_inputs()]
+        self.outputs = [TensorSpec(o.name, NUMPY_DTYPES.get(o.type, o.type), _dims(o.shape))
+                        for o in self._session.get_outputs()]
+        self._output_names = [o.name for o in self.outputs]
+
+    @property
+    def active_device(self) -> str:
+        return self._session.get_providers()[0]
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            values = self._session.run(self._output_names, feeds)
+        except Exception as e:
+            raise InferenceError(f"onnxruntime failed running {self.path.name}: {_first_line(e)}") from None
+        return dict(zip(self._output_names, values))
+
+    def close(self) -> None:
+        self._session = None
+
+
+def _dims(shape) -> tuple[int | str, ...]:
+    return tuple(d if isinstance(d, int) else (d or "dynamic") for d in shape)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:400] if text else type(e).__name__
