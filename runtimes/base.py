@@ -33,6 +33,11 @@ class Runtime(ABC):
         self.options = dict(options or {})
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
+        # Hardening (issue 10): check the file's structure and external-data paths in Python
+        # before native code parses it, so a truncated or hostile file is a ModelFileError.
+        from edge_sdk.modelcheck import preflight
+
+        preflight(self.path, self.formats[0] if len(self.formats) == 1 else None)
         self._open()
 
     # -- what the engine offers here -----------------------------------------------------------

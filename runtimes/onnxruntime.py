@@ -1,4 +1,14 @@
-"""ONNX Runtime adapter: TensorRT > CUDA > CPU execution providers, whichever are present."""
+"""ONNX Runtime adapter: TensorRT > CUDA > CPU execution providers, whichever are present.
+
+Options: ``graph_optimization`` ('disable', 'basic', 'extended', 'all'; default 'all'),
+``trt_cache_dir`` (TensorRT engine + timing cache, so the second start skips the engine build),
+``trt_fp16`` (default True), ``io_binding`` (default True; used only on CUDA/TensorRT).
+
+IO binding: on CUDA/TensorRT, inputs are bound from host memory and outputs to host memory that
+ONNX Runtime allocates once per shape, which saves the per-run output allocation and lets the
+provider copy asynchronously. On the CPU provider a plain ``run`` already reads numpy buffers in
+place and returns its output buffers without a copy, so binding would save nothing there.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_sdk.errors import InferenceError, ModelFileError, RuntimeUnavailableError
+from edge_sdk.errors import InferenceError, ModelFileError, RuntimeUnavailableError, UsageError
 from edge_sdk.manifest import TensorSpec
 from edge_sdk.runtimes.base import NUMPY_DTYPES, Runtime
 
@@ -16,6 +26,9 @@ DEVICE_PROVIDERS = {
     "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
     "cpu": ("CPUExecutionProvider",),
 }
+DEVICE_ALIASES = {"gpu": "cuda", "trt": "tensorrt"}
+GRAPH_LEVELS = ("disable", "basic", "extended", "all")
+_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 def _ort():
@@ -32,6 +45,11 @@ class OnnxRuntime(Runtime):
     formats = ("onnx",)
     devices = ("auto", "cpu", "cuda", "tensorrt")
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._session = None
+        self._binding = None
+        super().__init__(*args, **kwargs)
+
     @classmethod
     def probe(cls) -> dict[str, Any]:
         try:
@@ -47,11 +65,12 @@ class OnnxRuntime(Runtime):
     def _providers(self) -> list[Any]:
         ort = _ort()
         present = set(ort.get_available_providers())
-        wanted = PROVIDER_ORDER if self.device == "auto" else DEVICE_PROVIDERS.get(self.device)
+        device = DEVICE_ALIASES.get(self.device, self.device)
+        wanted = PROVIDER_ORDER if device == "auto" else DEVICE_PROVIDERS.get(device)
         if wanted is None:
-            raise RuntimeUnavailableError(f"onnxruntime has no device {self.device!r}",
-                                          hint=f"devices: {', '.join(self.devices)}")
-        if self.device != "auto" and wanted[0] not in present:
+            raise UsageError(f"onnxruntime has no device {self.device!r}",
+                             hint=f"devices: {', '.join(self.devices)} (or gpu = cuda)")
+        if device != "auto" and wanted[0] not in present:
             raise RuntimeUnavailableError(
                 f"onnxruntime here has no {wanted[0]} (available: {', '.join(sorted(present))})",
                 hint="install onnxruntime-gpu built for your CUDA/JetPack, or use --device cpu")
@@ -77,6 +96,8 @@ class OnnxRuntime(Runtime):
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
         level = self.options.get("graph_optimization", "all")
+        if level not in GRAPH_LEVELS:
+            raise UsageError(f"onnxruntime graph_optimization {level!r} is not one of {', '.join(GRAPH_LEVELS)}")
         so.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -84,9 +105,11 @@ class OnnxRuntime(Runtime):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[level]
         so.log_severity_level = 3
+        if not self.path.is_file():
+            raise ModelFileError(f"onnxruntime: model file {self.path} does not exist")
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=so, providers=self._providers())
-        except RuntimeUnavailableError:
+        except (RuntimeUnavailableError, UsageError):
             raise
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise ModelFileError(f"onnxruntime cannot load {self.path}: {_first_line(e)}",
@@ -96,19 +119,40 @@ class OnnxRuntime(Runtime):
         self.outputs = [TensorSpec(o.name, NUMPY_DTYPES.get(o.type, o.type), _dims(o.shape))
                         for o in self._session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
+        self._binding = None
+        if self.options.get("io_binding", True) and self.active_device in _GPU_PROVIDERS:
+            self._binding = self._session.io_binding()
 
     @property
     def active_device(self) -> str:
         return self._session.get_providers()[0]
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._binding is not None:
+            return self._run_bound(feeds)
         try:
             values = self._session.run(self._output_names, feeds)
         except Exception as e:
             raise InferenceError(f"onnxruntime failed running {self.path.name}: {_first_line(e)}") from None
         return dict(zip(self._output_names, values))
 
+    def _run_bound(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        b = self._binding
+        try:
+            b.clear_binding_inputs()
+            b.clear_binding_outputs()
+            for name, arr in feeds.items():
+                b.bind_cpu_input(name, arr)
+            for name in self._output_names:
+                b.bind_output(name, "cpu")
+            self._session.run_with_iobinding(b)
+            values = b.copy_outputs_to_cpu()
+        except Exception as e:
+            raise InferenceError(f"onnxruntime failed running {self.path.name}: {_first_line(e)}") from None
+        return dict(zip(self._output_names, values))
+
     def close(self) -> None:
+        self._binding = None
         self._session = None
 
 

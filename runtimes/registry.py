@@ -37,11 +37,18 @@ def get_runtime(name: str) -> type[Runtime]:
     eps = {ep.name: ep for ep in entry_points(group=GROUP)}
     if name not in eps:
         raise UsageError(f"unknown runtime {name!r}", hint=f"known runtimes: {', '.join(runtime_names())}")
+    ep = eps[name]
     try:
-        cls = eps[name].load()
+        cls = ep.load()
     except ImportError as e:
         raise RuntimeUnavailableError(f"runtime {name!r} cannot be loaded here: {e}",
                                       hint=INSTALL_HINTS.get(name, "install the package that provides it")) from None
+    except Exception as e:  # a third-party plugin with a bug must not take the whole registry down
+        raise RuntimeUnavailableError(f"runtime {name!r} ({ep.value}) failed to import: {type(e).__name__}: {e}",
+                                      hint="fix or uninstall the package that provides it") from None
+    if not (isinstance(cls, type) and issubclass(cls, Runtime)):
+        raise RuntimeUnavailableError(f"runtime {name!r} ({ep.value}) is not an edge_sdk.runtimes.Runtime subclass",
+                                      hint="the entry point must name a class deriving from edge_sdk.runtimes.base.Runtime")
     return cls
 
 

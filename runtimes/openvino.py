@@ -1,0 +1,221 @@
+"""OpenVINO adapter: IR (.xml/.bin) or ONNX files on CPU, GPU, NPU or AUTO.
+
+A compiled-model cache folder makes the second start on a device fast (the NPU and GPU compile
+for seconds to minutes); NPUs take static shapes only, so the model is reshaped to fixed dims
+before compiling for one. fp32 artifacts run at f32 on the CPU by default: recent CPUs otherwise
+default to bf16 (AMX / avx512_bf16) and drift ~1e-2 from PyTorch.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_sdk.errors import InferenceError, ModelFileError, RuntimeUnavailableError, UsageError
+from edge_sdk.manifest import TensorSpec
+from edge_sdk.runtimes.base import Runtime
+
+# Our device names -> OpenVINO's. 'auto' is resolved in _device_name from what is present.
+DEVICE_NAMES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "AUTO": "AUTO"}
+_PRECISIONS = ("f32", "f16", "bf16")
+
+
+def _ov():
+    try:
+        import openvino
+    except ImportError as e:
+        raise RuntimeUnavailableError(f"openvino is not installed ({e})",
+                                      hint="pip install 'edge-sdk[openvino]'") from None
+    return openvino
+
+
+def default_cache_dir() -> Path:
+    """Where compiled models are cached unless options['cache_dir'] says otherwise."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edge-sdk" / "openvino"
+
+
+def check_ir_files(xml_path: Path) -> Path:
+    """The .bin beside ``xml_path``, after checking both are real, non-empty and the XML parses."""
+    where = f"OpenVINO IR {xml_path}"
+    bin_path = xml_path.with_suffix(".bin")
+    for p in (xml_path, bin_path):
+        if not p.is_file():
+            raise ModelFileError(f"{where}: {p.name} is missing", hint="an IR is a .xml plus a .bin of the same name")
+        if p.stat().st_size == 0:
+            raise ModelFileError(f"{where}: {p.name} is empty", hint="copy or convert the model again")
+    try:
+        # expat refuses external entities and caps entity expansion (Python >= 3.11 ships expat 2.4+).
+        root = ET.parse(xml_path).getroot()
+    except (ET.ParseError, UnicodeDecodeError, ValueError) as e:
+        raise ModelFileError(f"{where}: not valid XML ({e})", hint="the file is corrupt; convert it again") from None
+    if root.tag != "net" or root.find("layers") is None:
+        raise ModelFileError(f"{where}: XML root is <{root.tag}>, not an OpenVINO <net> with <layers>",
+                             hint="is this an OpenVINO IR .xml?")
+    return bin_path
+
+
+class OpenVinoRuntime(Runtime):
+    """Options: ``cache_dir`` (compiled-model cache; False disables it), ``inference_precision``
+    ('f32', 'f16', 'bf16'; default f32 on CPU, the device's own default elsewhere),
+    ``static_shapes`` ({input: [dims]}, applied always; needed on NPU for dynamic models),
+    ``performance_hint`` ('LATENCY' or 'THROUGHPUT')."""
+
+    name = "openvino"
+    formats = ("openvino", "onnx")
+    devices = ("auto", "cpu", "gpu", "npu")
+
+    @classmethod
+    def probe(cls) -> dict[str, Any]:
+        try:
+            ov = _ov()
+            core = ov.Core()
+            present = list(core.available_devices)
+        except RuntimeUnavailableError as e:
+            return {"available": False, "reason": e.message, "version": None, "devices": []}
+        except Exception as e:  # noqa: BLE001 - a broken plugin install must not break doctor
+            return {"available": False, "reason": f"openvino is installed but Core() failed: {e}",
+                    "version": None, "devices": []}
+        details = {}
+        for d in present:
+            try:
+                details[d] = str(core.get_property(d, "FULL_DEVICE_NAME"))
+            except Exception:  # noqa: BLE001
+                details[d] = ""
+        return {"available": True, "reason": "", "version": ov.__version__.split("-")[0],
+                "devices": ["auto"] + [d.split(".")[0].lower() for d in present], "device_names": details}
+
+    def _device_name(self, core) -> str:
+        present = [d.split(".")[0] for d in core.available_devices]
+        if self.device == "auto":
+            # NPUs need static shapes, so 'auto' only spans GPU and CPU; ask for npu by name.
+            usable = [d for d in ("GPU", "CPU") if d in present]
+            if not usable:
+                raise RuntimeUnavailableError("openvino sees no CPU or GPU device here",
+                                              hint="check the openvino install (`edge-sdk doctor`)")
+            return usable[0] if len(usable) == 1 else "AUTO:" + ",".join(usable)
+        dev = DEVICE_NAMES.get(self.device.lower())
+        if dev is None:
+            raise UsageError(f"openvino has no device {self.device!r}", hint=f"devices: {', '.join(self.devices)}")
+        if dev not in present:
+            hints = {"GPU": "install the Intel GPU compute runtime (intel-opencl-icd / level-zero) and add the user "
+                            "to the 'render' group",
+                     "NPU": "install the Intel NPU driver (linux-npu-driver) and check /dev/accel/accel0"}
+            raise RuntimeUnavailableError(
+                f"openvino device {dev} is not available here (present: {', '.join(present) or 'none'})",
+                hint=hints.get(dev, "use --device cpu"))
+        return dev
+
+    def _config(self, dev: str) -> dict[str, Any]:
+        cfg: dict[str, Any] = {}
+        cache = self.options.get("cache_dir", None)
+        if cache is not False:
+            cache_path = Path(cache) if cache else default_cache_dir()
+            try:
+                cache_path.mkdir(parents=True, exist_ok=True)
+                cfg["CACHE_DIR"] = str(cache_path)
+            except OSError:
+                pass  # a read-only home only costs the compile time, never the run
+        prec = self.options.get("inference_precision")
+        if prec is None and dev == "CPU":
+            prec = "f32"
+        if prec is not None:
+            if prec not in _PRECISIONS:
+                raise UsageError(f"openvino inference_precision {prec!r} is not one of {', '.join(_PRECISIONS)}")
+            if dev.startswith("AUTO"):
+                cfg["DEVICE_PROPERTIES"] = {d: {"INFERENCE_PRECISION_HINT": prec}
+                                            for d in dev.split(":", 1)[1].split(",")}
+            else:
+                cfg["INFERENCE_PRECISION_HINT"] = prec
+        if self.threads and dev in ("CPU",):
+            cfg["INFERENCE_NUM_THREADS"] = int(self.threads)
+        if self.options.get("performance_hint"):
+            cfg["PERFORMANCE_HINT"] = str(self.options["performance_hint"]).upper()
+        return cfg
+
+    def _open(self) -> None:
+        ov = _ov()
+        if not self.path.is_file():
+            raise ModelFileError(f"openvino: model file {self.path} does not exist")
+        if self.path.suffix == ".xml":
+            check_ir_files(self.path)
+        core = ov.Core()
+        dev = self._device_name(core)
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as e:  # openvino raises RuntimeError/GeneralFailure for any parse problem
+            raise ModelFileError(f"openvino cannot read {self.path}: {_first_line(e)}",
+                                 hint="the file is corrupt or not an OpenVINO IR / ONNX model; convert it again") from None
+        static = dict(self.options.get("static_shapes") or {})
+        if dev == "NPU" and not static and model.is_dynamic():
+            dyn = [i.get_any_name() for i in model.inputs if i.get_partial_shape().is_dynamic]
+            raise UsageError(f"openvino NPU needs static shapes; inputs {dyn} of {self.path.name} are dynamic",
+                             hint="use the bundle's 'static' variant (convert --static HxW) or pass "
+                                  "options static_shapes={input: [dims]}")
+        if static:
+            names = {i.get_any_name() for i in model.inputs}
+            unknown = sorted(set(static) - names)
+            if unknown:
+                raise UsageError(f"static_shapes names {unknown} are not inputs of {self.path.name}",
+                                 hint=f"inputs: {', '.join(sorted(names))}")
+            try:
+                model.reshape({k: ov.PartialShape([int(d) for d in v]) for k, v in static.items()})
+            except Exception as e:
+                raise UsageError(f"openvino cannot reshape {self.path.name} to {static}: {_first_line(e)}") from None
+        try:
+            self._compiled = core.compile_model(model, dev, self._config(dev))
+        except Exception as e:
+            raise ModelFileError(f"openvino cannot compile {self.path.name} for {dev}: {_first_line(e)}",
+                                 hint="an op or precision this device does not support; try --device cpu") from None
+        self._device = dev
+        self._request = self._compiled.create_infer_request()  # reused across runs: no per-call setup
+        self.inputs = [TensorSpec(p.get_any_name(), _dtype(p.get_element_type()), _dims(p.get_partial_shape()))
+                       for p in self._compiled.inputs]
+        self.outputs = [TensorSpec(_port_name(p, i), _dtype(p.get_element_type()), _dims(p.get_partial_shape()))
+                        for i, p in enumerate(self._compiled.outputs)]
+
+    @property
+    def active_device(self) -> str:
+        try:
+            return ",".join(self._compiled.get_property("EXECUTION_DEVICES"))
+        except Exception:  # noqa: BLE001
+            return self._device
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            res = self._request.infer(feeds)
+        except Exception as e:
+            raise InferenceError(f"openvino failed running {self.path.name} on {self._device}: {_first_line(e)}") from None
+        # infer() copies outputs out of the request's buffers (share_outputs=False), so the next
+        # run cannot overwrite what the caller holds.
+        return {spec.name: res[port] for spec, port in zip(self.outputs, self._compiled.outputs)}
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None
+
+
+def _dtype(t) -> str:
+    return np.dtype(t.to_dtype()).name
+
+
+def _dims(ps) -> tuple[int | str, ...]:
+    if ps.rank.is_dynamic:
+        return ("dynamic",)
+    return tuple(d.get_length() if d.is_static else "dynamic" for d in ps)
+
+
+def _port_name(port, i: int) -> str:
+    try:
+        return port.get_any_name()
+    except RuntimeError:  # an output without a tensor name
+        return f"output_{i}"
+
+
+def _first_line(e: Exception) -> str:
+    text = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return text[0][:400] if text else type(e).__name__
