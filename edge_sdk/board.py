@@ -1,0 +1,339 @@
+"""Board profiles: one TOML file per board (``boards/*.toml``), loaded, validated and detected.
+
+A profile says how much memory edge-sdk may use on a board (the cap; on Jetson CPU and GPU share
+it), what the CPU can do, which runtimes and devices to prefer, which precision each component
+should run in, how many threads, and the decode tile limits. Every figure carries its source in
+the file. ``load_board`` takes a built-in name (``rpi5-8gb``) or the path of a user's own file;
+``detect_board`` guesses which built-in profile fits the machine it runs on.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edge_sdk.errors import PlanError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - 3.10
+    import tomli as tomllib
+
+MB = 1024 * 1024
+SCHEMA = 1
+ROLES = ("denoiser", "decoder", "encoder", "text_encoder", "generator")
+KNOWN_ISA = {"neon", "fp16", "dotprod", "i8mm", "sve", "sse4_2", "avx2", "avx512f", "avx512_vnni", "avx_vnni",
+             "amx"}
+# Extra folders of profiles, beside the built-in ones (os.pathsep-separated).
+PATH_ENV = "EDGE_SDK_BOARD_PATH"
+
+# Which fields a profile has: table -> {key: (type(s), required)}. Anything else is a typo.
+_FIELDS: dict[str, dict[str, tuple[Any, bool]]] = {
+    "": {"schema": (int, True), "name": (str, True), "title": (str, True), "family": (str, True),
+         "notes": (str, False)},
+    "memory": {"ram_mb": ((int, str), True), "cap_mb": (int, False), "cap_fraction": (float, False),
+               "unified": (bool, True), "source": (str, True), "cap_source": (str, True)},
+    "cpu": {"arch": (str, True), "cores": (int, True), "model": (str, True), "isa": (list, True),
+            "source": (str, True)},
+    "runtimes": {"preference": (list, True), "source": (str, False)},
+    "precision": {**{r: (list, False) for r in ROLES}, "default": (list, True), "source": (str, False)},
+    "threads": {"default": (int, True), "source": (str, False)},
+    "tiling": {"min_tile": (int, True), "max_tile": (int, True), "overlap_fraction": (float, True),
+               "source": (str, False)},
+    "detect": {"device_tree": (list, False), "compatible": (list, False), "cpu_model": (list, False),
+               "jetson_release": (list, False), "arch": (list, False), "devices": (list, False),
+               "fallback": (bool, False)},
+}
+_ACCEL_FIELDS = {"kind": (str, True), "name": (str, True), "peak": (str, False), "source": (str, True)}
+
+
+@dataclass(frozen=True)
+class BoardProfile:
+    name: str
+    title: str
+    family: str
+    path: str
+    ram_bytes: int
+    cap_bytes: int
+    unified: bool
+    cpu_arch: str
+    cpu_cores: int
+    cpu_model: str
+    isa: tuple[str, ...]
+    accelerators: tuple[dict[str, str], ...]
+    runtimes: tuple[tuple[str, str], ...]  # (runtime, device), best first
+    precision: dict[str, tuple[str, ...]]  # role (or "default") -> precisions, best first
+    threads: int
+    min_tile: int  # latent cells
+    max_tile: int
+    overlap_fraction: float
+    detect: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    notes: str = ""
+
+    def precisions_for(self, role: str) -> tuple[str, ...]:
+        return self.precision.get(role, self.precision["default"])
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["runtimes"] = [f"{r}:{dev}" for r, dev in self.runtimes]
+        return d
+
+
+def _check(where: str, table: dict[str, Any], spec: dict[str, tuple[Any, bool]]) -> None:
+    for key, value in table.items():
+        if isinstance(value, dict) and key in _FIELDS:
+            continue
+        if key == "accelerators" and spec is _FIELDS[""]:
+            continue
+        if key not in spec:
+            raise PlanError(f"{where}: unknown field {key!r}", hint=f"fields here: {', '.join(sorted(spec))}")
+        types = spec[key][0]
+        if isinstance(value, bool) and types is not bool and bool not in (types if isinstance(types, tuple) else ()):
+            raise PlanError(f"{where}: field {key!r} must not be a boolean")
+        if types is float and isinstance(value, int):
+            continue
+        if not isinstance(value, types):
+            raise PlanError(f"{where}: field {key!r} has {type(value).__name__} {value!r}, expected "
+                            f"{getattr(types, '__name__', None) or ' or '.join(t.__name__ for t in types)}")
+    missing = [k for k, (_, req) in spec.items() if req and k not in table]
+    if missing:
+        raise PlanError(f"{where}: missing field(s) {', '.join(missing)}")
+
+
+def parse_profile(data: dict[str, Any], *, path: str) -> BoardProfile:
+    """Validate a parsed profile; every problem is a PlanError naming the file and the field."""
+    _check(path, data, _FIELDS[""])
+    if data["schema"] != SCHEMA:
+        raise PlanError(f"{path}: schema {data['schema']} is not supported (this edge-sdk reads {SCHEMA})")
+    for table in ("memory", "cpu", "runtimes", "precision", "threads", "tiling"):
+        if not isinstance(data.get(table), dict):
+            raise PlanError(f"{path}: missing table [{table}]")
+    for table, spec in _FIELDS.items():
+        if table and table in data:
+            _check(f"{path} [{table}]", data[table], spec)
+    mem, cpu, tiling = data["memory"], data["cpu"], data["tiling"]
+    ram = mem["ram_mb"]
+    if ram == "detect":  # a generic host: whatever this machine has
+        import psutil
+
+        ram_bytes = int(psutil.virtual_memory().total)
+    elif isinstance(ram, int) and ram > 0:
+        ram_bytes = ram * MB
+    else:
+        raise PlanError(f"{path} [memory]: ram_mb must be a positive number of MB or \"detect\", got {ram!r}")
+    if ("cap_mb" in mem) == ("cap_fraction" in mem):
+        raise PlanError(f"{path} [memory]: give exactly one of cap_mb and cap_fraction")
+    cap = mem["cap_mb"] * MB if "cap_mb" in mem else int(ram_bytes * float(mem["cap_fraction"]))
+    if not 0 < cap <= ram_bytes:
+        raise PlanError(f"{path} [memory]: the cap ({cap // MB} MB) must be above 0 and at most the RAM "
+                        f"({ram_bytes // MB} MB)")
+    bad_isa = [f for f in cpu["isa"] if f not in KNOWN_ISA]
+    if bad_isa:
+        raise PlanError(f"{path} [cpu]: unknown ISA feature(s) {bad_isa}", hint=f"known: {', '.join(sorted(KNOWN_ISA))}")
+    if cpu["cores"] < 1 or data["threads"]["default"] < 1:
+        raise PlanError(f"{path}: cpu cores and default threads must be at least 1")
+    runtimes = []
+    for item in data["runtimes"]["preference"]:
+        if not isinstance(item, str) or item.count(":") != 1 or not all(item.split(":")):
+            raise PlanError(f"{path} [runtimes]: preference entry {item!r} is not RUNTIME:DEVICE, e.g. onnxruntime:cpu")
+        r, d = item.split(":")
+        runtimes.append((r, d))
+    if not runtimes:
+        raise PlanError(f"{path} [runtimes]: the preference list is empty")
+    from edge_sdk.plan import PRECISION_ORDER
+
+    precision = {}
+    for role, order in data["precision"].items():
+        if role == "source":
+            continue
+        bad = [p for p in order if p not in PRECISION_ORDER]
+        if bad or not order:
+            raise PlanError(f"{path} [precision]: {role} lists unknown or no precisions {bad}",
+                            hint=f"precisions: {', '.join(PRECISION_ORDER)}")
+        precision[role] = tuple(order)
+    if not 1 <= tiling["min_tile"] <= tiling["max_tile"]:
+        raise PlanError(f"{path} [tiling]: need 1 <= min_tile <= max_tile, got {tiling['min_tile']}, {tiling['max_tile']}")
+    if not 0 <= tiling["overlap_fraction"] < 0.5:
+        raise PlanError(f"{path} [tiling]: overlap_fraction must be in [0, 0.5), got {tiling['overlap_fraction']}")
+    accels = data.get("accelerators", [])
+    if not isinstance(accels, list):
+        raise PlanError(f"{path}: accelerators must be an array of tables ([[accelerators]])")
+    for i, a in enumerate(accels):
+        _check(f"{path} [[accelerators]] #{i + 1}", a, _ACCEL_FIELDS)
+    sources = {t: data[t]["source"] for t in ("memory", "cpu", "runtimes", "precision", "threads", "tiling")
+               if "source" in data[t]}
+    sources["memory_cap"] = mem["cap_source"]
+    return BoardProfile(
+        name=data["name"], title=data["title"], family=data["family"], path=path, ram_bytes=ram_bytes,
+        cap_bytes=cap, unified=mem["unified"], cpu_arch=cpu["arch"], cpu_cores=cpu["cores"], cpu_model=cpu["model"],
+        isa=tuple(cpu["isa"]), accelerators=tuple(dict(a) for a in accels), runtimes=tuple(runtimes),
+        precision=precision, threads=data["threads"]["default"], min_tile=tiling["min_tile"],
+        max_tile=tiling["max_tile"], overlap_fraction=float(tiling["overlap_fraction"]),
+        detect=dict(data.get("detect", {})), sources=sources, notes=data.get("notes", ""))
+
+
+def _read(path: Path, where: str) -> BoardProfile:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise PlanError(f"board profile {where} is not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PlanError(f"cannot read board profile {where}: {e}") from None
+    return parse_profile(data, path=where)
+
+
+def _profile_files() -> dict[str, Path]:
+    """name -> file for the built-in profiles and those in $EDGE_SDK_BOARD_PATH (which win)."""
+    files: dict[str, Path] = {}
+    folders = [Path(str(resources.files("edge_sdk.boards")))]
+    folders += [Path(p) for p in os.environ.get(PATH_ENV, "").split(os.pathsep) if p]
+    for folder in folders:
+        if folder.is_dir():
+            for f in sorted(folder.glob("*.toml")):
+                files[f.stem] = f
+    return files
+
+
+def board_names() -> list[str]:
+    return sorted(_profile_files())
+
+
+def list_boards() -> list[BoardProfile]:
+    return [load_board(n) for n in board_names()]
+
+
+def load_board(name_or_path: str | os.PathLike) -> BoardProfile:
+    """A profile by name (built-in or on $EDGE_SDK_BOARD_PATH) or by the path of a .toml file."""
+    text = str(name_or_path)
+    p = Path(text)
+    if text.endswith(".toml") or os.sep in text or p.is_file():
+        if not p.is_file():
+            raise PlanError(f"board profile file {p} does not exist")
+        return _read(p, str(p))
+    files = _profile_files()
+    if text not in files:
+        import difflib
+
+        close = difflib.get_close_matches(text, files, n=3)
+        raise PlanError(f"unknown board {text!r}",
+                        hint=(f"did you mean {', '.join(close)}? " if close else "")
+                        + "see `edge-sdk boards`, or give the path of your own profile .toml")
+    prof = _read(files[text], files[text].name)
+    if prof.name != text:
+        raise PlanError(f"board profile {files[text]} is named {prof.name!r}; the file must be {prof.name}.toml")
+    return prof
+
+
+# -- detection ---------------------------------------------------------------------------------
+@dataclass
+class MachineFacts:
+    """What detection looks at; read from a root folder so tests can give a recorded one."""
+
+    device_tree_model: str = ""
+    compatible: list[str] = field(default_factory=list)
+    jetson_release: str = ""  # e.g. "R36"
+    cpu_model: str = ""
+    cpu_flags: set[str] = field(default_factory=set)
+    arch: str = ""
+    ram_bytes: int = 0
+    devices: list[str] = field(default_factory=list)  # present accelerator device nodes
+
+
+def _text(p: Path) -> str:
+    try:
+        return p.read_bytes().replace(b"\x00", b"\n").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def machine_facts(root: str | os.PathLike = "/") -> MachineFacts:
+    root = Path(root)
+    f = MachineFacts()
+    f.device_tree_model = _text(root / "proc/device-tree/model") or _text(root / "sys/firmware/devicetree/base/model")
+    f.compatible = [c for c in _text(root / "proc/device-tree/compatible").splitlines() if c]
+    rel = _text(root / "etc/nv_tegra_release")
+    if rel.startswith("# R"):
+        f.jetson_release = rel[2:].split()[0]
+    for line in _text(root / "proc/cpuinfo").splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "hardware", "cpu model") and not f.cpu_model:
+            f.cpu_model = value.strip()
+        elif key in ("flags", "features"):
+            f.cpu_flags |= set(value.split())
+    for line in _text(root / "proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            f.ram_bytes = int(line.split()[1]) * 1024
+    f.arch = _text(root / "etc/edge-sdk-arch") or (platform.machine() if str(root) == "/" else "")
+    for dev in ("dev/accel/accel0", "dev/nvhost-gpu", "dev/nvgpu/igpu0", "dev/rknpu", "dev/dri/renderD129"):
+        if (root / dev).exists():
+            f.devices.append("/" + dev)
+    return f
+
+
+def detect_board(root: str | os.PathLike = "/", *, facts: MachineFacts | None = None) -> tuple[str | None, list[str]]:
+    """The built-in profile that fits this machine best, and the reasons (for `edge-sdk doctor`).
+
+    Looks at the device-tree model and compatible strings (Raspberry Pi, Jetson, Rockchip), the
+    Jetson release file, the CPU model and flags, accelerator device nodes and the RAM size (to
+    tell 4 GB from 8 GB variants). Returns (None, reasons) when nothing fits.
+    """
+    f = facts or machine_facts(root)
+    reasons = []
+    if f.device_tree_model:
+        reasons.append(f"device-tree model: {f.device_tree_model!r}")
+    if f.jetson_release:
+        reasons.append(f"Jetson release file: L4T {f.jetson_release}")
+    if f.cpu_model:
+        reasons.append(f"CPU: {f.cpu_model}" + (f" ({f.arch})" if f.arch else ""))
+    if f.ram_bytes:
+        reasons.append(f"RAM: {f.ram_bytes / MB:.0f} MB")
+    if f.devices:
+        reasons.append(f"accelerator devices: {', '.join(f.devices)}")
+    best: tuple[float, str] | None = None
+    why = ""
+    for prof in list_boards():
+        d = prof.detect
+        score = 0.0
+        hits = []
+        if d.get("arch") and f.arch and f.arch not in d["arch"]:
+            continue
+        for key, value, weight in (("device_tree", f.device_tree_model, 10), ("cpu_model", f.cpu_model, 5)):
+            if d.get(key):
+                m = [s for s in d[key] if s.lower() in value.lower()]
+                if m:
+                    score, hits = score + weight, hits + [f"{key} contains {m[0]!r}"]
+                elif key == "device_tree":
+                    score -= 20  # a profile keyed on a device-tree model needs that model
+        if d.get("compatible") and any(c in f.compatible for c in d["compatible"]):
+            score, hits = score + 8, hits + ["device-tree compatible matches"]
+        if d.get("jetson_release"):
+            if any(f.jetson_release.startswith(r) for r in d["jetson_release"]):
+                score, hits = score + 3, hits + [f"L4T {f.jetson_release}"]
+            else:
+                score -= 20
+        if d.get("devices"):
+            if any(dev in f.devices for dev in d["devices"]):
+                score, hits = score + 6, hits + ["accelerator device present"]
+            else:
+                score -= 6
+        if d.get("fallback"):
+            score += 0.5
+            hits.append("generic fallback for this architecture")
+        if score <= 0:
+            continue
+        if f.ram_bytes:  # among equals, the variant whose RAM is closest (MemTotal is a bit under nominal)
+            score -= abs(prof.ram_bytes - f.ram_bytes) / prof.ram_bytes
+        if best is None or score > best[0]:
+            best, why = (score, prof.name), "; ".join(hits)
+    if best is None:
+        reasons.append("no built-in profile matches; copy the closest one from `edge-sdk boards` and pass its path")
+        return None, reasons
+    reasons.append(f"{best[1]} fits: {why}")
+    return best[1], reasons
