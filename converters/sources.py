@@ -13,6 +13,10 @@ import torch
 from edge_sdk.converters.spec import ComponentSpec, ModelSpec
 from edge_sdk.errors import ModelSourceError
 
+# The DDPM training schedule most models use; a factory that trained otherwise returns a ModelSpec.
+DEFAULT_SAMPLER = {"default_sampler": "ddim", "default_steps": 20, "default_guidance": 1.0,
+                   "config": {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
+                              "beta_schedule": "linear", "prediction_type": "epsilon"}}
 DEFAULT_OUTPUT = {"denoiser": "noise_pred", "decoder": "image", "encoder": "latent", "generator": "image",
                   "text_encoder": "last_hidden_state"}
 
@@ -99,7 +103,7 @@ def spec_from_factory_result(result: Any, *, name: str) -> ModelSpec:
         return result
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
         comp = component_from(result[0], result[1])
-        return ModelSpec(name=name, components={"denoiser": comp}, model=_pixel_model(comp))
+        return ModelSpec(name=name, components={"denoiser": comp}, model=_pixel_model(comp), sampler=DEFAULT_SAMPLER)
     raise ModelSourceError(
         f"the factory returned {type(result).__name__}",
         hint="return (model, example_inputs) or an edge_sdk.converters.spec.ModelSpec")

@@ -130,6 +130,7 @@ class DiffusionPipeline:
                  height: int | None = None, width: int | None = None,
                  callback: StepCallback | None = None) -> GenerationResult:
         timings: dict[str, float] = {}
+        self.sessions.notes.clear()  # notes (e.g. an fp16 -> fp32 fallback) are per run
         if self.kind == "gan":
             return self._generate_gan(seed=seed, batch=batch or 1, class_labels=class_labels)
         if class_labels is not None and batch is None:
@@ -139,7 +140,8 @@ class DiffusionPipeline:
             raise UsageError(f"--steps must be at least 1, got {steps}")
         steps = steps or int(self.sampler_defaults.get("default_steps", 20))
         config = dict(self.sampler_defaults.get("config", {}))
-        name = sampler or self.sampler_defaults.get("default_sampler") or sampler_for_config(config)
+        name = sampler or self.sampler_defaults.get("default_sampler") or (
+            sampler_for_config(config) if "_class_name" in config else "ddim")
         s = get_sampler(name, config)
         guidance = float(self.sampler_defaults.get("default_guidance", 1.0) if guidance is None else guidance)
         labels = self._class_labels(class_labels, batch)
@@ -173,6 +175,8 @@ class DiffusionPipeline:
         rng = tuple(self.model.get("output_range", (-1.0, 1.0)))
         info = {"sampler": s.name, "steps": steps, "seed": seed, "guidance": guidance,
                 "class_labels": None if labels is None else labels.tolist()}
+        if self.sessions.notes:
+            info["notes"] = list(self.sessions.notes)
         return GenerationResult(to_uint8(raw, rng), raw, latents, timings, info)
 
     def _generate_gan(self, *, seed: int, batch: int, class_labels) -> GenerationResult:

@@ -1,0 +1,1 @@
+"""Packaging, installing, rolling back and flashing bundles to boards."""
