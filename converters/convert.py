@@ -13,6 +13,7 @@ from edge_sdk.converters.registry import get_converter
 from edge_sdk.converters.sources import load_source
 from edge_sdk.converters.validate import validate_artifact
 from edge_sdk.errors import UsageError
+from edge_sdk.faults import kill_point
 
 ProgressFn = Callable[[str, str, str, str], None]  # (component, format, precision, stage)
 
@@ -68,5 +69,6 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
                     writer.add_artifact(role, fmt, prec, art.entry, files=art.files,
                                         static_shapes=art.static_shapes, validation=metrics.to_json(),
                                         convert_seconds=seconds)
+                    kill_point("convert:artifact")  # interruption tests (edge_sdk.faults)
         report("", "", "", "write")
         return writer.commit()

@@ -34,8 +34,22 @@ class Generator:
 
 def load(bundle: str | os.PathLike | Bundle, *, plan: Plan | None = None, runtime: str | None = None,
          precision: str | None = None, format: str | None = None, device: str = "auto",
-         threads: int | None = None, verify: bool = True) -> Generator:
-    """Open (and verify) ``bundle`` and pick runtimes: from ``plan`` if given, else what is installed."""
+         threads: int | None = None, verify: bool = True, isolate: bool = False,
+         timeout: float | None = None) -> Generator:
+    """Open (and verify) ``bundle`` and pick runtimes: from ``plan`` if given, else what is installed.
+
+    ``isolate=True`` loads and runs it in a watched child process instead (``edge_sdk.supervise``):
+    a native crash, OOM kill or a hang longer than ``timeout`` seconds becomes a
+    ``SupervisedProcessError`` here rather than taking this process down.
+    """
+    if isolate:
+        from edge_sdk.supervise import DEFAULT_LOAD_TIMEOUT, SupervisedGenerator
+
+        if isinstance(bundle, Bundle):
+            bundle = bundle.root
+        return SupervisedGenerator(bundle, timeout=timeout or DEFAULT_LOAD_TIMEOUT,  # type: ignore[return-value]
+                                   plan=plan, runtime=runtime, precision=precision, format=format, device=device,
+                                   threads=threads, verify=verify)
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify=verify)
     if plan is None:
         plan = default_plan(b, runtime=runtime, precision=precision, format=format, device=device, threads=threads)

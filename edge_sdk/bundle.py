@@ -19,6 +19,7 @@ from typing import Any
 
 from edge_sdk import __version__, manifest
 from edge_sdk.errors import BundleError, IntegrityError, UsageError
+from edge_sdk.faults import kill_point
 from edge_sdk.fsutil import atomic_write, fsync_tree, replace_dir, sha256_file
 from edge_sdk.manifest import MANIFEST_NAME, SCHEMA_VERSION, TensorSpec
 from edge_sdk.paths import check_relpath, resolve_inside
@@ -280,7 +281,9 @@ class BundleWriter:
         with atomic_write(self.stage / MANIFEST_NAME, "w") as f:
             json.dump(data, f, indent=2, sort_keys=False)
             f.write("\n")
+        kill_point("commit:manifest")  # interruption tests (edge_sdk.faults); a no-op otherwise
         fsync_tree(self.stage)
+        kill_point("commit:synced")
         replace_dir(self.stage, self.target)
         self._committed = True
         return Bundle(self.target, data)

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from edge_sdk.faults import kill_point
+
 _CHUNK = 1 << 20
 
 
@@ -91,10 +93,12 @@ def replace_dir(new: Path, target: Path) -> None:
     if not target.exists():
         os.rename(new, target)
     elif _renameat2_exchange(new, target):
+        kill_point("commit:renamed")  # interruption tests (edge_sdk.faults); a no-op otherwise
         shutil.rmtree(new)  # ``new`` now holds the old contents
     else:
         aside = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.rename(target, aside)
         os.rename(new, target)
+        kill_point("commit:renamed")
         shutil.rmtree(aside, ignore_errors=True)
     fsync_dir(target.parent)

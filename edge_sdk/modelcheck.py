@@ -1,0 +1,194 @@
+"""Structure checks of model files before a runtime parses them.
+
+Runtimes are native code; a truncated or hostile file can crash them (ORT #4349, TFLite #115308)
+instead of raising. These checks are cheap, pure-Python and run first, so the common bad cases
+(wrong format, truncation, random bytes, external data pointing outside the model's folder) are a
+``ModelFileError``/``UnsafePathError`` naming the file. They do not make a malicious model safe to
+run: for that, run in a child process (``edge_sdk.supervise``).
+
+- ONNX: a protobuf wire-format walk of ModelProto (no ``onnx`` package needed on the device):
+  every length stays inside its parent, a graph is present, and every external-data
+  ``location`` is a relative path to a regular file beside the model with offset+length inside it.
+- TFLite and OpenVINO IR: the checks their adapters own (``runtimes/tflite_check.py``,
+  ``runtimes/openvino.py:check_ir_files``), so ``preflight`` covers every format in one call.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+from pathlib import Path
+
+from edge_sdk.errors import ModelFileError, UnsafePathError
+from edge_sdk.paths import resolve_inside
+
+# Deepest nesting of ONNX subgraphs (If/Loop bodies) we follow; real models stay far below.
+_MAX_DEPTH = 64
+
+# Message fields to descend into, per ONNX message type: field number -> message type.
+_ONNX_CHILDREN: dict[str, dict[int, str]] = {
+    "model": {7: "graph", 25: "function"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "function": {7: "node"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {13: "entry"},
+    "entry": {},
+}
+
+
+def _varint(buf: memoryview, pos: int, end: int, where: str) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise ModelFileError(f"{where}: truncated or corrupt protobuf (bad varint at byte {pos})",
+                                 hint="the file is damaged or not an ONNX model; convert it again")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, pos
+
+
+def _walk(buf: memoryview, start: int, end: int, kind: str, depth: int, where: str,
+          found: list[dict[str, str]], seen: set[str], owner: dict[str, str] | None = None) -> None:
+    """Check the framing of one message; collect each tensor's external_data as a dict in ``found``."""
+    if depth > _MAX_DEPTH:
+        raise ModelFileError(f"{where}: ONNX graphs nested more than {_MAX_DEPTH} deep")
+    children = _ONNX_CHILDREN[kind]
+    entry: dict[str, str] = {}
+    tensor_ext: dict[str, str] = {}
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos, end, where)
+        field, wire = key >> 3, key & 7
+        if field == 0:
+            raise ModelFileError(f"{where}: corrupt protobuf (field number 0 at byte {pos})",
+                                 hint="the file is damaged or not an ONNX model; convert it again")
+        seen.add(f"{kind}.{field}")
+        if wire == 0:
+            _, pos = _varint(buf, pos, end, where)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(buf, pos, end, where)
+            if pos + length > end:
+                raise ModelFileError(f"{where}: truncated protobuf (a field of {length} bytes at byte {pos} "
+                                     f"runs past its end at {end})",
+                                     hint="the file was cut short or is not an ONNX model; convert it again")
+            if field in children:
+                _walk(buf, pos, pos + length, children[field], depth + 1, where, found, seen,
+                      tensor_ext if kind == "tensor" else None)
+            elif kind == "entry" and field in (1, 2):
+                entry["key" if field == 1 else "value"] = bytes(buf[pos:pos + length]).decode("utf-8", "replace")
+            pos += length
+        else:  # 3/4 are deprecated groups, 6/7 do not exist: not something an exporter writes
+            raise ModelFileError(f"{where}: corrupt protobuf (wire type {wire} at byte {pos})",
+                                 hint="the file is damaged or not an ONNX model; convert it again")
+        if pos > end:
+            raise ModelFileError(f"{where}: truncated protobuf (field runs past byte {end})",
+                                 hint="the file was cut short; convert it again")
+    if kind == "entry" and owner is not None and "key" in entry:
+        owner[entry["key"]] = entry.get("value", "")
+    if kind == "tensor" and tensor_ext:
+        found.append(tensor_ext)
+
+
+def onnx_external_data(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Parse the framing of an .onnx file; return each external tensor's entries (location, offset...).
+
+    Raises ModelFileError if the file is not a well-formed ModelProto with a graph.
+    """
+    path = Path(path)
+    where = f"ONNX model {path}"
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{where}: the file is empty", hint="convert the model again")
+    entries: list[dict[str, str]] = []
+    seen: set[str] = set()
+    # mmap: a 2 GB single-file model is walked without reading its weights into memory.
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        buf = memoryview(mm)
+        try:
+            _walk(buf, 0, len(buf), "model", 0, where, entries, seen)
+        finally:
+            buf.release()
+    if "model.7" not in seen or "model.1" not in seen:
+        raise ModelFileError(f"{where}: not an ONNX model (no ir_version or graph)",
+                             hint="check the file is the .onnx the converter wrote")
+    return entries
+
+
+def check_onnx_file(path: str | os.PathLike) -> None:
+    """ONNX structure check plus the external-data rules; raises before any runtime reads it."""
+    path = Path(path)
+    root = path.parent
+    where = f"ONNX model {path}"
+    for group in onnx_external_data(path):
+        loc = group.get("location")
+        if loc is None:
+            continue
+        if loc.startswith("/") or (len(loc) > 1 and loc[1] == ":"):
+            raise UnsafePathError(f"{where}: external data location {loc!r} is absolute",
+                                  hint="external data must sit beside the model; re-export it")
+        full = resolve_inside(root, loc, where=f"{where}: external data")
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            raise ModelFileError(f"{where}: external data file {loc!r} is missing",
+                                 hint="copy the whole artifact folder, not only the .onnx") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePathError(f"{where}: external data {loc!r} is not a regular file")
+        try:
+            offset = int(group.get("offset", "0") or 0)
+            length = int(group["length"]) if group.get("length") else None
+        except ValueError:
+            raise ModelFileError(f"{where}: external data {loc!r} has a non-numeric offset/length") from None
+        if offset < 0 or (length is not None and (length < 0 or offset + length > st.st_size)):
+            raise ModelFileError(f"{where}: external data {loc!r} range {offset}+{length} is outside the "
+                                 f"{st.st_size}-byte file", hint="the weights file is truncated; convert again")
+
+
+def check_tflite_file(path: str | os.PathLike) -> None:
+    """The LiteRT adapter's flatbuffer bounds check (``edge_sdk.runtimes.tflite_check``)."""
+    from edge_sdk.runtimes.tflite_check import verify_tflite
+
+    verify_tflite(path)
+
+
+def check_openvino_file(path: str | os.PathLike) -> None:
+    """The OpenVINO adapter's IR check (<net> root, .bin present); ONNX files get the ONNX check."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        check_onnx_file(path)
+        return
+    from edge_sdk.runtimes.openvino import check_ir_files
+
+    check_ir_files(path)
+
+
+_CHECKS = {"onnx": check_onnx_file, "tflite": check_tflite_file, "openvino": check_openvino_file}
+_SUFFIX_FORMAT = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}
+
+
+def preflight(path: str | os.PathLike, format: str | None = None) -> None:
+    """Check ``path`` before a runtime opens it; the format comes from the suffix if not given."""
+    path = Path(path)
+    fmt = _SUFFIX_FORMAT.get(path.suffix.lower(), format)
+    check = _CHECKS.get(fmt or "")
+    if check is None:  # not a model file we know how to check (e.g. a torch reference)
+        return
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise ModelFileError(f"model file {path} does not exist") from None
+    if stat.S_ISDIR(st.st_mode):  # a model folder (e.g. a saved-model dir): its runtime checks it
+        return
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise UnsafePathError(f"model file {path} is not a regular file (a link or a device)",
+                              hint="bundles hold regular files only")
+    check(path)
