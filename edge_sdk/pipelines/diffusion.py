@@ -131,6 +131,7 @@ class DiffusionPipeline:
                  callback: StepCallback | None = None) -> GenerationResult:
         timings: dict[str, float] = {}
         self.sessions.notes.clear()  # notes (e.g. an fp16 -> fp32 fallback) are per run
+        self.sessions.notes.clear()  # notes (e.g. an fp16 -> fp32 fallback) are per run
         if self.kind == "gan":
             return self._generate_gan(seed=seed, batch=batch or 1, class_labels=class_labels)
         if class_labels is not None and batch is None:
@@ -175,6 +176,8 @@ class DiffusionPipeline:
         rng = tuple(self.model.get("output_range", (-1.0, 1.0)))
         info = {"sampler": s.name, "steps": steps, "seed": seed, "guidance": guidance,
                 "class_labels": None if labels is None else labels.tolist()}
+        if self.sessions.notes:
+            info["notes"] = list(self.sessions.notes)
         if self.sessions.notes:
             info["notes"] = list(self.sessions.notes)
         return GenerationResult(to_uint8(raw, rng), raw, latents, timings, info)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 from collections.abc import Iterator
 
 import numpy as np
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import NumericalFaultError
+from edge_sdk.pipelines.fallback import fallback_note, fp32_fallback
 from edge_sdk.plan import Plan
 from edge_sdk.runtimes.base import Runtime
 from edge_sdk.runtimes.registry import open_artifact
@@ -19,6 +21,7 @@ class Sessions:
         self.bundle = bundle
         self.plan = plan
         self._open: dict[str, Runtime] = {}
+        self.notes: list[str] = []  # what changed during the run (e.g. an fp32 fallback)
 
     def _load(self, component: str) -> Runtime:
         if component not in self._open:
@@ -57,6 +60,13 @@ class Sessions:
         if not np.isfinite(out).all():
             cp = self.plan.components[component]
             bad = int(np.size(out) - np.isfinite(out).sum())
+            # fp16 overflow: retry once with the bundle's fp32 artifact (edge_sdk.pipelines.fallback).
+            retry = fp32_fallback(self.bundle, component, cp)
+            if retry is not None:
+                self.release(component)
+                self.plan = replace(self.plan, components={**self.plan.components, component: retry})
+                self.notes.append(fallback_note(component, cp, bad, step))
+                return self.run(component, feeds, step=step)
             at = f" at step {step}" if step is not None else ""
             raise NumericalFaultError(
                 f"{component} ({cp.format} {cp.precision} on {cp.runtime}) produced {bad} NaN/Inf values{at}",
