@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from edge_sdk.bundle import Bundle
-from edge_sdk.pipelines import DiffusionPipeline, GenerationResult
+from edge_sdk.pipelines import GenerationResult, StepCallback, pipeline_for
 from edge_sdk.plan import Plan, default_plan
 
 
@@ -16,11 +17,30 @@ class Generator:
     def __init__(self, bundle: Bundle, plan: Plan) -> None:
         self.bundle = bundle
         self.plan = plan
-        self.pipeline = DiffusionPipeline(bundle, plan)
+        self.pipeline = pipeline_for(bundle, plan)
 
-    def generate(self, **kwargs: Any) -> GenerationResult:
-        """See ``DiffusionPipeline.generate`` for the arguments (steps, seed, sampler, guidance...)."""
-        return self.pipeline.generate(**kwargs)
+    def generate(self, *, steps: int | None = None, seed: int = 0, sampler: str | None = None,
+                 guidance: float | None = None, guidance_rescale: float = 0.0,
+                 class_labels: Sequence[int] | None = None, batch: int | None = None,
+                 height: int | None = None, width: int | None = None,
+                 prompt: str | Sequence[str] | None = None, negative_prompt: str | Sequence[str] | None = None,
+                 prompt_embeds: Any = None, negative_prompt_embeds: Any = None,
+                 init_image: str | os.PathLike | Any = None, strength: float | None = None,
+                 callback: StepCallback | None = None) -> GenerationResult:
+        """Generate ``batch`` images (row ``k`` is what seed ``seed + k`` gives alone).
+
+        Diffusion: ``steps``, ``sampler``, ``guidance`` (+ ``guidance_rescale``), ``height``/``width``
+        in pixels; ``prompt``/``negative_prompt`` or ``prompt_embeds``/``negative_prompt_embeds``
+        for text-conditioned bundles; ``class_labels`` for class-conditional ones; ``init_image``
+        (path or HWC uint8 array) and ``strength`` for img2img. GANs take seed, batch, class_labels.
+        ``callback(StepInfo)`` runs after every step (progress, ``info.preview()``); return False
+        to cancel (``CancelledError``).
+        """
+        kwargs = dict(steps=steps, sampler=sampler, guidance=guidance, height=height, width=width, prompt=prompt,
+                      negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
+                      negative_prompt_embeds=negative_prompt_embeds, init_image=init_image, strength=strength)
+        return self.pipeline.generate(seed=seed, batch=batch, class_labels=class_labels, callback=callback,
+                                      guidance_rescale=guidance_rescale, **kwargs)
 
     def close(self) -> None:
         self.pipeline.close()

@@ -1,6 +1,13 @@
-"""Generation pipelines: the loop that ties a sampler to runtime sessions."""
+"""Generation pipelines: the loops that tie samplers and seeded noise to runtime sessions."""
 
-from edge_sdk.pipelines.diffusion import DiffusionPipeline, StepInfo
+from edge_sdk.pipelines.callbacks import StepCallback, StepInfo
+from edge_sdk.pipelines.diffusion import DiffusionPipeline
+from edge_sdk.pipelines.gan import GanPipeline
 from edge_sdk.pipelines.result import GenerationResult
 
-__all__ = ["DiffusionPipeline", "GenerationResult", "StepInfo"]
+__all__ = ["DiffusionPipeline", "GanPipeline", "GenerationResult", "StepCallback", "StepInfo", "pipeline_for"]
+
+
+def pipeline_for(bundle, plan):
+    """The pipeline that runs ``bundle``'s kind of model: a GAN's, or the diffusion loop."""
+    return GanPipeline(bundle, plan) if bundle.model.get("kind") == "gan" else DiffusionPipeline(bundle, plan)

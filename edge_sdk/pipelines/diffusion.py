@@ -1,198 +1,252 @@
-"""The generation loop: noise -> [denoiser -> sampler step] x N -> decoder -> image.
+"""The diffusion loop: noise -> [denoiser -> sampler step] x N -> decoder -> image.
 
-Works for pixel-space and latent diffusion (unconditional or class-conditional), and one-shot
-GAN generators. Which runtime and precision each component uses, whether CFG is batched, and
-whether decoding is tiled, all come from a ``Plan``.
+Pixel-space and latent diffusion; unconditional, class-conditional (``labels``) or text-conditioned
+(``text``); txt2img or img2img (``img2img``). Which runtime and precision each component uses,
+whether classifier-free guidance runs as one batch of two or as two calls, and whether decoding is
+tiled, all come from the ``Plan``. Seeds follow ``edge_sdk.pipelines.seeds``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from edge_sdk.bundle import Bundle
-from edge_sdk.errors import CancelledError, UsageError
+from edge_sdk.errors import UsageError
+from edge_sdk.pipelines.callbacks import StepCallback, StepInfo, minmax_uint8, notify
+from edge_sdk.pipelines.img2img import ImageLike, encode_latents, read_image, resize, to_model_range
+from edge_sdk.pipelines.labels import class_labels_for, null_labels_for
 from edge_sdk.pipelines.result import GenerationResult, to_uint8
+from edge_sdk.pipelines.seeds import RowNoise
 from edge_sdk.pipelines.sessions import Sessions
+from edge_sdk.pipelines.text import Prompt, TextConditioner
 from edge_sdk.plan import Plan
-from edge_sdk.samplers import apply_guidance, get_sampler, randn, sampler_for_config
+from edge_sdk.samplers import get_sampler, guided_output, sampler_for_config
 
-
-@dataclass
-class StepInfo:
-    """What a per-step callback sees. Return False from the callback to cancel the run."""
-
-    index: int
-    total: int
-    timestep: float
-    sample: np.ndarray
-    denoised: np.ndarray | None
-
-    def preview(self) -> np.ndarray:
-        """A cheap NHWC uint8 look at the current x0 estimate (first 3 channels, min-max scaled)."""
-        x = self.denoised if self.denoised is not None else self.sample
-        x = x[:, :3] if x.shape[1] >= 3 else np.repeat(x[:, :1], 3, axis=1)
-        lo, hi = float(x.min()), float(x.max())
-        return to_uint8(x, (lo, hi if hi > lo else lo + 1))
-
-
-StepCallback = Callable[[StepInfo], "bool | None"]
+__all__ = ["DiffusionPipeline", "StepInfo", "StepCallback"]
 
 
 class DiffusionPipeline:
-    def __init__(self, bundle: Bundle, plan: Plan) -> None:
+    def __init__(self, bundle: Bundle, plan: Plan, sessions: Sessions | None = None) -> None:
         self.bundle = bundle
         self.plan = plan
         self.model = bundle.model
         self.kind = self.model.get("kind", "pixel_diffusion")
-        self.sessions = Sessions(bundle, plan)
+        if self.kind not in ("pixel_diffusion", "latent_diffusion"):
+            raise UsageError(f"bundle {bundle.name} is a {self.kind} model, not a diffusion model",
+                             hint="edge_sdk.load picks the right pipeline for it")
+        self.conditioning = self.model.get("conditioning", "none")
+        self.sessions = sessions or Sessions(bundle, plan)
         self.sampler_defaults = bundle.sampler
+        self.text = TextConditioner(bundle, self.sessions) if self.conditioning == "text" else None
+        self.value_range = tuple(self.model.get("output_range", (-1.0, 1.0)))
 
     def close(self) -> None:
         self.sessions.close()
 
-    # -- helpers ---------------------------------------------------------------------------------
-    def _denoiser_names(self) -> list[str]:
-        ins, _ = self.bundle.signature("denoiser")
-        return [t.name for t in ins]
+    # -- shapes ----------------------------------------------------------------------------------
+    @property
+    def downsample(self) -> int:
+        return int(self.model.get("vae_downsample", 8)) if self.kind == "latent_diffusion" else 1
 
-    def _sample_shape(self, batch: int, height: int | None, width: int | None) -> tuple[int, ...]:
+    def sample_shape(self, batch: int, height: int | None, width: int | None) -> tuple[int, int, int, int]:
+        """(batch, channels, h, w) of the denoiser's input for an output of height x width pixels."""
         ins, _ = self.bundle.signature("denoiser")
         c = ins[0].shape[1] if isinstance(ins[0].shape[1], int) else int(self.model.get("in_channels", 4))
         native = self.model.get("sample_size") or [s if isinstance(s, int) else 32 for s in ins[0].shape[2:]]
-        down = int(self.model.get("vae_downsample", 1)) if self.kind == "latent_diffusion" else 1
-        mult = int(self.model.get("spatial_multiple", 1))
+        down, mult = self.downsample, int(self.model.get("spatial_multiple", 1))
         h = native[0] if height is None else height // down
         w = native[1] if width is None else width // down
         for px, cells, axis in ((height, h, "height"), (width, w, "width")):
             if px is not None and (px % down or cells % mult or cells <= 0):
-                raise UsageError(f"{axis} {px} does not fit this model",
-                                 hint=f"use a multiple of {down * mult} pixels")
-        return (batch, c, h, w)
+                raise UsageError(f"{axis} {px} does not fit this model", hint=f"use a multiple of {down * mult} pixels")
+        for axis, (cells, dim) in enumerate(zip((h, w), ins[0].shape[2:])):
+            if isinstance(dim, int) and cells != dim:
+                raise UsageError(f"this bundle's denoiser takes a fixed size of {ins[0].shape[2]}x{ins[0].shape[3]} "
+                                 f"cells; {'height' if axis == 0 else 'width'} {cells * down} px does not fit",
+                                 hint=f"use {ins[0].shape[3] * down}x{ins[0].shape[2] * down} or a dynamic artifact")
+        return (batch, int(c), int(h), int(w))
 
-    def _class_labels(self, class_labels, batch: int) -> np.ndarray | None:
-        if self.model.get("conditioning") != "class":
-            if class_labels is not None:
-                raise UsageError("this model is not class-conditional; do not pass class labels")
-            return None
-        n = int(self.model["num_classes"])
-        if class_labels is None:
-            labels = np.arange(batch) % n
-        else:
-            labels = np.atleast_1d(np.asarray(class_labels, dtype=np.int64))
-            if labels.shape != (batch,):
-                raise UsageError(f"{labels.size} class labels for a batch of {batch}")
-            if labels.min() < 0 or labels.max() >= n:
-                raise UsageError(f"class labels must be in 0..{n - 1}, got {labels.tolist()}")
-        return labels.astype(np.int64)
-
-    def _denoise(self, x: np.ndarray, t: float, cond: np.ndarray | None, uncond: np.ndarray | None,
-                 guidance: float, rescale: float, step: int) -> np.ndarray:
-        names = self._denoiser_names()
-        tt = np.full((x.shape[0],), t, dtype=np.float32)
-
-        def call(xx, ttt, cc):
-            feeds = {names[0]: xx, names[1]: ttt}
-            if cc is not None:
-                feeds[names[2]] = cc
-            return self.sessions.run("denoiser", feeds, step=step)
-
-        if uncond is None or guidance == 1.0:
-            return call(x, tt, cond)
-        if self.plan.cfg == "sequential":
-            out_u = call(x, tt, uncond)
-            out_c = call(x, tt, cond)
-        else:
-            both = call(np.concatenate([x, x]), np.concatenate([tt, tt]), np.concatenate([uncond, cond]))
-            out_u, out_c = np.split(both, 2)
-        return apply_guidance(out_u, out_c, guidance, rescale)
+    # -- model calls -----------------------------------------------------------------------------
+    def denoise(self, x: np.ndarray, t: float, context: np.ndarray | None, step: int) -> np.ndarray:
+        """One denoiser call: sample, timestep per row, and the conditioning (third input) if any."""
+        names = [s.name for s in self.bundle.signature("denoiser")[0]]
+        feeds = {names[0]: x, names[1]: np.full((x.shape[0],), t, dtype=np.float32)}
+        if context is not None:
+            feeds[names[2]] = context
+        return self.sessions.run("denoiser", feeds, step=step)
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Scaled latents -> images in the output range, one row at a time (or tiled, as planned)."""
         scale = float(self.model.get("latent_scale_factor", 1.0))
         shift = float(self.model.get("latent_shift_factor", 0.0))
-        z = latents / scale + shift
+        z = (latents / np.float32(scale) + np.float32(shift)).astype(np.float32)
         name = self.bundle.signature("decoder")[0][0].name
         if self.plan.decode_tiling is not None:
             from edge_sdk.pipelines.tiling import decode_tiled
 
             return decode_tiled(lambda tile: self.sessions.run("decoder", {name: tile}), z,
-                                self.plan.decode_tiling.tile, self.plan.decode_tiling.overlap,
-                                int(self.model.get("vae_downsample", 8)))
+                                self.plan.decode_tiling.tile, self.plan.decode_tiling.overlap, self.downsample)
+        # One row per call: the decoder's activations are the largest of a run.
         return np.concatenate([self.sessions.run("decoder", {name: z[i:i + 1]}) for i in range(len(z))])
+
+    def preview(self, estimate: np.ndarray, decode: bool = False) -> np.ndarray:
+        """NHWC uint8 of an x_0 estimate: decoded, or cheap (latent channels, pixels as they are)."""
+        if self.kind == "latent_diffusion":
+            if decode:
+                return to_uint8(self.decode(estimate), self.value_range)
+            return minmax_uint8(estimate, self.downsample)
+        return to_uint8(estimate, self.value_range)
+
+    # -- arguments -------------------------------------------------------------------------------
+    def _batch_size(self, batch: int | None, class_labels: Any, prompt: Any, prompt_embeds: Any) -> int:
+        implied = {}
+        if class_labels is not None:
+            implied["class labels"] = int(np.atleast_1d(np.asarray(class_labels)).shape[0])
+        if prompt is not None and not isinstance(prompt, str):
+            implied["prompts"] = len(list(prompt))
+        if prompt_embeds is not None and np.ndim(prompt_embeds) == 3 and np.shape(prompt_embeds)[0] > 1:
+            implied["prompt_embeds rows"] = int(np.shape(prompt_embeds)[0])
+        if batch is not None:
+            if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+                raise UsageError(f"batch must be a positive integer, got {batch!r}")
+            return int(batch)
+        sizes = set(implied.values())
+        if len(sizes) > 1:
+            raise UsageError(f"the batch size is ambiguous: {', '.join(f'{n} {k}' for k, n in implied.items())}")
+        return sizes.pop() if sizes else 1
+
+    def _guidance(self, guidance: float | None, rescale: float) -> float:
+        if not 0.0 <= float(rescale) <= 1.0:
+            raise UsageError(f"guidance rescale must be in [0, 1], got {rescale}")
+        if guidance is not None and self.conditioning == "none" and float(guidance) != 1.0:
+            raise UsageError("this model is unconditional, so classifier-free guidance does not apply",
+                             hint="leave guidance unset")
+        g = self.sampler_defaults.get("default_guidance", 1.0) if guidance is None else guidance
+        if self.conditioning == "none":
+            return 1.0
+        if not np.isfinite(float(g)) or float(g) < 0:
+            raise UsageError(f"guidance must be a finite number >= 0, got {g}")
+        return float(g)
+
+    def _init_latents(self, init_image: ImageLike, batch: int, height: int | None,
+                      width: int | None) -> tuple[np.ndarray, tuple[int, int, int, int], float]:
+        """img2img's x_0 (batch rows of the encoded image) and its sample shape."""
+        channels = int(self.model.get("image_channels", 3))
+        image = read_image(init_image, channels)
+        if height is None and width is None:
+            height, width = image.shape[:2]
+            try:
+                shape = self.sample_shape(batch, height, width)
+            except UsageError as e:
+                raise UsageError(f"init image is {width}x{height}: {e.message}",
+                                 hint=f"{e.hint}, or pass a size to resize it to") from None
+        else:
+            height = height if height is not None else image.shape[0]
+            width = width if width is not None else image.shape[1]
+            shape = self.sample_shape(batch, height, width)
+        pixels = to_model_range(resize(image, height, width), self.value_range)
+        t0 = time.perf_counter()
+        x0 = encode_latents(self.bundle, self.sessions, pixels) if self.kind == "latent_diffusion" else pixels
+        if x0.shape[1:] != shape[1:]:
+            raise UsageError(f"the encoded init image has shape {x0.shape[1:]}, the denoiser takes {shape[1:]}")
+        return np.repeat(x0, batch, axis=0), shape, time.perf_counter() - t0
 
     # -- the loop --------------------------------------------------------------------------------
     def generate(self, *, steps: int | None = None, seed: int = 0, sampler: str | None = None,
                  guidance: float | None = None, guidance_rescale: float = 0.0,
                  class_labels: Sequence[int] | None = None, batch: int | None = None,
                  height: int | None = None, width: int | None = None,
+                 prompt: Prompt | None = None, negative_prompt: Prompt | None = None,
+                 prompt_embeds: np.ndarray | None = None, negative_prompt_embeds: np.ndarray | None = None,
+                 init_image: ImageLike | None = None, strength: float | None = None,
                  callback: StepCallback | None = None) -> GenerationResult:
-        timings: dict[str, float] = {}
-        self.sessions.notes.clear()  # notes (e.g. an fp16 -> fp32 fallback) are per run
-        self.sessions.notes.clear()  # notes (e.g. an fp16 -> fp32 fallback) are per run
-        if self.kind == "gan":
-            return self._generate_gan(seed=seed, batch=batch or 1, class_labels=class_labels)
-        if class_labels is not None and batch is None:
-            batch = len(np.atleast_1d(class_labels))
-        batch = batch or 1
-        if steps is not None and steps < 1:
-            raise UsageError(f"--steps must be at least 1, got {steps}")
-        steps = steps or int(self.sampler_defaults.get("default_steps", 20))
-        config = dict(self.sampler_defaults.get("config", {}))
-        name = sampler or self.sampler_defaults.get("default_sampler") or (
-            sampler_for_config(config) if "_class_name" in config else "ddim")
-        s = get_sampler(name, config)
-        guidance = float(self.sampler_defaults.get("default_guidance", 1.0) if guidance is None else guidance)
-        labels = self._class_labels(class_labels, batch)
-        uncond = None
-        if labels is not None and guidance != 1.0:
-            null = self.model.get("null_class")
-            if null is None:
-                raise UsageError("this model has no null class, so guidance must be 1.0")
-            uncond = np.full_like(labels, int(null))
+        """Generate ``batch`` images; row ``k`` is what seed ``seed + k`` gives alone.
 
-        shape = self._sample_shape(batch, height, width)
-        s.set_timesteps(steps)
-        s.set_generator(np.random.Generator(np.random.PCG64(seed + 1)))
-        x = randn(seed, shape) * np.float32(s.init_noise_sigma)
+        ``prompt``/``negative_prompt`` (or ``prompt_embeds``/``negative_prompt_embeds``) for
+        text-conditioned bundles; ``class_labels`` for class-conditional ones; ``init_image`` (a
+        path or an HWC uint8 array) with ``strength`` in (0, 1] for img2img (default 0.8).
+        ``callback(StepInfo)`` runs after every step; returning False cancels.
+        """
+        self.sessions.notes.clear()  # notes (e.g. an fp16 -> fp32 fallback) are per run
+        timings: dict[str, float] = {}
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+            raise UsageError(f"steps must be a positive integer, got {steps!r}")
+        if self.conditioning != "text" and any(v is not None for v in
+                                                (prompt, negative_prompt, prompt_embeds, negative_prompt_embeds)):
+            raise UsageError(f"bundle {self.bundle.name} is not text-conditioned; it takes no prompt")
+        if strength is not None and init_image is None:
+            raise UsageError("strength applies to img2img only: give an init image too")
+        batch = self._batch_size(batch, class_labels, prompt, prompt_embeds)
+        steps = int(steps or self.sampler_defaults.get("default_steps", 20))
+        config = dict(self.sampler_defaults.get("config", {}))
+        s = get_sampler(sampler or self.sampler_defaults.get("default_sampler") or sampler_for_config(config), config)
+        guidance = self._guidance(guidance, guidance_rescale)
+
+        # Conditioning: class labels or text embeddings; the unconditional branch when guided.
+        cond = uncond = labels = None
+        if self.conditioning == "class":
+            cond = labels = class_labels_for(self.model, class_labels, batch)
+            uncond = null_labels_for(self.model, labels) if guidance != 1.0 else None
+        elif class_labels is not None:
+            raise UsageError("this model is not class-conditional; do not pass class labels")
+        if self.text is not None:
+            t0 = time.perf_counter()
+            cond, uncond = self.text.condition(prompt=prompt, negative_prompt=negative_prompt,
+                                               prompt_embeds=prompt_embeds,
+                                               negative_prompt_embeds=negative_prompt_embeds,
+                                               batch=batch, guided=guidance != 1.0)
+            timings["text"] = time.perf_counter() - t0
+
+        # Starting point: pure noise, or the init image noised to the strength's timestep.
+        noise = RowNoise(seed, batch)
+        if init_image is not None:
+            strength = 0.8 if strength is None else float(strength)
+            x0, shape, timings["encode"] = self._init_latents(init_image, batch, height, width)
+            start = s.set_timesteps_img2img(steps, strength)
+            x = s.add_noise(x0, noise.draw(shape[1:]), start)
+        else:
+            shape = self.sample_shape(batch, height, width)
+            s.set_timesteps(steps)
+            start = 0
+            x = noise.draw(shape[1:]) * np.float32(s.init_noise_sigma)
+
+        mode = self.plan.cfg
+        total = len(s.timesteps) - start
         t0 = time.perf_counter()
-        total = len(s.timesteps)
-        for i, t in enumerate(s.timesteps):
+        for i in range(start, len(s.timesteps)):
+            t = float(s.timesteps[i])
             xin = s.scale_model_input(x, i)
-            out = self._denoise(xin, float(t), labels, uncond, guidance, guidance_rescale, i)
-            x = s.step(out, i, x)
-            if callback is not None and callback(StepInfo(i, total, float(t), x, s.last_denoised)) is False:
-                raise CancelledError(f"generation cancelled by the callback at step {i + 1}/{total}")
+            if uncond is None:
+                out = self.denoise(xin, t, cond, i)
+            else:
+                out = guided_output(lambda xx, tt, cc, i=i: self.denoise(xx, tt, cc, i), xin, t, uncond, cond,
+                                    guidance, guidance_rescale, mode=mode)
+            step_noise = noise.draw(shape[1:]) if s.needs_noise else None
+            x = s.step(out, i, x, noise=step_noise)
+            notify(callback, StepInfo(i - start, total, t, x, s.last_denoised, self.preview))
         timings["denoise"] = time.perf_counter() - t0
+
         if self.kind == "latent_diffusion":
             t0 = time.perf_counter()
-            raw = self.decode(x)
+            raw, latents = self.decode(x), x
             timings["decode"] = time.perf_counter() - t0
-            latents = x
         else:
             raw, latents = x, None
-        rng = tuple(self.model.get("output_range", (-1.0, 1.0)))
-        info = {"sampler": s.name, "steps": steps, "seed": seed, "guidance": guidance,
-                "class_labels": None if labels is None else labels.tolist()}
+        info: dict[str, Any] = {"sampler": s.name, "steps": steps, "steps_run": total, "seed": seed,
+                                "seeds": noise.seeds, "guidance": guidance,
+                                "class_labels": None if labels is None else labels.tolist()}
+        if guidance_rescale:
+            info["guidance_rescale"] = guidance_rescale
+        if prompt is not None:
+            info["prompt"] = prompt
+        if negative_prompt is not None:
+            info["negative_prompt"] = negative_prompt
+        if init_image is not None:
+            info["strength"] = strength
         if self.sessions.notes:
             info["notes"] = list(self.sessions.notes)
-        if self.sessions.notes:
-            info["notes"] = list(self.sessions.notes)
-        return GenerationResult(to_uint8(raw, rng), raw, latents, timings, info)
-
-    def _generate_gan(self, *, seed: int, batch: int, class_labels) -> GenerationResult:
-        ins, _ = self.bundle.signature("generator")
-        zshape = tuple(self.model.get("generator_latent") or [d for d in ins[0].shape[1:]])
-        z = randn(seed, (batch, *zshape))
-        feeds = {ins[0].name: z}
-        labels = self._class_labels(class_labels, batch)
-        if labels is not None:
-            feeds[ins[1].name] = labels
-        t0 = time.perf_counter()
-        raw = np.concatenate([self.sessions.run("generator", {k: v[i:i + 1] for k, v in feeds.items()})
-                              for i in range(batch)])
-        rng = tuple(self.model.get("output_range", (-1.0, 1.0)))
-        return GenerationResult(to_uint8(raw, rng), raw, None, {"generate": time.perf_counter() - t0},
-                                {"seed": seed})
+        return GenerationResult(to_uint8(raw, self.value_range), raw, latents, timings, info)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from edge_sdk.bundle import Bundle
-from edge_sdk.errors import NumericalFaultError
+from edge_sdk.errors import InputError, NumericalFaultError
 from edge_sdk.pipelines.fallback import fallback_note, fp32_fallback
 from edge_sdk.plan import Plan
 from edge_sdk.runtimes.base import Runtime
@@ -56,7 +56,7 @@ class Sessions:
             cast = {spec.name: np.asarray(feeds[spec.name]).astype(spec.dtype, copy=False) for spec in rt.inputs
                     if spec.name in feeds}
             cast.update({k: v for k, v in feeds.items() if k not in cast})
-            out = rt.run(cast)[rt.outputs[0].name]
+            out = self._run_chunked(rt, component, cast)
         if not np.isfinite(out).all():
             cp = self.plan.components[component]
             bad = int(np.size(out) - np.isfinite(out).sum())
@@ -72,3 +72,16 @@ class Sessions:
                 f"{component} ({cp.format} {cp.precision} on {cp.runtime}) produced {bad} NaN/Inf values{at}",
                 hint="fp16 overflow is the usual cause: run this component in fp32 (--precision fp32)")
         return out.astype(np.float32, copy=False)
+
+    @staticmethod
+    def _run_chunked(rt: Runtime, component: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run once, or in slices when the model's batch axis is fixed (static NPU artifacts)."""
+        fixed = rt.inputs[0].shape[0] if rt.inputs and rt.inputs[0].shape else None
+        n = len(next(iter(feeds.values()))) if feeds else 0
+        if not isinstance(fixed, int) or fixed <= 0 or n <= fixed:
+            return rt.run(feeds)[rt.outputs[0].name]
+        if n % fixed:
+            raise InputError(f"{component}: a batch of {n} does not split into the model's fixed batch of {fixed}",
+                             hint=f"use a batch that is a multiple of {fixed}")
+        return np.concatenate([rt.run({k: v[i:i + fixed] for k, v in feeds.items()})[rt.outputs[0].name]
+                               for i in range(0, n, fixed)])
