@@ -19,12 +19,29 @@ class ConvertedArtifact:
 
 
 class Converter(ABC):
+    """One format. ``methods`` maps each precision it makes to how (the support matrix's cells).
+
+    A converter instance lives for one ``convert()`` run, so it may cache the fp32 export of a
+    component and derive fp16 / int8 artifacts from it instead of exporting again.
+    """
+
     format: ClassVar[str]
-    precisions: ClassVar[tuple[str, ...]]
+    methods: ClassVar[dict[str, str]]
     # The runtime (entry point name) that validates this format's artifacts.
     runtime: ClassVar[str]
+    # Variants this format can make besides the general one ('' ); e.g. 'static' for NPUs.
+    variants: ClassVar[tuple[str, ...]] = ()
+    # Runtime options used when validating (e.g. OpenVINO: run fp32 at f32, not bf16).
+    validation_options: ClassVar[dict[str, object]] = {}
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(self.methods)
 
     @abstractmethod
     def convert(self, component: ComponentSpec, precision: str, out_dir: Path, *,
-                variant: str = "") -> ConvertedArtifact:
+                variant: str = "", calibration_steps: int = 20) -> ConvertedArtifact:
         """Write the artifact for ``component`` at ``precision`` into ``out_dir``."""
+
+    def close(self) -> None:  # noqa: B027 - converters without caches hold nothing
+        """Drop cached exports."""

@@ -1,74 +1,182 @@
-"""convert(): model source -> artifacts per format and precision -> validated -> bundle."""
+"""convert(): model source -> artifacts per format and precision -> validated -> bundle.
+
+Every requested (component, format, precision[, variant]) is attempted, even after one fails,
+so an error can say which other formats did convert the component. A convert is all-or-nothing
+by default: if anything failed, nothing is written. ``keep_going=True`` writes what passed and
+returns the failures in ``ConvertReport.failures`` (a component left with no artifact is dropped).
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_sdk.bundle import Bundle, BundleWriter
+from edge_sdk.converters.base import Converter
+from edge_sdk.converters.calibrate import attach_calibration
+from edge_sdk.converters.precision import PRECISIONS, check_supported, normalize_all
 from edge_sdk.converters.registry import formats as known_formats
-from edge_sdk.converters.registry import get_converter
+from edge_sdk.converters.registry import get_converter, normalize_format
 from edge_sdk.converters.sources import load_source
 from edge_sdk.converters.validate import validate_artifact
-from edge_sdk.errors import UsageError
-from edge_sdk.faults import kill_point
+from edge_sdk.errors import ConversionError, EdgeSDKError, UnsupportedOpError, UsageError
 
-ProgressFn = Callable[[str, str, str, str], None]  # (component, format, precision, stage)
+log = logging.getLogger(__name__)
+ProgressFn = Callable[[str, str, str, str], None]  # (component, format, precision[/variant], stage)
+# Stages reported, in order, per artifact: convert, validate, then done or failed; finally 'write'.
+
+
+@dataclass
+class Failure:
+    component: str
+    format: str
+    precision: str
+    variant: str
+    error: EdgeSDKError
+
+    def label(self) -> str:
+        return f"{self.component} {self.format} {self.precision}" + (f" ({self.variant})" if self.variant else "")
+
+
+@dataclass
+class ConvertReport:
+    bundle: Bundle | None
+    failures: list[Failure] = field(default_factory=list)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _split(values: str | Iterable[str] | None, default: list[str], universe: list[str]) -> list[str]:
     if values is None:
         return default
     items = [v.strip() for v in (values.split(",") if isinstance(values, str) else values) if v.strip()]
+    if not items:
+        return default
     if items == ["all"]:
-        return universe
+        return list(universe)
     return items
+
+
+def _combined_error(failures: list[Failure], converted: dict[str, list[str]]) -> ConversionError:
+    """One error for the whole convert: the first failure's kind, every failure listed."""
+    first = failures[0]
+    lines = []
+    for f in failures:
+        msg = f.error.message
+        if isinstance(f.error, UnsupportedOpError):
+            ok = converted.get(f.component, [])
+            msg += f"; converted by: {', '.join(ok) if ok else 'no other format'}"
+        lines.append(f"{f.label()}: {msg}" if not msg.startswith(f.component) else msg)
+    cls = type(first.error) if isinstance(first.error, ConversionError) else ConversionError
+    hint = first.error.hint or ""
+    if isinstance(first.error, UnsupportedOpError):
+        hint = ("drop that format (--format), replace the operator in the model, or pass --keep-going to write "
+                "the formats that converted")
+    more = f" (and {len(failures) - 1} more: " + "; ".join(lines[1:]) + ")" if len(failures) > 1 else ""
+    err = cls(lines[0] + more, hint=(hint + "; nothing was written").lstrip("; "))
+    err.failures = failures  # type: ignore[attr-defined]
+    return err
 
 
 def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | None = None,
             precisions: str | Iterable[str] | None = None, name: str | None = None, overwrite: bool = False,
             tolerance: float | None = None, samples: int = 3, components: Iterable[str] | None = None,
-            progress: ProgressFn | None = None) -> Bundle:
+            static_variant: bool = False, calibration_steps: int | None = None, keep_going: bool = False,
+            progress: ProgressFn | None = None, report: ConvertReport | None = None) -> Bundle:
     """Convert ``source`` into a bundle at ``output``; every artifact is validated against PyTorch.
 
     An artifact over its precision's tolerance stops the convert (nothing is written) unless a
-    ``tolerance`` is given explicitly, in which case that bar is used and recorded.
+    ``tolerance`` is given explicitly, in which case that bar is used and recorded. int8-static is
+    calibrated on the model's own sampling trajectory at ``calibration_steps`` (default: the
+    source's default step count, else 20). ``static_variant`` adds fixed-shape artifacts (for
+    NPUs) in the formats that make them.
     """
-    fmts = _split(formats, ["onnx"], known_formats())
-    precs = _split(precisions, ["fp32"], ["fp32", "fp16", "int8"])
+    fmts = [normalize_format(f) for f in _split(formats, ["onnx"], known_formats())]
+    precs = normalize_all(_split(precisions, ["fp32"], list(PRECISIONS)))
     for f in fmts:
-        get_converter(f)  # unknown formats fail before any work
+        for p in precs:
+            check_supported(f, p)  # before any work
+    if tolerance is not None and not tolerance > 0:
+        raise UsageError(f"tolerance must be a positive number, got {tolerance}")
     spec = load_source(source, name=name)
     wanted = list(components) if components else list(spec.components)
-    report = progress or (lambda *a: None)
-    with BundleWriter(output, name=name or spec.name, overwrite=overwrite) as writer:
-        writer.model = spec.model
-        writer.sampler = spec.sampler
-        writer.description = spec.description
-        for role in wanted:
-            if role not in spec.components:
-                raise UsageError(f"model has no component {role!r}", hint=f"it has {', '.join(spec.components)}")
-            comp = spec.components[role]
-            writer.add_component(role, comp.input_specs(), comp.output_specs(), parameters=comp.parameters(),
-                                 config=comp.config or None)
-            for rel, src in comp.extra_files.items():
-                writer.add_extra_file(role, src, rel)
-            for fmt in fmts:
-                conv = get_converter(fmt)
-                for prec in precs:
-                    report(role, fmt, prec, "convert")
-                    t0 = time.perf_counter()
-                    art = conv.convert(comp, prec, writer.artifact_dir(role, fmt, prec))
-                    seconds = time.perf_counter() - t0
-                    report(role, fmt, prec, "validate")
-                    metrics = validate_artifact(comp, art.entry, conv.runtime, prec, samples=samples,
-                                                tolerance=tolerance,
-                                                where=f"{role} {fmt} {prec}")
-                    writer.add_artifact(role, fmt, prec, art.entry, files=art.files,
-                                        static_shapes=art.static_shapes, validation=metrics.to_json(),
-                                        convert_seconds=seconds)
-                    kill_point("convert:artifact")  # interruption tests (edge_sdk.faults)
-        report("", "", "", "write")
-        return writer.commit()
+    for role in wanted:
+        if role not in spec.components:
+            raise UsageError(f"model has no component {role!r}", hint=f"it has {', '.join(spec.components)}")
+    steps = int(calibration_steps or spec.sampler.get("default_steps") or 20)
+    attach_calibration(spec)
+    tell = progress or (lambda *a: None)
+    rep = report if report is not None else ConvertReport(None)
+    converters: dict[str, Converter] = {f: get_converter(f) for f in fmts}
+    try:
+        with BundleWriter(output, name=name or spec.name, overwrite=overwrite) as writer:
+            writer.model = spec.model
+            writer.sampler = spec.sampler
+            writer.description = spec.description
+            converted: dict[str, list[str]] = {}
+            for role in wanted:
+                comp = spec.components[role]
+                passed: list[tuple] = []
+                for fmt, conv in converters.items():
+                    variants = [""] + (["static"] if static_variant and "static" in conv.variants else [])
+                    for variant in variants:
+                        for prec in precs:
+                            done = _one(writer, conv, comp, fmt, prec, variant, steps, samples, tolerance, tell, rep)
+                            if done is not None:
+                                passed.append(done)
+                                if fmt not in converted.setdefault(role, []):
+                                    converted[role].append(fmt)
+                if passed:  # with keep_going, a component none of whose artifacts passed is left out
+                    writer.add_component(role, comp.input_specs(), comp.output_specs(),
+                                         parameters=comp.parameters(), config=comp.config or None)
+                    for rel, src in comp.extra_files.items():
+                        writer.add_extra_file(role, src, rel)
+                    for args, kwargs in passed:
+                        writer.add_artifact(*args, **kwargs)
+            if rep.failures and (not keep_going or not any(converted.values())):
+                raise _combined_error(rep.failures, converted)
+            tell("", "", "", "write")
+            bundle = writer.commit()
+    finally:
+        for conv in converters.values():
+            conv.close()
+    rep.bundle = bundle
+    return bundle
+
+
+def _one(writer: BundleWriter, conv: Converter, comp, fmt: str, prec: str, variant: str, steps: int,
+         samples: int, tolerance: float | None, tell: ProgressFn, rep: ConvertReport) -> tuple | None:
+    """Convert and validate one artifact; the add_artifact arguments if it passed, else None."""
+    role = comp.role
+    label = prec + (f"/{variant}" if variant else "")
+    tell(role, fmt, label, "convert")
+    out_dir = writer.artifact_dir(role, fmt, prec, variant)
+    t0 = time.perf_counter()
+    try:
+        art = conv.convert(comp, prec, out_dir, variant=variant, calibration_steps=steps)
+        seconds = time.perf_counter() - t0
+        tell(role, fmt, label, "validate")
+        metrics = validate_artifact(comp, art.entry, conv.runtime, prec, samples=samples, tolerance=tolerance,
+                                    where=f"{role} {fmt} {label}", options=dict(conv.validation_options))
+    except EdgeSDKError as e:
+        tell(role, fmt, label, "failed")
+        log.info("%s %s %s failed: %s", role, fmt, label, e.message)
+        rep.failures.append(Failure(role, fmt, prec, variant, e))
+        _clear(out_dir)
+        return None
+    if art.notes:
+        rep.notes[f"{role} {fmt} {label}"] = list(art.notes)
+    rep.seconds[f"{role} {fmt} {label}"] = seconds
+    tell(role, fmt, label, "done")
+    return ((role, fmt, prec, art.entry), dict(variant=variant, files=art.files, static_shapes=art.static_shapes,
+                                               validation=metrics.to_json(), convert_seconds=seconds))
+
+
+def _clear(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,16 +1,23 @@
-"""ONNX export: the dynamo exporter (onnxscript) first, TorchScript export as the fallback."""
+"""ONNX export: the dynamo exporter (onnxscript) first, TorchScript export as the fallback.
+
+fp16 and int8 artifacts are derived from one fp32 export per component (``quantize_onnx.py``).
+"""
 
 from __future__ import annotations
 
 import logging
-import os
+import shutil
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edge_sdk.converters.base import ConvertedArtifact, Converter
+from edge_sdk.converters.precision import check_supported
 from edge_sdk.converters.spec import ComponentSpec
-from edge_sdk.errors import ConversionError, UsageError
+from edge_sdk.converters.unsupported import conversion_failure, first_line
+from edge_sdk.errors import ConversionError, UnsupportedOpError
 
 log = logging.getLogger(__name__)
 # Protobuf's hard limit; larger models keep their weights as external data.
@@ -18,7 +25,7 @@ _PROTO_LIMIT = 2 * 1024**3 - 1
 
 
 def export_onnx(component: ComponentSpec, path: Path) -> list[str]:
-    """Export ``component`` to ``path`` (fp32); returns notes (e.g. that the fallback was used)."""
+    """Export ``component`` to ``path`` (fp32), check it and infer shapes; returns notes."""
     import onnx
 
     module = component.module.eval()
@@ -34,36 +41,98 @@ def export_onnx(component: ComponentSpec, path: Path) -> list[str]:
                                  external_data=large, verbose=False, optimize=True)
         prog.save(str(path), external_data=large)
     except Exception as e:  # the dynamo exporter raises many types; fall back once, say so
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         log.warning("dynamo ONNX export failed for %s (%s); falling back to the TorchScript exporter",
                     component.role, first)
         notes.append(f"dynamo exporter failed ({first}); used TorchScript exporter")
         axes = {n: dict(component.dynamic_dims.get(n, {})) for n in names}
         axes.update({n: dict(d) for n, d in component.output_dynamic_dims.items()})
+        for p in path.parent.iterdir():
+            p.unlink()
         try:
             torch.onnx.export(module, args, str(path), dynamo=False, input_names=names,
-                              output_names=component.output_names, dynamic_axes=axes, opset_version=17)
+                              output_names=component.output_names, dynamic_axes=axes, opset_version=18)
         except Exception as e2:
-            raise ConversionError(f"{component.role}: ONNX export failed with both exporters: {e2}".splitlines()[0],
+            err = conversion_failure(e, role=component.role, fmt="onnx", stage="export")
+            if not isinstance(err, UnsupportedOpError):
+                err = conversion_failure(e2, role=component.role, fmt="onnx", stage="export")
+            if isinstance(err, UnsupportedOpError):
+                raise err from None
+            raise ConversionError(f"{component.role}: ONNX export failed with both exporters: {first_line(e2)}",
                                   hint=f"dynamo exporter said: {first}") from None
-    model = onnx.load(str(path), load_external_data=False)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:
-        raise ConversionError(f"{component.role}: exported ONNX fails onnx.checker: {str(e).splitlines()[0]}") from None
-    del model
+        raise ConversionError(f"{component.role}: exported ONNX fails onnx.checker: {first_line(e)}") from None
+    try:
+        # In place: value_info for every intermediate helps later tools (quantizer, TensorRT).
+        onnx.shape_inference.infer_shapes_path(str(path), str(path))
+    except Exception as e:  # noqa: BLE001 - inference is best effort on custom-domain functions
+        notes.append(f"ONNX shape inference incomplete: {first_line(e)}")
     return notes
 
 
 class OnnxConverter(Converter):
     format = "onnx"
-    precisions = ("fp32",)
+    methods = {
+        "fp32": "torch.onnx dynamo export (TorchScript fallback), onnx.checker + shape inference",
+        "fp16": "onnxruntime.transformers.float16, float32 inputs/outputs kept",
+        "int8-weight": "int8 per-channel Conv/MatMul/Gemm weights behind DequantizeLinear",
+        "int8-static": "onnxruntime quantize_static, QDQ U8/S8 per-channel, trajectory calibration",
+    }
     runtime = "onnxruntime"
 
-    def convert(self, component: ComponentSpec, precision: str, out_dir: Path, *, variant: str = "") -> ConvertedArtifact:
-        if precision not in self.precisions:
-            raise UsageError(f"the ONNX converter cannot make {precision} yet", hint=f"it makes: {', '.join(self.precisions)}")
-        path = Path(out_dir) / "model.onnx"
-        notes = export_onnx(component, path)
-        files = [Path(out_dir) / f for f in os.listdir(out_dir)]
-        return ConvertedArtifact(entry=path, files=files, notes=notes)
+    def __init__(self) -> None:
+        self._work = Path(tempfile.mkdtemp(prefix="edge-sdk-onnx-"))
+        self._fp32: dict[int, tuple[Path, list[str]]] = {}
+
+    def _base(self, component: ComponentSpec) -> tuple[Path, list[str]]:
+        key = id(component)
+        if key not in self._fp32:
+            d = self._work / f"{component.role}-{len(self._fp32)}"
+            d.mkdir()
+            path = d / "model.onnx"
+            notes = export_onnx(component, path)
+            self._fp32[key] = (path, notes)
+        return self._fp32[key]
+
+    def convert(self, component: ComponentSpec, precision: str, out_dir: Path, *, variant: str = "",
+                calibration_steps: int = 20) -> ConvertedArtifact:
+        check_supported(self.format, precision)
+        if variant:
+            raise ConversionError(f"the onnx converter makes no {variant!r} variant",
+                                  hint="static-shape variants are made for openvino")
+        from edge_sdk.converters import quantize_onnx
+
+        out_dir = Path(out_dir)
+        base, notes = self._base(component)
+        dst = out_dir / "model.onnx"
+        try:
+            if precision == "fp32":
+                for f in base.parent.iterdir():
+                    shutil.copyfile(f, out_dir / f.name)
+            elif precision == "fp16":
+                quantize_onnx.to_fp16(base, dst)
+            elif precision == "int8-weight":
+                n = quantize_onnx.to_int8_weight(base, dst)
+                notes = notes + [f"{n} weight tensors in int8"]
+            else:
+                feeds = [{k: v.numpy().astype(_np_dtype(component.example_inputs[k])) for k, v in d.items()}
+                         for d in component.calibration_inputs(calibration_steps)]
+                work = self._work / f"q-{component.role}"
+                work.mkdir(exist_ok=True)
+                quantize_onnx.to_int8_static(base, dst, feeds, work_dir=work)
+                notes = notes + [f"calibrated on {len(feeds)} inputs from a {calibration_steps}-step trajectory"]
+        except (ConversionError, UnsupportedOpError):
+            raise
+        except Exception as e:  # noqa: BLE001 - onnxruntime tools raise plain Exceptions
+            raise conversion_failure(e, role=component.role, fmt=self.format, stage=precision) from None
+        files = sorted(p for p in out_dir.iterdir() if p.is_file())
+        return ConvertedArtifact(entry=dst, files=files, notes=notes)
+
+    def close(self) -> None:
+        shutil.rmtree(self._work, ignore_errors=True)
+
+
+def _np_dtype(t: torch.Tensor) -> np.dtype:
+    return np.dtype(str(t.dtype).replace("torch.", ""))

@@ -32,7 +32,25 @@ class ComponentSpec:
     output_dynamic_dims: dict[str, dict[int, str]] = field(default_factory=dict)
     extra_files: dict[str, Path] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    # steps -> input dicts gathered along the model's own sampling trajectory at that step count.
     calibration: Callable[[int], list[dict[str, torch.Tensor]]] | None = None
+    _calibration_cache: dict[int, list[dict[str, torch.Tensor]]] = field(default_factory=dict, repr=False)
+
+    def calibration_inputs(self, steps: int) -> list[dict[str, torch.Tensor]]:
+        """Calibration input dicts for int8-static (computed once per step count, shared by formats)."""
+        if steps not in self._calibration_cache:
+            if self.calibration is None:
+                from edge_sdk.errors import ConversionError
+
+                raise ConversionError(f"{self.role}: int8-static needs calibration inputs and this component has none",
+                                      hint="give the component a calibration function, or use int8-weight")
+            data = self.calibration(steps)
+            if not data:
+                from edge_sdk.errors import ConversionError
+
+                raise ConversionError(f"{self.role}: the calibration function returned no inputs")
+            self._calibration_cache[steps] = [{k: v.detach() for k, v in d.items()} for d in data]
+        return self._calibration_cache[steps]
 
     def input_specs(self) -> list[TensorSpec]:
         out = []

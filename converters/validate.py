@@ -13,9 +13,12 @@ from edge_sdk.converters.spec import ComponentSpec
 from edge_sdk.errors import ValidationError
 from edge_sdk.runtimes.registry import open_artifact
 
-# Relative L2 error allowed per precision. fp32 differs from PyTorch only by kernel summation
-# order (~1e-6); fp16 keeps ~3 significant digits; int8 keeps ~2.
-DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2, "int8-weight": 5e-2, "int8-static": 1.5e-1}
+# Relative L2 error allowed per precision (docs/converters.md). fp32 differs from PyTorch only by
+# kernel summation order (~1e-6 measured; 1e-4 leaves room for deep nets and other CPUs); fp16
+# keeps ~3 significant digits (1e-3 measured per layer, errors add up over depth); int8 weights
+# keep ~2 (per-channel rounding, ~1e-2 measured); int8 activations add a rounding per layer
+# (~3e-2..1e-1 measured on the small test networks).
+DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1.5e-1, "int8-weight": 5e-2, "int8-static": 1.5e-1}
 
 
 @dataclass
@@ -71,16 +74,18 @@ def validation_inputs(component: ComponentSpec, count: int, seed: int = 0) -> li
 
 def validate_artifact(component: ComponentSpec, entry: Path, runtime: str, precision: str, *,
                       samples: int = 3, tolerance: float | None = None, force: bool = False,
-                      where: str = "") -> Metrics:
+                      where: str = "", options: dict[str, Any] | None = None) -> Metrics:
     """Run ``entry`` and the torch module on the same inputs; the worst figures over ``samples``."""
     tol = DEFAULT_TOLERANCE.get(precision, 1e-1) if tolerance is None else tolerance
     inputs = validation_inputs(component, samples)
     worst = (0.0, 0.0, 1.0, None)
-    with open_artifact(entry, runtime) as rt:
+    # The CPU: the reference everyone has; accelerators are checked on the device (`edge-sdk bench`).
+    with open_artifact(entry, runtime, device="cpu", options=options or {}) as rt:
         for feed in inputs:
             with torch.no_grad():
                 ref = component.module(*feed.values())
             ref = ref[0] if isinstance(ref, (tuple, list)) else ref
+            # By name; each runtime reports its own dtypes (TFLite takes int32 where torch had int64).
             np_feed = {s.name: feed[s.name].numpy().astype(s.dtype) for s in rt.inputs}
             got = rt.run(np_feed)[rt.outputs[0].name]
             rel, mx, cos, psnr = compare(ref.float().numpy(), got.astype(np.float32))
@@ -92,5 +97,5 @@ def validate_artifact(component: ComponentSpec, entry: Path, runtime: str, preci
         raise ValidationError(
             f"{where or component.role}: relative L2 error {worst[0]:.3g} against PyTorch is over the "
             f"{precision} tolerance {tol:g} (max abs {worst[1]:.3g}, cosine {worst[2]:.6f})",
-            hint="the artifact was not written; pass --tolerance to accept a looser bar explicitly")
+            hint=f"the artifact was not written; pass --tolerance {worst[0] * 1.1:.2g} to accept it explicitly")
     return m

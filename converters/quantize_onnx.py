@@ -1,0 +1,132 @@
+"""ONNX fp16 and int8 from an fp32 export: onnxruntime's own tools, inputs and outputs kept float32.
+
+fp16: ``onnxruntime.transformers.float16`` (keep_io_types, so the pipeline feeds the same arrays).
+int8-static: ``onnxruntime.quantization.quantize_static`` in QDQ form, per-channel weights, calibrated
+on the component's sampling-trajectory inputs. int8-weight: int8 per-channel weights behind
+DequantizeLinear, activations float. onnxruntime's weight-only tools (MatMulNBits) cover MatMul
+only, and its dynamic quantization turns Conv into ConvInteger, measured 3.7x slower than fp32
+(shared/BOARDS.md), so the conv-heavy denoisers and VAEs need this small pass of our own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from edge_sdk.errors import ConversionError
+
+_PROTO_LIMIT = 2 * 1024**3 - 1
+# Weights smaller than this stay float: their bytes do not matter and biases of norms are touchy.
+_MIN_WEIGHT_ELEMENTS = 256
+
+
+def _save(model, path: Path) -> None:
+    import onnx
+
+    large = model.ByteSize() > _PROTO_LIMIT // 2 if hasattr(model, "ByteSize") else False
+    if large:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data")
+    else:
+        onnx.save_model(model, str(path))
+
+
+def to_fp16(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    model16 = convert_float_to_float16(model, keep_io_types=True)
+    _save(model16, dst)
+
+
+def to_int8_weight(src: Path, dst: Path) -> int:
+    """Quantize Conv/ConvTranspose/MatMul/Gemm weights to int8 per output channel; returns the count."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    done: dict[str, str] = {}
+    new_nodes = []
+    for node in g.node:
+        if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm") or len(node.input) < 2:
+            continue
+        wname = node.input[1]
+        if wname in done:
+            node.input[1] = done[wname]
+            continue
+        init = inits.get(wname)
+        if init is None or init.data_type != onnx.TensorProto.FLOAT:
+            continue
+        w = numpy_helper.to_array(init)
+        if w.size < _MIN_WEIGHT_ELEMENTS or w.ndim < 2:
+            continue
+        if node.op_type == "Conv":
+            axis = 0
+        elif node.op_type == "ConvTranspose":
+            axis = 1
+        elif node.op_type == "Gemm":
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            axis = 0 if trans_b else 1
+        else:
+            axis = w.ndim - 1
+        other = tuple(i for i in range(w.ndim) if i != axis)
+        scale = np.abs(w).max(axis=other) / 127.0
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        qname, sname, zname, dqname = (f"{wname}_int8", f"{wname}_scale", f"{wname}_zero_point", f"{wname}_dq")
+        g.initializer.extend([numpy_helper.from_array(q, qname), numpy_helper.from_array(scale, sname),
+                              numpy_helper.from_array(np.zeros(scale.shape, np.int8), zname)])
+        new_nodes.append(helper.make_node("DequantizeLinear", [qname, sname, zname], [dqname],
+                                          name=f"{wname}_DequantizeLinear", axis=axis))
+        done[wname] = dqname
+        node.input[1] = dqname
+    if not done:
+        raise ConversionError(f"{src.name}: no Conv/MatMul/Gemm weights to quantize to int8")
+    still_used = {i for n in g.node for i in n.input}
+    keep = [i for i in g.initializer if i.name not in done or i.name in still_used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    # DequantizeLinear nodes depend on initializers only, so putting them first keeps topological order.
+    nodes = new_nodes + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    _save(model, dst)
+    return len(done)
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over a list of input dicts."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self) -> None:  # pragma: no cover - used by some calibrators
+        pass
+
+
+def to_int8_static(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], *, work_dir: Path) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = work_dir / "pre_quant.onnx"
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    except Exception:  # noqa: BLE001 - preprocessing is an optimisation; quantize the plain export
+        pre = src
+    large = os.path.getsize(pre) > _PROTO_LIMIT // 2
+    quantize_static(str(pre), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+                    # U8 activations / S8 weights: the fast path of x86 VNNI and ARM dot-product kernels.
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax, use_external_data_format=large,
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})

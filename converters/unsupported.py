@@ -1,0 +1,50 @@
+"""Turning an exporter's failure into "op X at node Y is not expressible in format Z"."""
+
+from __future__ import annotations
+
+import re
+
+from edge_sdk.errors import ConversionError, UnsupportedOpError
+
+# Exporters name the failing operator in different spellings: aten::foo, aten.foo.default,
+# torch.ops.aten.foo, an ONNX/TFLite op type in quotes. The first match is the operator.
+_OP_PATTERNS = (
+    re.compile(r"\b(aten(?:::|\.)[A-Za-z_][A-Za-z0-9_]*)(?:\.[A-Za-z_]+)?"),
+    re.compile(r"\b(torch\.ops\.[A-Za-z_]+\.[A-Za-z_][A-Za-z0-9_]*)"),
+    re.compile(r"(?:operator|op|Op|operation)\s+['\"`]?([A-Za-z_][A-Za-z0-9_.:]*)['\"`]?\s+(?:is\s+)?(?:not supported|unsupported)"),
+    re.compile(r"[Uu]nsupported (?:op|operator|operation)s?[^A-Za-z0-9_]+['\"`]?([A-Za-z_][A-Za-z0-9_.:]*)"),
+    re.compile(r"No conversion rule found for operations?:?\s*([A-Za-z_][A-Za-z0-9_.:]*)"),
+)
+_NODE_PATTERNS = (
+    re.compile(r"[Nn]ode\s+['\"`%]?([A-Za-z_][A-Za-z0-9_./:]*)"),
+    re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)\s*[:=]"),
+)
+_UNSUPPORTED_HINTS = ("unsupported", "not supported", "no conversion rule", "no decomposition", "not implemented",
+                      "cannot be lowered", "failed to legalize", "no symbolic function", "is not registered")
+
+
+def first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0][:300] if lines else type(e).__name__
+
+
+def find_op(text: str) -> tuple[str | None, str | None]:
+    """(operator, node) named in an exporter's message, either may be None."""
+    op = next((m.group(1) for p in _OP_PATTERNS if (m := p.search(text))), None)
+    node = next((m.group(1) for p in _NODE_PATTERNS if (m := p.search(text))), None)
+    return op, node
+
+
+def conversion_failure(e: BaseException, *, role: str, fmt: str, stage: str) -> ConversionError:
+    """An UnsupportedOpError when the message names an op the format lacks, else a ConversionError."""
+    text = str(e)
+    low = text.lower()
+    op, node = find_op(text)
+    if op and any(h in low for h in _UNSUPPORTED_HINTS):
+        err = UnsupportedOpError(f"{role}: {fmt} cannot express operator {op}"
+                                 + (f" (node {node})" if node else "") + f" [{stage}]")
+        err.op, err.node, err.format = op, node, fmt  # type: ignore[attr-defined]
+        return err
+    err2 = ConversionError(f"{role}: {fmt} {stage} failed: {first_line(e)}")
+    err2.format = fmt  # type: ignore[attr-defined]
+    return err2
