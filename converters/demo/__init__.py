@@ -52,9 +52,8 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     "beta_end": 0.02,
     "beta_schedule": "linear",
     "prediction_type": "epsilon",
-    "timestep_spacing": "leading",
+    "timestep_spacing": "trailing",
     "steps_offset": 0,
-    "clip_sample": False,
 }
 # Sampler settings the quality figure in MODEL_CARD.md was measured with (DPM-Solver++ 2M).
 DEFAULT_NUM_STEPS = 8
@@ -62,12 +61,12 @@ DEFAULT_GUIDANCE_SCALE = 4.0
 
 # Constructor keyword arguments of each module in converters/demo/model.py.
 MODULE_CONFIGS: dict[str, dict[str, Any]] = {
-    "vae_encoder": {"latent_channels": LATENT_CHANNELS, "channels": (32, 64)},
-    "vae_decoder": {"latent_channels": LATENT_CHANNELS, "channels": (32, 64)},
+    "vae_encoder": {"latent_channels": LATENT_CHANNELS, "channels": (16, 48)},
+    "vae_decoder": {"latent_channels": LATENT_CHANNELS, "channels": (16, 48)},
     "denoiser": {
         "num_classes": NUM_CLASSES,
         "latent_channels": LATENT_CHANNELS,
-        "channels": (64, 128),
+        "channels": (48, 96),
         "emb_dim": 128,
     },
     "classifier": {"num_classes": NUM_CLASSES, "channels": (32, 64, 64)},

@@ -27,8 +27,6 @@ def dpm_solver_scheduler(scheduler_config: dict[str, Any] | None = None) -> Any:
     from diffusers import DPMSolverMultistepScheduler
 
     config = dict(SCHEDULER_CONFIG if scheduler_config is None else scheduler_config)
-    for key in ("clip_sample",):  # DDPM-only key; DPM-Solver has no such option
-        config.pop(key, None)
     return DPMSolverMultistepScheduler(
         **config, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero"
     )
