@@ -44,6 +44,9 @@ class Plan:
     board: str | None = None
     estimates: dict[str, int] = field(default_factory=dict)  # stage -> bytes
     notes: list[str] = field(default_factory=list)
+    # True on boards whose GPU shares RAM with the CPU (Jetson): the cap counts both.
+    memory_unified: bool = False
+    size: tuple[int, int] | None = None  # (height, width) in pixels the estimates were made for
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +57,8 @@ class Plan:
         d["components"] = {k: ComponentPlan(**v) for k, v in d["components"].items()}
         if d.get("decode_tiling"):
             d["decode_tiling"] = TilePlan(**d["decode_tiling"])
+        if d.get("size"):
+            d["size"] = tuple(d["size"])
         return cls(**d)
 
 
