@@ -21,6 +21,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class SshTarget:
     config: str | None = None
     options: list[str] = field(default_factory=list)  # each passed as `-o OPTION`
     connect_timeout: int = 15
+    control_path: str | None = None  # one shared connection for every step (ssh multiplexing)
 
     def ssh_argv(self) -> list[str]:
         argv = ["ssh"]
@@ -55,9 +57,17 @@ class SshTarget:
             argv += ["-i", self.identity]
         if self.port:
             argv += ["-p", str(self.port)]
+        if self.control_path:
+            argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_path}", "-o", "ControlPersist=20"]
         for opt in self.options:
             argv += ["-o", opt]
         return argv
+
+    def close(self) -> None:
+        """Stop the shared connection, if one was opened."""
+        if self.control_path and os.path.exists(self.control_path):
+            subprocess.run([*self.ssh_argv(), "-O", "exit", self.host], capture_output=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
 
     def run(self, script: str, *, stdin=None, timeout: float | None = None, what: str) -> subprocess.CompletedProcess:
         """Run a POSIX sh ``script`` on the board; ssh's own failures become a clear DeployError."""
@@ -263,10 +273,31 @@ def flash(package: str | os.PathLike, host: str, *, port: int | None = None, roo
     if transfer not in ("auto", "rsync", "ssh"):
         raise DeployError(f"unknown transfer {transfer!r}", hint="auto, rsync or ssh")
     info = read_package(local, verify_key=verify_key)  # never upload what would be refused
+    control_dir = tempfile.mkdtemp(prefix="edge-sdk-ssh-")  # short: a socket path has a ~100 byte limit
+    t = SshTarget(host, port, identity, ssh_config, list(ssh_options or []), connect_timeout,
+                  control_path=os.path.join(control_dir, "cm"))
+    try:
+        return _flash(t, local, info, root=root, remote_edge_sdk=remote_edge_sdk, keep=keep,
+                      remote_verify_key=remote_verify_key, health_check=health_check, health_steps=health_steps,
+                      health_timeout=health_timeout, transfer=transfer, bwlimit=bwlimit, service=service, app=app,
+                      unit_dir=unit_dir, service_start=service_start, memory_max=memory_max, timeout=timeout,
+                      say=say)
+    finally:
+        try:
+            t.close()
+        except (OSError, subprocess.SubprocessError):
+            pass
+        shutil.rmtree(control_dir, ignore_errors=True)
+
+
+def _flash(t: SshTarget, local: Path, info, *, root: str, remote_edge_sdk: str, keep: int,
+           remote_verify_key: str | None, health_check: bool, health_steps: int, health_timeout: float,
+           transfer: str, bwlimit: int | None, service: bool, app: str | None, unit_dir: str | None,
+           service_start: bool, memory_max: str | None, timeout: float, say) -> dict[str, Any]:
+    host = t.host
     size = local.stat().st_size
     digest = sha256_file(local)
     staging_name = f"{digest[:32]}.tar.part"
-    t = SshTarget(host, port, identity, ssh_config, list(ssh_options or []), connect_timeout)
     step_timeout = min(timeout, 120.0)
     t0 = time.monotonic()
 
@@ -384,8 +415,6 @@ def _install_service(t: SshTarget, name: str, facts: BoardFacts, edge: str, app:
 
 def _bytes_stdin(data: bytes):
     """A readable file holding ``data``, for a subprocess's stdin."""
-    import tempfile
-
     f = tempfile.TemporaryFile()
     f.write(data)
     f.seek(0)
