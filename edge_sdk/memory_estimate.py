@@ -1,0 +1,259 @@
+"""Peak-memory cost of each component, per unit of work, for the planner.
+
+A component's cost on a runtime is four numbers:
+
+- ``base``: the process before any model is open (Python, numpy, the runtime's library);
+- ``session``: what opening the artifact adds (weights as the runtime holds them, plus its own
+  bookkeeping; ~1.0-1.3x the file size);
+- activations while it runs, ``c0 + c1 * units + c2 * cells**2`` per batch item, where ``units``
+  are output pixels for a decoder and latent cells for everything else, and ``cells`` are the
+  latent cells of the input: the quadratic term is self-attention (a [cells x cells] score
+  matrix per head), which dominates a VAE decoder's mid block at large sizes.
+
+Where the numbers come from, best first:
+
+1. ``measured``: the component's manifest config holds a ``memory_profile`` recorded at convert
+   time, or a probe measured it on this machine (cached by the artifact's sha256): the artifact
+   is opened in a child process and run at growing sizes, and the kernel's peak-RSS mark (VmHWM)
+   is read after each run; the three coefficients are a least-squares fit. Activation memory is
+   a property of the graph and the runtime's allocator, so a probe on the workstation predicts a
+   board running the same runtime (within the allocator's rounding).
+2. ``default``: when the artifact cannot be opened here (a TFLite-only bundle without LiteRT),
+   per-role factors calibrated on Stable Diffusion's VAE decoder (3.9 KB per output pixel, fp32,
+   BOARDS.md) and UNet, scaled by sqrt(parameters / SD's parameters) since activations grow with
+   layer width and parameters with its square. A rough guide only; the plan says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.errors import PlanError
+
+MB = 1024 * 1024
+CACHE_ENV = "EDGE_SDK_CACHE_DIR"
+PROFILE_VERSION = 1
+# Process before any session, per runtime, measured here (Python 3.11 + numpy + the runtime).
+DEFAULT_BASE = {"onnxruntime": 60 * MB, "openvino": 110 * MB, "litert": 45 * MB}
+SESSION_FACTOR = 1.2  # runtime-held bytes per artifact byte, when not measured
+SESSION_FIXED = 20 * MB
+# Role defaults, calibrated on SD 1.5 (fp32): VAE decoder 3.9 KB per output pixel with 49.5M
+# parameters; UNet ~56 KB per latent cell (0.23 GB at 64x64 cells with SDPA) with 859.5M.
+_ROLE_DEFAULT = {"decoder": (3900.0, 49.5e6, 4.0), "denoiser": (56_000.0, 859.5e6, 2.0),
+                 "encoder": (2000.0, 34.2e6, 4.0), "generator": (2000.0, 10e6, 0.0),
+                 "text_encoder": (0.0, 123e6, 0.0)}
+_PROBE_SIZES = (16, 32, 48, 64, 96, 128)  # latent cells per side, tried in order
+_PROBE_BUDGET = 192 * MB  # stop growing the probe once a run needs this much
+
+
+@dataclass
+class ComponentCost:
+    role: str
+    runtime: str
+    base: int
+    session: int
+    c0: float
+    c1: float  # bytes per unit (output pixel for decoders, latent cell otherwise)
+    c2: float  # bytes per cell**2 (attention)
+    unit: str  # "out_pixel" or "cell"
+    source: str  # "measured", "manifest" or "default"
+    samples: list[list[float]] = field(default_factory=list)  # [cells_side, measured activation bytes]
+
+    def activation(self, cells: int, *, down: int = 1, batch: int = 1) -> int:
+        """Activation bytes of one call on ``batch`` items of ``cells`` latent cells each."""
+        units = cells * down * down if self.unit == "out_pixel" else cells
+        return int(batch * (self.c0 + self.c1 * units + self.c2 * cells * cells))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "edge-sdk") / "memory"
+
+
+def _entry_sha(bundle: Bundle, component: str, art) -> str:
+    for a in bundle.component(component)["artifacts"]:
+        if (a["format"], a["precision"], a.get("variant", "")) == (art.format, art.precision, art.variant):
+            return next(f["sha256"] for f in a["files"] if f["path"] == a["entry"])
+    raise PlanError(f"artifact of {component} is not in the manifest")
+
+
+def default_cost(bundle: Bundle, component: str, runtime: str, art) -> ComponentCost:
+    per_unit, ref_params, heads = _ROLE_DEFAULT.get(component, (2000.0, 50e6, 0.0))
+    params = bundle.component(component).get("parameters") or ref_params
+    scale = math.sqrt(max(params, 1) / ref_params)
+    return ComponentCost(role=component, runtime=runtime, base=DEFAULT_BASE.get(runtime, 60 * MB),
+                         session=int(art.size * SESSION_FACTOR + SESSION_FIXED), c0=0.0, c1=per_unit * scale,
+                         c2=4.0 * heads, unit="out_pixel" if component == "decoder" else "cell", source="default")
+
+
+def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu",
+                   measure: bool = True) -> ComponentCost:
+    """The cost model of one artifact on one runtime: recorded, cached, probed, or the role default."""
+    recorded = (bundle.component(component).get("config") or {}).get("memory_profile")
+    if isinstance(recorded, dict) and recorded.get("runtime") == runtime:
+        try:
+            return ComponentCost(**{**recorded, "source": "manifest"})
+        except TypeError:
+            pass  # an older or foreign layout: measure instead
+    if not measure:
+        return default_cost(bundle, component, runtime, art)
+    key = f"{_entry_sha(bundle, component, art)}-{runtime}-{device}-v{PROFILE_VERSION}.json"
+    cached = _cache_dir() / key
+    if cached.is_file():
+        try:
+            return ComponentCost(**json.loads(cached.read_text()))
+        except (ValueError, TypeError):
+            pass
+    try:
+        cost = probe(bundle, component, runtime, art, device=device)
+    except PlanError:
+        return default_cost(bundle, component, runtime, art)
+    try:
+        from edge_sdk.fsutil import atomic_write
+
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(cached, "w") as f:
+            json.dump(cost.to_json(), f)
+    except Exception:  # noqa: BLE001 - a read-only home only costs a re-probe next time
+        pass
+    return cost
+
+
+def _probe_feeds(inputs: list[dict[str, Any]], n: int, model: dict[str, Any]) -> dict[str, np.ndarray]:
+    feeds = {}
+    for spec in inputs:
+        shape = []
+        for axis, d in enumerate(spec["shape"]):
+            if isinstance(d, int) and d > 0:
+                shape.append(d)
+            elif axis == 0:
+                shape.append(1)
+            elif len(spec["shape"]) == 4 and axis >= 2:
+                shape.append(n)
+            else:
+                shape.append(int(model.get("max_text_length", 77)))
+        dt = np.dtype(spec["dtype"])
+        rng = np.random.default_rng(0)
+        feeds[spec["name"]] = (rng.standard_normal(shape).astype(dt) if dt.kind == "f"
+                               else np.zeros(shape, dtype=dt))
+        if spec["name"] in ("timestep", "timesteps", "t"):
+            feeds[spec["name"]] = np.full(shape, 500, dtype=dt)
+    return feeds
+
+
+def _one_size(cls, args: dict[str, Any], n: int | None) -> tuple[int, int, list[dict[str, Any]]]:
+    """Open the artifact, run it once at ``n`` cells per side: (session bytes, activation bytes, inputs)."""
+    from edge_sdk.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+
+    before_open = rss_bytes()
+    rt = cls(args["path"], device=args["device"], threads=args.get("threads"))
+    before = rss_bytes()
+    inputs = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in rt.inputs]
+    if n is not None:
+        if not reset_peak_rss():
+            before = peak_rss_bytes()  # cannot reset the mark: only growth past it is seen
+        rt.run(_probe_feeds(inputs, n, args["model"]))
+    return before - before_open, max(0, peak_rss_bytes() - before), inputs
+
+
+def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
+    """Runs in the child: per size, a forked process opens the artifact fresh and runs it once.
+
+    A fresh process per size is what a real run looks like; one session run at growing sizes
+    lets the allocator's arena fragment and overstates the larger sizes by ~1.3x.
+    """
+    from edge_sdk.memory import rss_bytes
+    from edge_sdk.runtimes.registry import get_runtime
+
+    cls = get_runtime(args["runtime"])  # imports the engine before forking
+    cls.probe()
+    base = rss_bytes()
+    session, _, inputs = _one_size(cls, args, None)  # learns the signature; session cost in this process
+    spatial = any(len(t["shape"]) == 4 and not all(isinstance(d, int) and d > 0 for d in t["shape"][2:])
+                  for t in inputs)
+    fixed = [t["shape"][2] for t in inputs if len(t["shape"]) == 4 and isinstance(t["shape"][2], int)]
+    samples = []
+    for n in (args["sizes"] if spatial else [fixed[0] if fixed else 0]):
+        r, w = os.pipe()
+        pid = os.fork() if hasattr(os, "fork") else -1
+        if pid == 0:  # the forked child: measure, report, leave without cleanup
+            try:
+                os.close(r)
+                _, act, _ = _one_size(cls, args, n)
+                os.write(w, str(act).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            text = f.read()
+        if pid > 0:
+            os.waitpid(pid, 0)
+        if not text:
+            break  # the size failed (too big, or the model refuses it): fit what we have
+        samples.append([n, int(text)])
+        if int(text) > args["budget"] and len(samples) >= 3:
+            break
+    return {"base": base, "session": session, "samples": samples}
+
+
+def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu",
+          sizes: tuple[int, ...] = _PROBE_SIZES, budget: int = _PROBE_BUDGET, timeout: float = 300) -> ComponentCost:
+    """Measure a component's cost on ``runtime`` here, in a child process (clean peak-RSS marks)."""
+    args = {"runtime": runtime, "path": str(art.path), "device": device, "threads": 1, "sizes": list(sizes),
+            "budget": budget, "model": bundle.model}
+    code = ("import json,sys; from edge_sdk.memory_estimate import _probe_child; "
+            "print('EDGE_SDK_PROBE' + json.dumps(_probe_child(json.loads(sys.stdin.read()))))")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(args), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PlanError(f"measuring {component} on {runtime} took over {timeout:.0f} s") from None
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("EDGE_SDK_PROBE")), None)
+    if proc.returncode != 0 or line is None:
+        err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PlanError(f"cannot measure {component} on {runtime} here: {err}")
+    got = json.loads(line[len("EDGE_SDK_PROBE"):])
+    if not got["samples"]:
+        raise PlanError(f"measuring {component} on {runtime} gave no sample (no fork here, or every size failed)")
+    down = int(bundle.model.get("vae_downsample", 1)) if component == "decoder" else 1
+    c0, c1, c2 = fit_activation(got["samples"], down=down)
+    return ComponentCost(role=component, runtime=runtime, base=int(got["base"]), session=int(got["session"]),
+                         c0=c0, c1=c1, c2=c2, unit="out_pixel" if component == "decoder" else "cell",
+                         source="measured", samples=got["samples"])
+
+
+def fit_activation(samples: list[list[float]], *, down: int = 1) -> tuple[float, float, float]:
+    """Non-negative, relative least squares of act = c0 + c1*units + c2*cells^2 (units = cells*down^2)."""
+    if not samples:
+        return 0.0, 0.0, 0.0
+    big = [s for s in samples if s[1] >= 4 * MB]  # below a few MB the allocator's slack is all one sees
+    samples = big if len(big) >= 2 else samples
+    n = np.array([s[0] for s in samples], dtype=np.float64)
+    y = np.array([s[1] for s in samples], dtype=np.float64)
+    cells = n * n
+    cols = {0: np.ones_like(cells), 1: cells * down * down, 2: cells * cells}
+    active = [0, 1, 2][: max(1, min(3, len(samples)))]
+    while True:  # drop any term that comes out negative and fit again (a tiny NNLS)
+        # Rows weighted by 1/y: relative error, so the small probes count as much as the big one.
+        w = 1.0 / np.maximum(y, 1.0)
+        a = np.stack([cols[i] for i in active], axis=1)
+        coef, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
+        if (coef >= 0).all() or len(active) == 1:
+            break
+        active.pop(int(np.argmin(coef)))
+    out = [0.0, 0.0, 0.0]
+    for i, c in zip(active, coef):
+        out[i] = max(0.0, float(c))
+    return out[0], out[1], out[2]

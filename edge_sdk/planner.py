@@ -1,0 +1,347 @@
+"""The planner: (bundle, board profile, request) -> a Plan whose estimated peak memory fits the cap.
+
+For each component it takes the board's first runtime:device whose format the bundle has, in the
+board's precision order for that role. Then it walks a ladder of memory-saving choices, cheapest
+in speed first, and keeps the first whose estimated peak fits the board's cap. The ladder is
+(levels of loading) x (CFG batched, then sequential) x (whole-image decode, then tiles from the
+board's largest to its smallest), where the loading levels are:
+
+1. every component resident;
+2. decoder and encoders loaded only for their stage and released (one load per image);
+3. the denoiser too loaded per call (slow: only when nothing else fits).
+
+Peak memory is estimated per stage (see ``edge_sdk.memory_estimate``): the process base, the
+sessions open during that stage, the stage's activations at the requested size, and the image
+buffers. When no rung fits, ``plan`` refuses before anything runs and says what would fit: a
+smaller size, int8 artifacts, or a tile smaller than the board's limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_sdk.board import BoardProfile, load_board
+from edge_sdk.bundle import Artifact, Bundle
+from edge_sdk.errors import PlanError, UsageError
+from edge_sdk.memory_estimate import ComponentCost, component_cost, default_cost
+from edge_sdk.plan import PRECISION_ORDER, ComponentPlan, Plan, TilePlan, usable_runtimes
+
+MB = 1024 * 1024
+RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "openvino": ("openvino", "onnx"), "litert": ("tflite",)}
+# The device a runtime's memory probe runs on here (activations on a board's GPU are close to CPU's).
+PROBE_DEVICE = {"onnxruntime": "cpu", "openvino": "CPU", "litert": "cpu"}
+IMAGE_BYTES_PER_PIXEL = 32  # float32 decode output, its uint8 copy and the result's raw copy, per RGB pixel
+BUFFER_OVERHEAD = 8 * MB  # latents, noise, sampler state, small copies
+
+
+@dataclass
+class PlanRequest:
+    """What the user asks for. Sizes in pixels; None means the model's native size."""
+
+    height: int | None = None
+    width: int | None = None
+    batch: int = 1
+    guidance: float | None = None  # None: the bundle's default
+    runtime: str | None = None  # force one runtime
+    precision: str | None = None  # force one precision
+    tile: int | None = None  # force a decode tile (latent cells)
+    installed_only: bool = False  # only runtimes/devices usable on this machine (for running here)
+    measure: bool = True  # probe components here where their runtime is installed
+
+
+@dataclass
+class _Choice:
+    plan: ComponentPlan
+    artifact: Artifact
+    cost: ComponentCost
+    note: str = ""
+
+
+@dataclass
+class _Rung:
+    cfg: str
+    release_others: bool  # decoder/encoders loaded per stage
+    release_denoiser: bool
+    tile: int | None
+    estimates: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def peak(self) -> int:
+        return max(self.estimates.values())
+
+
+def _latent_size(bundle: Bundle, req: PlanRequest) -> tuple[int, int, int]:
+    """(height cells, width cells, pixels per cell) for the request, validated like the pipeline does."""
+    model = bundle.model
+    kind = model.get("kind", "pixel_diffusion")
+    down = int(model.get("vae_downsample", 8)) if kind == "latent_diffusion" else 1
+    mult = int(model.get("spatial_multiple", 1))
+    native = model.get("sample_size")
+    if native is None:
+        comp = "denoiser" if "denoiser" in bundle.components else bundle.components[0]
+        dims = bundle.signature(comp)[0][0].shape[2:]
+        native = [d if isinstance(d, int) else 64 for d in dims] if len(dims) == 2 else [1, 1]
+    cells = []
+    for px, nat, axis in ((req.height, native[0], "height"), (req.width, native[1], "width")):
+        if px is None:
+            cells.append(int(nat))
+            continue
+        if px <= 0 or px % (down * mult):
+            raise UsageError(f"{axis} {px} does not fit this model", hint=f"use a multiple of {down * mult} pixels")
+        cells.append(px // down)
+    return cells[0], cells[1], down
+
+
+def _devices_here(runtime: str) -> set[str]:
+    from edge_sdk.runtimes.registry import get_runtime
+
+    try:
+        info = get_runtime(runtime).probe()
+    except Exception:  # noqa: BLE001 - not usable is the answer
+        return set()
+    return {str(d).lower() for d in info.get("devices", [])} | {"auto"}
+
+
+def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw: tuple[int, int],
+            usable: set[str] | None, measure_ok: set[str]) -> _Choice:
+    arts = bundle.artifacts(role)
+    prefs = [req.precision] if req.precision else list(board.precisions_for(role))
+    # Board order first, then anything else the bundle has (a precision the board does not list
+    # beats no plan; the note says so).
+    order = prefs + ([] if req.precision else [p for p in PRECISION_ORDER if p not in prefs])
+    tried = []
+    for runtime, device in board.runtimes:
+        if req.runtime and runtime != req.runtime:
+            continue
+        if usable is not None:
+            if runtime not in usable:
+                tried.append(f"{runtime} (not installed here)")
+                continue
+            if device.lower() not in _devices_here(runtime):
+                tried.append(f"{runtime}:{device} (no such device here)")
+                continue
+        for prec in order:
+            for fmt in RUNTIME_FORMATS.get(runtime, ()):
+                for a in arts:
+                    if a.format != fmt or a.precision != prec:
+                        continue
+                    static = a.variant == "static"
+                    if device.upper() == "NPU" and not static:
+                        continue  # NPUs compile fixed shapes: only a static artifact runs there
+                    if a.variant not in ("", "static"):
+                        continue
+                    if static:
+                        shp = next(iter(a.static_shapes.values()), None) if a.static_shapes else None
+                        if shp and len(shp) == 4 and (shp[2], shp[3]) != hw:
+                            tried.append(f"{runtime}:{device} {prec} static {shp[2]}x{shp[3]} (other size)")
+                            continue
+                    elif device.upper() == "NPU":
+                        continue
+                    cp = ComponentPlan(runtime=runtime, format=fmt, precision=prec, variant=a.variant, device=device,
+                                       threads=board.threads)
+                    measure = req.measure and runtime in measure_ok
+                    cost = (component_cost(bundle, role, runtime, a, device=PROBE_DEVICE.get(runtime, "cpu"))
+                            if measure else default_cost(bundle, role, runtime, a))
+                    note = "" if prec in prefs else f"{role}: {prec} (the board prefers {'/'.join(prefs)}, not in bundle)"
+                    return _Choice(cp, a, cost, note)
+    have = ", ".join(sorted({f"{a.format}/{a.precision}{'/' + a.variant if a.variant else ''}" for a in arts}))
+    want = ", ".join(f"{r}:{d}" for r, d in board.runtimes if not req.runtime or r == req.runtime)
+    raise PlanError(f"no artifact of {role} ({have}) runs on board {board.name} ({want})"
+                    + (f"; skipped: {'; '.join(tried)}" if tried else ""),
+                    hint="convert with a format and precision the board lists (edge-sdk boards show "
+                         f"{board.name}), or pass --runtime/--precision")
+
+
+def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, cells_hw: tuple[int, int],
+                     down: int, batch: int, cfg_active: bool) -> dict[str, int]:
+    h, w = cells_hw
+    base = max(c.cost.base for c in choices.values())
+    sess = {name: c.cost.session for name, c in choices.items()}
+    resident = {name for name in choices
+                if not (rung.release_denoiser if name == "denoiser" else rung.release_others)}
+    est: dict[str, int] = {}
+
+    def held(during: str) -> int:
+        return sum(sess[n] for n in choices if n in resident or n == during)
+
+    for role in ("text_encoder", "encoder"):
+        if role in choices:
+            c = choices[role].cost
+            est[role.replace("_", "-")] = base + held(role) + c.activation(h * w, batch=batch) + BUFFER_OVERHEAD
+    main = "denoiser" if "denoiser" in choices else ("generator" if "generator" in choices else None)
+    if main is not None:
+        c = choices[main].cost
+        per_call = batch * (2 if cfg_active and rung.cfg == "batched" else 1)
+        if main == "generator":  # one-shot: a whole image per call, one row at a time
+            px = h * w * down * down
+            est["generate"] = base + held(main) + c.activation(h * w) + batch * px * IMAGE_BYTES_PER_PIXEL
+        else:
+            est["denoise"] = base + held(main) + c.activation(h * w, batch=per_call) + BUFFER_OVERHEAD
+    if "decoder" in choices:
+        c = choices["decoder"].cost
+        px = h * w * down * down
+        if rung.tile is None:
+            act = c.activation(h * w, down=down)
+            extra = 0
+        else:
+            t = rung.tile
+            act = c.activation(min(t, h) * min(t, w), down=down)
+            extra = px * 4  # the blend weights
+        est["decode"] = base + held("decoder") + act + batch * px * IMAGE_BYTES_PER_PIXEL + extra + BUFFER_OVERHEAD
+    return est
+
+
+def _tiles(board: BoardProfile, h: int, w: int, forced: int | None) -> list[int]:
+    if forced is not None:
+        return [forced]
+    out, t = [], board.max_tile
+    while t >= board.min_tile:
+        if t < max(h, w):
+            out.append(t)
+        t = min(t - 2, int(t * 0.75)) // 2 * 2 if t > 4 else t - 1
+    return out
+
+
+def _overlap(board: BoardProfile, tile: int) -> int:
+    return max(1, int(round(tile * board.overlap_fraction))) if tile > 2 else 0
+
+
+def _ladder(choices: dict[str, _Choice], board: BoardProfile, h: int, w: int, cfg_opts: list[str],
+            tile_forced: int | None, min_tile: int | None = None) -> list[_Rung]:
+    has_decoder = "decoder" in choices
+    tiles = _tiles(board, h, w, tile_forced) if has_decoder else []
+    if min_tile is not None:
+        tiles = [t for t in range(min(board.min_tile - 1, max(h, w) - 1), min_tile - 1, -2)]
+    others = any(n != "denoiser" for n in choices)
+    rungs = []
+    for release_others, release_denoiser in ((False, False), (True, False), (True, True)):
+        if release_others and not others and not release_denoiser:
+            continue
+        if release_denoiser and "denoiser" not in choices:
+            continue
+        for cfg in cfg_opts:
+            for tile in ([None] if tile_forced is None and min_tile is None else []) + tiles:
+                rungs.append(_Rung(cfg, release_others, release_denoiser, tile))
+    return rungs
+
+
+def _first_fit(bundle, choices, board, hw, down, batch, cfg_active, cfg_opts, cap, tile_forced=None,
+               min_tile=None) -> tuple[_Rung | None, _Rung | None]:
+    """The first rung that fits the cap, and the rung with the lowest peak (for the refusal)."""
+    best = None
+    for rung in _ladder(choices, board, hw[0], hw[1], cfg_opts, tile_forced, min_tile):
+        rung.estimates = _stage_estimates(bundle, choices, rung, hw, down, batch, cfg_active)
+        if rung.peak <= cap:
+            return rung, rung
+        if best is None or rung.peak < best.peak:
+            best = rung
+    return None, best
+
+
+def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None = None) -> Plan:
+    """A plan for ``bundle`` on ``board`` whose estimated peak memory fits the board's cap, or PlanError."""
+    req = request or PlanRequest()
+    if isinstance(board, str):
+        board = load_board(board)
+    if req.batch < 1:
+        raise UsageError(f"batch must be at least 1, got {req.batch}")
+    if req.precision and req.precision not in PRECISION_ORDER:
+        raise UsageError(f"unknown precision {req.precision!r}", hint=f"precisions: {', '.join(PRECISION_ORDER)}")
+    h, w, down = _latent_size(bundle, req)
+    here = usable_runtimes()
+    usable = here if req.installed_only else None
+    choices = {role: _choose(bundle, board, role, req, (h, w), usable, here) for role in bundle.components}
+    model = bundle.model
+    guidance = req.guidance if req.guidance is not None else float(bundle.sampler.get("default_guidance", 1.0))
+    cfg_active = model.get("conditioning") in ("class", "text") and guidance != 1.0 and "denoiser" in choices
+    static_batch1 = "denoiser" in choices and choices["denoiser"].plan.variant == "static"
+    cfg_opts = ["sequential"] if static_batch1 else (["batched", "sequential"] if cfg_active else ["batched"])
+    cap = board.cap_bytes
+    fit, best = _first_fit(bundle, choices, board, (h, w), down, req.batch, cfg_active, cfg_opts, cap, req.tile)
+    if fit is None:
+        raise _refusal(bundle, board, req, choices, best, (h, w), down, cfg_active, cfg_opts)
+    notes = [c.note for c in choices.values() if c.note]
+    for name, c in choices.items():
+        cost = c.cost
+        notes.append(f"{name}: memory model {cost.source} ({cost.runtime}; session {cost.session / MB:.0f} MB"
+                     + (f", {cost.c1:.0f} B/{cost.unit.replace('_', ' ')}" if cost.c1 else "")
+                     + (f", attention {cost.c2:.2f} B/cell^2" if cost.c2 else "") + ")")
+    if fit.release_denoiser:
+        notes.append("the denoiser is loaded for every call (slow): nothing else fits the cap")
+    if fit.tile is not None:
+        notes.append(f"decode in {fit.tile}x{fit.tile}-cell tiles ({fit.tile * down} px) with "
+                     f"{_overlap(board, fit.tile)}-cell overlap")
+    comps = {}
+    for name, c in choices.items():
+        c.plan.resident = not (fit.release_denoiser if name == "denoiser" else fit.release_others)
+        comps[name] = c.plan
+    estimates = dict(fit.estimates)
+    estimates["peak"] = fit.peak
+    return Plan(components=comps, cfg=fit.cfg,
+                decode_tiling=TilePlan(fit.tile, _overlap(board, fit.tile)) if fit.tile is not None else None,
+                memory_cap_bytes=cap, board=board.name, estimates=estimates, notes=notes,
+                memory_unified=board.unified, size=(h * down, w * down))
+
+
+def _refusal(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dict[str, _Choice],
+             best: _Rung | None, hw: tuple[int, int], down: int, cfg_active: bool, cfg_opts: list[str]) -> PlanError:
+    cap = board.cap_bytes
+    h, w = hw
+    ideas = []
+    # A smaller size at the same aspect ratio, on the most memory-saving rungs.
+    mult = int(bundle.model.get("spatial_multiple", 1))
+    lo, hi = 0.0, 1.0
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        hh, ww = max(mult, int(h * mid) // mult * mult), max(mult, int(w * mid) // mult * mult)
+        fit, _ = _first_fit(bundle, choices, board, (hh, ww), down, req.batch, cfg_active, cfg_opts, cap, req.tile)
+        lo, hi = (mid, hi) if fit else (lo, mid)
+    hh, ww = int(h * lo) // mult * mult, int(w * lo) // mult * mult
+    if hh >= mult and ww >= mult and _first_fit(bundle, choices, board, (hh, ww), down, req.batch, cfg_active,
+                                                cfg_opts, cap, req.tile)[0]:
+        ideas.append(f"--size {ww * down}x{hh * down}")
+    # int8 artifacts: the bundle's own if it has them, else what converting to int8 would weigh.
+    if req.precision not in ("int8-static", "int8-weight", "int8"):
+        int8 = {}
+        for name, c in choices.items():
+            a8 = next((a for a in bundle.artifacts(name) if a.precision.startswith("int8") and a.format == c.plan.format
+                       and a.variant == c.plan.variant), None)
+            cost = ComponentCost(**{**c.cost.to_json()})
+            if a8 is not None:
+                cost.session = int(c.cost.session * a8.size / max(c.artifact.size, 1))
+            else:  # int8 weights: a quarter of fp32, half of fp16
+                ratio = {"fp32": 0.25, "fp16": 0.5}.get(c.plan.precision, 1.0)
+                cost.session = int(c.cost.session - c.artifact.size * (1 - ratio))
+            int8[name] = _Choice(c.plan, c.artifact, cost)
+        fit, _ = _first_fit(bundle, int8, board, hw, down, req.batch, cfg_active, cfg_opts, cap, req.tile)
+        if fit is not None:
+            have = all(any(a.precision.startswith("int8") for a in bundle.artifacts(n)) for n in choices)
+            ideas.append("--precision int8-static" if have else "int8 artifacts (edge-sdk convert --precision int8)")
+    # A tile below the board's smallest.
+    if "decoder" in choices and req.tile is None:
+        fit, _ = _first_fit(bundle, choices, board, hw, down, req.batch, cfg_active, cfg_opts, cap, min_tile=2)
+        if fit is not None and fit.tile is not None:
+            ideas.append(f"--tile {fit.tile} (below this board's smallest tile, {board.min_tile}; slower, more seams)")
+    stage = max(best.estimates, key=best.estimates.get) if best else "?"
+    need = best.peak if best else 0
+    return PlanError(
+        f"bundle {bundle.name} at {w * down}x{h * down} needs at least {need / MB:.0f} MB (stage {stage}) on "
+        f"{board.name}, over its {cap / MB:.0f} MB cap, even with sequential CFG, tiles and one component loaded "
+        "at a time",
+        hint=("what would fit: " + "; or ".join(ideas)) if ideas else "no smaller setting fits; use a bigger board")
+
+
+def describe(plan_: Plan) -> list[tuple[str, ...]]:
+    """Rows for a human-readable table of a plan's components."""
+    return [(name, c.runtime, c.device, c.format, c.precision + (f"/{c.variant}" if c.variant else ""),
+             str(c.threads or "-"), "yes" if c.resident else "per stage") for name, c in plan_.components.items()]
+
+
+def plan_summary(plan_: Plan) -> dict[str, Any]:
+    """The plan as JSON-able data with MB figures, for `edge-sdk plan --json`."""
+    d = plan_.to_json()
+    d["estimates_mb"] = {k: round(v / MB, 1) for k, v in plan_.estimates.items()}
+    d["memory_cap_mb"] = round(plan_.memory_cap_bytes / MB, 1) if plan_.memory_cap_bytes else None
+    return d
+
