@@ -105,6 +105,20 @@ def packages(variants, tmp_path_factory):
     return pkg
 
 
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 2 MiB tmpfs: a real full disk (needs root and mount permission; skipped elsewhere)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
 # -- a real OpenSSH server ---------------------------------------------------------------------
 @dataclass
 class Board:
