@@ -121,6 +121,8 @@ class MemoryWatch:
             self._stop.wait(self.interval)
 
     def start(self) -> MemoryWatch:
+        if self.cap is None:  # nothing to enforce: no thread
+            return self
         self._rss0 = rss_bytes()
         self._sys0 = system_used_bytes() if self.unified else 0
         self.peak_bytes = self.sample()

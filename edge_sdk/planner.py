@@ -33,6 +33,11 @@ RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "openvino": ("openvino", "onnx"), "
 PROBE_DEVICE = {"onnxruntime": "cpu", "openvino": "CPU", "litert": "cpu"}
 IMAGE_BYTES_PER_PIXEL = 32  # float32 decode output, its uint8 copy and the result's raw copy, per RGB pixel
 BUFFER_OVERHEAD = 8 * MB  # latents, noise, sampler state, small copies
+# What a run imports beyond the probe's Python + numpy + runtime (edge_sdk's pipelines, opencv,
+# click), measured here: 24 MB.
+PIPELINE_IMPORTS = 24 * MB
+# Estimates land within ~5% of measured peaks here; keep that much of the cap spare.
+FIT_MARGIN = 0.95
 
 
 @dataclass
@@ -156,28 +161,39 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
 def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, cells_hw: tuple[int, int],
                      down: int, batch: int, cfg_active: bool) -> dict[str, int]:
     h, w = cells_hw
-    base = max(c.cost.base for c in choices.values())
+    base = max(c.cost.base for c in choices.values()) + PIPELINE_IMPORTS
     sess = {name: c.cost.session for name, c in choices.items()}
     resident = {name for name in choices
                 if not (rung.release_denoiser if name == "denoiser" else rung.release_others)}
     est: dict[str, int] = {}
+    # A resident session keeps the activation memory of its largest call (ORT's CPU arena and
+    # most allocators do not give it back), so later stages carry it too.
+    retained: dict[str, int] = {}
 
     def held(during: str) -> int:
-        return sum(sess[n] for n in choices if n in resident or n == during)
+        return sum(sess[n] + retained.get(n, 0) for n in choices if n in resident or n == during)
+
+    def ran(name: str, act: int) -> None:
+        if name in resident:
+            retained[name] = max(retained.get(name, 0), act)
 
     for role in ("text_encoder", "encoder"):
         if role in choices:
-            c = choices[role].cost
-            est[role.replace("_", "-")] = base + held(role) + c.activation(h * w, batch=batch) + BUFFER_OVERHEAD
+            act = choices[role].cost.activation(h * w, batch=batch)
+            est[role.replace("_", "-")] = base + held(role) + act + BUFFER_OVERHEAD
+            ran(role, act)
     main = "denoiser" if "denoiser" in choices else ("generator" if "generator" in choices else None)
     if main is not None:
         c = choices[main].cost
         per_call = batch * (2 if cfg_active and rung.cfg == "batched" else 1)
         if main == "generator":  # one-shot: a whole image per call, one row at a time
             px = h * w * down * down
-            est["generate"] = base + held(main) + c.activation(h * w) + batch * px * IMAGE_BYTES_PER_PIXEL
+            act = c.activation(h * w)
+            est["generate"] = base + held(main) + act + batch * px * IMAGE_BYTES_PER_PIXEL
         else:
-            est["denoise"] = base + held(main) + c.activation(h * w, batch=per_call) + BUFFER_OVERHEAD
+            act = c.activation(h * w, batch=per_call)
+            est["denoise"] = base + held(main) + act + BUFFER_OVERHEAD
+        ran(main, act)
     if "decoder" in choices:
         c = choices["decoder"].cost
         px = h * w * down * down
@@ -232,7 +248,7 @@ def _first_fit(bundle, choices, board, hw, down, batch, cfg_active, cfg_opts, ca
     best = None
     for rung in _ladder(choices, board, hw[0], hw[1], cfg_opts, tile_forced, min_tile):
         rung.estimates = _stage_estimates(bundle, choices, rung, hw, down, batch, cfg_active)
-        if rung.peak <= cap:
+        if rung.peak <= cap * FIT_MARGIN:
             return rung, rung
         if best is None or rung.peak < best.peak:
             best = rung
@@ -345,3 +361,15 @@ def plan_summary(plan_: Plan) -> dict[str, Any]:
     d["memory_cap_mb"] = round(plan_.memory_cap_bytes / MB, 1) if plan_.memory_cap_bytes else None
     return d
 
+
+
+def load_for_board(bundle: Bundle | str, board: BoardProfile | str, *, height: int | None = None,
+                   width: int | None = None, batch: int = 1, guidance: float | None = None,
+                   runtime: str | None = None, precision: str | None = None, verify: bool = True):
+    """``edge_sdk.load`` with the plan for ``board``, from runtimes installed here (``run --board``)."""
+    import edge_sdk
+
+    b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify=verify)
+    p = plan(b, board, PlanRequest(height=height, width=width, batch=batch, guidance=guidance, runtime=runtime,
+                                   precision=precision, installed_only=True))
+    return edge_sdk.load(b, plan=p)

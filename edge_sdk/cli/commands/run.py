@@ -30,22 +30,33 @@ def parse_size(value: str | None) -> tuple[int | None, int | None]:
 @click.option("--precision", help="Artifact precision to run (default: the plan's / fp32).")
 @click.option("--device", default="auto", show_default=True, help="Runtime device: cpu, cuda, tensorrt, GPU, NPU, ...")
 @click.option("--threads", type=click.IntRange(1, 256), help="Threads per session.")
+@click.option("--board", help="Board profile NAME or PATH.toml: run the plan made for it, under its memory cap.")
 @click.option("--out", "out", default="out.png", show_default=True, type=click.Path(), help="PNG to write.")
 @json_option
 @quiet_option
 def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, runtime, precision, device, threads,
-            out, as_json, quiet):
+            board, out, as_json, quiet):
     """Generate with BUNDLE and write a PNG (a grid when several images)."""
     import edge_sdk
 
     width, height = parse_size(size)
-    gen = edge_sdk.load(bundle, runtime=runtime, precision=precision, device=device, threads=threads)
+    if board:
+        from edge_sdk.planner import load_for_board
+
+        gen = load_for_board(bundle, board, height=height, width=width, batch=batch or len(class_labels) or 1,
+                             guidance=guidance, runtime=runtime, precision=precision)
+    else:
+        gen = edge_sdk.load(bundle, runtime=runtime, precision=precision, device=device, threads=threads)
     total = steps or int(gen.bundle.sampler.get("default_steps", 20))
     bar = StepBar("sampling", total, progress_enabled(quiet or as_json))
+    from edge_sdk.memory import MemoryWatch
+
     try:
-        result = gen.generate(steps=steps, seed=seed, sampler=sampler, guidance=guidance,
-                              class_labels=list(class_labels) or None, batch=batch, height=height, width=width,
-                              callback=lambda info: bar.update(1))
+        # The cap is watched during the run (a no-op without a board plan): crossing it stops the run.
+        with MemoryWatch(gen.plan.memory_cap_bytes, unified=gen.plan.memory_unified, where="edge-sdk run"):
+            result = gen.generate(steps=steps, seed=seed, sampler=sampler, guidance=guidance,
+                                  class_labels=list(class_labels) or None, batch=batch, height=height, width=width,
+                                  callback=lambda info: bar.update(1))
     finally:
         bar.close()
         gen.close()
