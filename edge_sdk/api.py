@@ -52,11 +52,13 @@ class Generator:
         self.close()
 
 
-def load(bundle: str | os.PathLike | Bundle, *, plan: Plan | None = None, runtime: str | None = None,
+def load(bundle: str | os.PathLike | Bundle, *, plan: Plan | str | None = None, runtime: str | None = None,
          precision: str | None = None, format: str | None = None, device: str = "auto",
          threads: int | None = None, verify: bool = True, isolate: bool = False,
          timeout: float | None = None) -> Generator:
-    """Open (and verify) ``bundle`` and pick runtimes: from ``plan`` if given, else what is installed.
+    """Open (and verify) ``bundle`` and pick runtimes: from ``plan`` if given (``"tuned"``: the plan
+    `edge-sdk tune` stored next to the bundle), else a tuned plan for this board if one exists, else
+    what is installed.
 
     ``isolate=True`` loads and runs it in a watched child process instead (``edge_sdk.supervise``):
     a native crash, OOM kill or a hang longer than ``timeout`` seconds becomes a
@@ -70,7 +72,18 @@ def load(bundle: str | os.PathLike | Bundle, *, plan: Plan | None = None, runtim
         return SupervisedGenerator(bundle, timeout=timeout or DEFAULT_LOAD_TIMEOUT,  # type: ignore[return-value]
                                    plan=plan, runtime=runtime, precision=precision, format=format, device=device,
                                    threads=threads, verify=verify)
+    if isinstance(plan, str) and plan != "tuned":
+        from edge_sdk.errors import UsageError
+
+        raise UsageError(f"plan must be a Plan or 'tuned', got {plan!r}")
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify=verify)
+    if plan == "tuned" or (plan is None and runtime is None and precision is None and format is None
+                           and device == "auto" and threads is None):
+        # `edge-sdk tune` stores a measured plan next to the bundle (edge_sdk.tune): "tuned" requires
+        # it; with no choice given it is used when one exists for the detected board.
+        from edge_sdk.tune import load_tuned_plan
+
+        plan = load_tuned_plan(b, required=plan == "tuned")
     if plan is None:
         plan = default_plan(b, runtime=runtime, precision=precision, format=format, device=device, threads=threads)
     return Generator(b, plan)

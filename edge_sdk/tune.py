@@ -1,0 +1,278 @@
+"""`edge-sdk tune`: measure the plans the planner would consider on this board, keep the fastest
+that meets the quality bar, and store it next to the bundle for `run` (and ``edge_sdk.load``).
+
+Precision is chosen by measurement, never assumed: on some CPUs dynamic int8 convolutions are
+slower than fp32 while static int8 is faster (shared/BOARDS.md 5.2), and fp16 on a CPU without
+fp16 arithmetic is emulated. So every (runtime, precision) the bundle and the board allow is a
+candidate: the planner is asked for its plan with that runtime and precision forced (so memory
+fitting, CFG mode, tiling and residency are the planner's), and, when only some components have
+that precision, the denoiser alone takes it while the others stay fp32 (VAE decoders lose more
+quality to int8 than denoisers). Each candidate is measured in a fresh process
+(``edge_sdk.bench``); the final image's PSNR against the board's fp32 plan on the same seed must
+reach ``min_psnr`` (default 30 dB).
+
+Where the result goes: ``<bundle's parent>/<bundle folder name>.tuned-<board>.json``, a sibling
+file, never inside the bundle (whose every file is hashed in its manifest). It records the
+manifest's sha256: a tuned plan of another bundle, or of this bundle before it was converted
+again, is ignored (and refused when asked for explicitly).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edge_sdk.bench import (DEFAULT_MIN_SECONDS, DEFAULT_REPEATS, DEFAULT_WARMUP, BenchResult, attach_quality, fmt_psnr, machine_info,
+                            measure, plan_label)
+from edge_sdk.bundle import Bundle
+from edge_sdk.errors import EdgeSDKError, PlanError, UsageError
+from edge_sdk.plan import PRECISION_ORDER, Plan, usable_runtimes
+
+TUNED_SCHEMA = 1
+DEFAULT_MIN_PSNR = 30.0
+ProgressFn = Callable[[int, int, str], None]
+
+
+def tuned_plan_path(bundle_root: str | os.PathLike, board: str) -> Path:
+    """Where the tuned plan of ``bundle_root`` for ``board`` lives: a sibling of the bundle folder."""
+    root = Path(bundle_root).resolve()
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in board)
+    return root.parent / f"{root.name}.tuned-{safe}.json"
+
+
+def _manifest_sha(bundle: Bundle) -> str:
+    from edge_sdk.fsutil import sha256_file
+
+    return sha256_file(bundle.root / "manifest.json")
+
+
+@dataclass
+class TuneResult:
+    board: str
+    path: Path | None
+    chosen: BenchResult | None
+    candidates: list[BenchResult]
+    min_psnr: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"board": self.board, "path": str(self.path) if self.path else None, "min_psnr": self.min_psnr,
+                "chosen": self.chosen.label if self.chosen else None, "settings": self.settings,
+                "machine": self.machine, "candidates": [c.to_json() for c in self.candidates]}
+
+
+# -- candidates ------------------------------------------------------------------------------------
+def _with_precisions(bundle: Bundle, plan: Plan, precisions: dict[str, str]) -> Plan | None:
+    """``plan`` with some components switched to another precision in a format their runtime opens."""
+    from edge_sdk.planner import RUNTIME_FORMATS
+
+    comps = dict(plan.components)
+    for name, prec in precisions.items():
+        cp = comps[name]
+        fmts = [cp.format] + [f for f in RUNTIME_FORMATS.get(cp.runtime, ()) if f != cp.format]
+        have = {(a.format, a.precision) for a in bundle.artifacts(name) if a.variant == cp.variant}
+        fmt = next((f for f in fmts if (f, prec) in have), None)
+        if fmt is None:
+            return None
+        comps[name] = replace(cp, format=fmt, precision=prec)
+    return replace(plan, components=comps, notes=list(plan.notes))
+
+
+def candidate_plans(bundle: Bundle, board: Any, *, width: int | None = None, height: int | None = None,
+                    guidance: float | None = None, runtimes: Iterable[str] | None = None,
+                    precisions: Iterable[str] | None = None, threads: int | None = None,
+                    measure_memory: bool = True) -> tuple[list[Plan], list[str]]:
+    """The plans to measure (the fp32 reference first) and notes on what was skipped and why."""
+    from edge_sdk.planner import PlanRequest, plan
+
+    usable = usable_runtimes()
+    want_rt = list(runtimes) if runtimes else None
+    main = "denoiser" if "denoiser" in bundle.components else bundle.components[0]
+    bundle_precs = [p for p in PRECISION_ORDER if any(a.precision == p for a in bundle.artifacts(main))]
+    precs = [p for p in bundle_precs if not precisions or p in set(precisions)]
+    plans: list[Plan] = []
+    notes: list[str] = []
+    seen: set[str] = set()
+    rts = []
+    for runtime, _device in board.runtimes:
+        if runtime not in rts and (not want_rt or runtime in want_rt):
+            rts.append(runtime)
+    for runtime in rts:
+        if runtime not in usable:
+            notes.append(f"{runtime}: not installed here")
+            continue
+        req = PlanRequest(width=width, height=height, guidance=guidance, runtime=runtime, installed_only=True,
+                          measure=measure_memory)
+        try:
+            base = plan(bundle, board, replace(req, precision="fp32" if "fp32" in bundle_precs else None))
+        except PlanError as e:
+            notes.append(f"{runtime}: the planner found no plan ({e.message})")
+            continue
+        for prec in (["fp32"] if "fp32" in bundle_precs else []) + [p for p in precs if p != "fp32"]:
+            if prec == "fp32":
+                options = [base]
+            else:
+                options = []
+                try:
+                    options.append(plan(bundle, board, replace(req, precision=prec)))
+                except PlanError:  # some component lacks this precision: the denoiser alone takes it
+                    pass
+                mixed = _with_precisions(bundle, base, {main: prec}) if main in base.components else None
+                if mixed is not None:
+                    options.append(mixed)
+            if not options:
+                notes.append(f"{runtime} {prec}: no component can run it")
+            for p in options:
+                if threads is not None:
+                    p.components = {k: replace(c, threads=threads) for k, c in p.components.items()}
+                key = json.dumps(p.to_json()["components"], sort_keys=True) + p.cfg + str(p.decode_tiling)
+                if key not in seen:
+                    seen.add(key)
+                    plans.append(p)
+    if not plans:
+        raise PlanError(f"no plan of bundle {bundle.name} can run on board {board.name} here",
+                        hint="; ".join(notes) or "convert the bundle for a runtime installed here")
+    return plans, notes
+
+
+# -- tuning ------------------------------------------------------------------------------------------
+def tune(bundle: str | os.PathLike | Bundle, board: str | None = None, *, steps: int | None = None,
+         size: tuple[int, int] | None = None, seed: int = 0, guidance: float | None = None,
+         min_psnr: float = DEFAULT_MIN_PSNR, runtimes: Iterable[str] | None = None,
+         precisions: Iterable[str] | None = None, threads: int | None = None, warmup: int = DEFAULT_WARMUP,
+         repeats: int = DEFAULT_REPEATS, min_seconds: float = DEFAULT_MIN_SECONDS, isolate: bool = True,
+         measure_memory: bool = True, write: bool = True,
+         progress: ProgressFn | None = None) -> TuneResult:
+    """Measure the candidate plans for ``board`` (default: detected) and store the fastest one whose
+    final image is within ``min_psnr`` dB of the fp32 plan's. Raises PlanError if none is."""
+    from edge_sdk.board import detect_board, load_board
+
+    b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+    if not (isinstance(min_psnr, (int, float)) and min_psnr > 0):
+        raise UsageError(f"the quality bar must be a positive number of dB, got {min_psnr!r}")
+    if board in (None, "auto"):
+        board, _why = detect_board()
+        if board is None:
+            raise PlanError("no board profile matches this machine", hint="pass --board NAME (edge-sdk boards)")
+    profile = load_board(board)
+    if threads is None:  # the profile's count, but never more threads than this machine gives us
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = min(profile.threads, cpus)
+    width, height = size if size else (None, None)
+    steps = int(steps or b.sampler.get("default_steps", 20))
+    plans, notes = candidate_plans(b, profile, width=width, height=height, guidance=guidance, runtimes=runtimes,
+                                   precisions=precisions, threads=threads, measure_memory=measure_memory)
+    results: list[BenchResult] = []
+    kw = dict(seed=seed, width=width, height=height, guidance=guidance, warmup=warmup, repeats=repeats,
+              min_seconds=min_seconds)
+    for i, p in enumerate(plans):
+        label = plan_label(p)
+        if progress:
+            progress(i, len(plans), label)
+        results.append(measure(b.root, p, label=label, steps=steps, isolate=isolate, **kw))
+    if progress:
+        progress(len(plans), len(plans), "done")
+    ref = next((r for r, p in zip(results, plans) if r.ok and all(c.precision == "fp32"
+                                                                  for c in p.components.values())), None)
+    if ref is None:
+        raise PlanError(f"the fp32 reference plan of {b.name} did not run on this machine, so quality cannot be "
+                        "checked", hint="; ".join(r.error or "" for r in results if not r.ok) or
+                        "convert the bundle with fp32 artifacts")
+    attach_quality(results, {steps: ref})
+    ok = [r for r in results if r.ok and r.psnr_db is not None and r.psnr_db >= min_psnr]
+    chosen = min(ok, key=lambda r: r.end_to_end_ms) if ok else None
+    settings = {"steps": steps, "size": list(size) if size else None, "seed": seed, "guidance": guidance,
+                "threads": threads, "warmup": warmup, "repeats": repeats, "min_seconds": min_seconds,
+                "reference": ref.label, "notes": notes}
+    res = TuneResult(board=profile.name, path=None, chosen=chosen, candidates=results, min_psnr=min_psnr,
+                     settings=settings, machine=machine_info())
+    if chosen is None:
+        raise PlanError(f"no candidate plan reached {min_psnr} dB against fp32 on {profile.name}",
+                        hint="lower --min-psnr, or convert with more precisions")
+    if write:
+        res.path = write_tuned_plan(b, res)
+    return res
+
+
+def write_tuned_plan(bundle: Bundle, res: TuneResult) -> Path:
+    """Write the chosen plan and what it was chosen from (atomically) next to the bundle."""
+    from edge_sdk import __version__
+    from edge_sdk.fsutil import atomic_write
+
+    assert res.chosen is not None
+    plan = Plan.from_json(res.chosen.plan)
+    plan.board = res.board
+    plan.notes = list(plan.notes) + [
+        f"tuned on {res.machine.get('cpu_model', '?')} at {res.settings['steps']} steps: "
+        f"{res.chosen.end_to_end_ms:.1f} ms end to end, PSNR {fmt_psnr(res.chosen.psnr_db)} dB vs "
+        f"{res.settings['reference']} (bar {res.min_psnr} dB)"]
+    doc = {"schema": TUNED_SCHEMA, "kind": "edge-sdk-tuned-plan", "board": res.board, "bundle": bundle.name,
+           "manifest_sha256": _manifest_sha(bundle), "edge_sdk": __version__,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "min_psnr": res.min_psnr,
+           "chosen": res.chosen.label, "plan": plan.to_json(), "settings": res.settings, "machine": res.machine,
+           "candidates": [{k: v for k, v in c.to_json().items() if k != "plan"} for c in res.candidates]}
+    path = tuned_plan_path(bundle.root, res.board)
+    with atomic_write(path, "w") as f:
+        json.dump(doc, f, indent=2, default=_json_default)
+        f.write("\n")
+    return path
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return str(v)
+
+
+# -- reading it back (device side: plain JSON, no torch) ---------------------------------------------
+def load_tuned_plan(bundle: Bundle, board: str | None = None, *, required: bool = False) -> Plan | None:
+    """The tuned plan stored next to ``bundle`` for ``board`` (default: the detected board).
+
+    None when there is none or it belongs to another version of the bundle; with ``required`` those
+    cases raise PlanError saying what to run.
+    """
+    if board is None:
+        from edge_sdk.board import detect_board
+
+        board, _why = detect_board()
+        if board is None:
+            if required:
+                raise PlanError("no board profile matches this machine, so no tuned plan can be picked",
+                                hint="run edge-sdk tune BUNDLE --board NAME, then load with that board")
+            return None
+    path = tuned_plan_path(bundle.root, board)
+    if not path.is_file():
+        if required:
+            raise PlanError(f"bundle {bundle.name} has no tuned plan for board {board} ({path} is missing)",
+                            hint=f"run: edge-sdk tune {bundle.root} --board {board}")
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("kind") != "edge-sdk-tuned-plan" or doc.get("schema") != TUNED_SCHEMA:
+            raise ValueError(f"not a tuned plan of schema {TUNED_SCHEMA}")
+        plan = Plan.from_json(doc["plan"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        if required:
+            raise PlanError(f"tuned plan {path} cannot be read: {e}",
+                            hint=f"delete it and run edge-sdk tune {bundle.root} --board {board} again") from None
+        return None
+    if doc.get("manifest_sha256") != _manifest_sha(bundle):
+        if required:
+            raise PlanError(f"tuned plan {path} was made for another version of bundle {bundle.name}",
+                            hint=f"run edge-sdk tune {bundle.root} --board {board} again")
+        return None
+    for name, cp in plan.components.items():  # the bundle must still have what the plan names
+        try:
+            bundle.artifact(name, cp.format, cp.precision, cp.variant)
+        except EdgeSDKError as e:
+            if required:
+                raise PlanError(f"tuned plan {path}: {e.message}", hint="run edge-sdk tune again") from None
+            return None
+    return plan
