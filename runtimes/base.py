@@ -83,7 +83,11 @@ class Runtime(ABC):
         out = {}
         for name, spec in expected.items():
             arr = np.asarray(feeds[name])
-            if arr.dtype != np.dtype(spec.dtype):
+            try:
+                want_dtype = np.dtype(spec.dtype)
+            except TypeError:  # a type numpy has no name for (bfloat16, float8): the engine checks it
+                want_dtype = arr.dtype
+            if arr.dtype != want_dtype:
                 raise InputError(f"{where}: input {name!r} has dtype {arr.dtype}, the model takes {spec.dtype}",
                                  hint=f"cast with .astype(np.{spec.dtype})")
             if arr.ndim != len(spec.shape):
@@ -93,7 +97,8 @@ class Runtime(ABC):
                 if isinstance(want, int) and want > 0 and got != want:
                     raise InputError(f"{where}: input {name!r} has shape {arr.shape}, the model takes "
                                      f"{_fmt_shape(spec.shape)} (axis {axis} must be {want})")
-            out[name] = np.ascontiguousarray(arr)
+            # np.ascontiguousarray would turn a 0-d scalar into shape (1,); require keeps the rank.
+            out[name] = np.require(arr, requirements="C")
         return out
 
 
@@ -102,6 +107,8 @@ def _fmt_shape(shape) -> str:
 
 
 NUMPY_DTYPES = {
-    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
-    "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
+    "tensor(uint64)": "uint64", "tensor(uint32)": "uint32", "tensor(uint16)": "uint16", "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool", "tensor(string)": "object",
 }

@@ -59,8 +59,13 @@ class OnnxRuntime(Runtime):
         providers = ort.get_available_providers()
         devs = ["cpu"] + [d for d, p in (("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider"))
                           if p in providers]
+        notes = []
+        if "CUDAExecutionProvider" not in providers:
+            notes.append("no CUDA/TensorRT provider in this build (GPU: onnxruntime-gpu, or NVIDIA's wheel on Jetson)")
+        elif "TensorrtExecutionProvider" not in providers:
+            notes.append("no TensorRT provider (needs an onnxruntime-gpu build with TensorRT)")
         return {"available": True, "reason": "", "version": ort.__version__, "devices": devs,
-                "providers": providers}
+                "providers": providers, "notes": notes}
 
     def _providers(self) -> list[Any]:
         ort = _ort()

@@ -8,6 +8,7 @@ default to bf16 (AMX / avx512_bf16) and drift ~1e-2 from PyTorch.
 
 from __future__ import annotations
 
+import glob
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -86,8 +87,17 @@ class OpenVinoRuntime(Runtime):
                 details[d] = str(core.get_property(d, "FULL_DEVICE_NAME"))
             except Exception:  # noqa: BLE001
                 details[d] = ""
+        kinds = {d.split(".")[0] for d in present}
+        notes = []
+        if "GPU" not in kinds:
+            notes.append("GPU: " + ("/dev/dri has a render node but no OpenCL/Level Zero driver answered (intel-opencl-icd)"
+                                    if glob.glob("/dev/dri/renderD*") else "no Intel GPU render node (/dev/dri)"))
+        if "NPU" not in kinds:
+            notes.append("NPU: " + ("/dev/accel exists but the NPU plugin found no device (linux-npu-driver version?)"
+                                    if glob.glob("/dev/accel/accel*") else "no NPU device node (/dev/accel)"))
         return {"available": True, "reason": "", "version": ov.__version__.split("-")[0],
-                "devices": ["auto"] + [d.split(".")[0].lower() for d in present], "device_names": details}
+                "devices": ["auto"] + [d.split(".")[0].lower() for d in present], "device_names": details,
+                "notes": notes}
 
     def _device_name(self, core) -> str:
         present = [d.split(".")[0] for d in core.available_devices]
@@ -217,5 +227,7 @@ def _port_name(port, i: int) -> str:
 
 
 def _first_line(e: Exception) -> str:
-    text = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-    return text[0][:400] if text else type(e).__name__
+    """The informative line of an OpenVINO error (its first lines are source locations)."""
+    text = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    useful = [ln for ln in text if not ln.startswith(("Exception from", "Check '"))]
+    return (useful or text or [type(e).__name__])[0][:400]

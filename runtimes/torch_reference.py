@@ -7,6 +7,8 @@ registering this adapter never pulls torch into a device process.
 
 from __future__ import annotations
 
+import importlib.util
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
@@ -38,12 +40,19 @@ class TorchReferenceRuntime(Runtime):
 
     @classmethod
     def probe(cls) -> dict[str, Any]:
+        # Found, not imported: probing (doctor, default_plan) must never pull torch into a device process.
         try:
-            torch = _torch()
-        except RuntimeUnavailableError as e:
-            return {"available": False, "reason": f"host only; {e.message}", "version": None, "devices": []}
+            found = importlib.util.find_spec("torch") is not None
+        except (ImportError, ValueError):  # torch blocked, or a broken half-import
+            found = False
+        if not found:
+            return {"available": False, "reason": "host only; torch is not installed", "version": None, "devices": []}
+        try:
+            ver = version("torch")
+        except PackageNotFoundError:
+            ver = None
         return {"available": True, "reason": "host only: a reference for validation, not for devices",
-                "version": torch.__version__, "devices": ["cpu"]}
+                "version": ver, "devices": ["cpu"]}
 
     def _open(self) -> None:
         torch = _torch()

@@ -1,0 +1,81 @@
+"""What can run here: runtimes, their devices and providers, CPU features, the board. For `edge-sdk doctor`."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge_sdk import __version__
+from edge_sdk.runtimes.registry import INSTALL_HINTS, available_runtimes
+
+# Features that decide which kernels and precisions are fast, by /proc/cpuinfo name.
+# x86: 'flags'; ARM: 'Features' (asimd = NEON on aarch64, asimddp = int8 dot product, asimdhp = fp16 math).
+CPU_FEATURES = {
+    "avx2": ("avx2",), "avx512f": ("avx512f",), "avx512_vnni": ("avx512_vnni",), "avx_vnni": ("avx_vnni",),
+    "avx512_bf16": ("avx512_bf16",), "avx512_fp16": ("avx512_fp16",), "amx": ("amx_tile", "amx_int8", "amx_bf16"),
+    "f16c": ("f16c",), "neon": ("neon", "asimd"), "dotprod": ("asimddp",), "fp16": ("fphp", "asimdhp"),
+    "i8mm": ("i8mm",), "bf16": ("bf16",), "sve": ("sve",),
+}
+
+
+def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """Model name, logical cores and the features above that this CPU has."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        text = ""
+    flags: set[str] = set()
+    model = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("flags", "features"):
+            flags.update(value.split())
+        elif key in ("model name", "hardware", "cpu model") and not model:
+            model = value.strip()
+    if not model:
+        model = platform.processor() or platform.machine()
+    present = sorted(name for name, aliases in CPU_FEATURES.items() if flags.intersection(aliases))
+    return {"model": model, "cores": os.cpu_count(), "machine": platform.machine(), "features": present}
+
+
+def board_info() -> dict[str, Any] | None:
+    """The matching board profile and why, when the boards module is installed; None otherwise."""
+    try:
+        from edge_sdk.board import detect_board
+    except ImportError:
+        return None
+    try:
+        found = detect_board()
+    except Exception as e:  # noqa: BLE001 - doctor reports, never raises
+        return {"name": None, "reasons": [f"board detection failed: {e}"]}
+    if isinstance(found, dict):
+        name, reasons = found.get("name"), found.get("reasons", [])
+    elif isinstance(found, (tuple, list)) and len(found) == 2:
+        name, reasons = found
+    else:
+        name, reasons = getattr(found, "name", found), getattr(found, "reasons", [])
+    if isinstance(reasons, str):
+        reasons = [reasons]
+    return {"name": name, "reasons": list(reasons or [])}
+
+
+def report() -> dict[str, Any]:
+    """Everything `edge-sdk doctor` prints, as data."""
+    runtimes = available_runtimes()
+    for name, info in runtimes.items():
+        if not info.get("available"):
+            info.setdefault("install", INSTALL_HINTS.get(name, "install the package that provides it"))
+    device_side = [n for n, i in runtimes.items() if i.get("available") and n != "torch"]
+    return {
+        "edge_sdk": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": cpu_info(),
+        "board": board_info(),
+        "runtimes": runtimes,
+        "usable_device_runtimes": device_side,
+    }
