@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_sdk.bundle import Bundle
+from edge_sdk.errors import MemoryCapError
 from edge_sdk.pipelines import GenerationResult, StepCallback, pipeline_for
 from edge_sdk.plan import Plan, default_plan
 
@@ -39,8 +40,13 @@ class Generator:
         kwargs = dict(steps=steps, sampler=sampler, guidance=guidance, height=height, width=width, prompt=prompt,
                       negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
                       negative_prompt_embeds=negative_prompt_embeds, init_image=init_image, strength=strength)
-        return self.pipeline.generate(seed=seed, batch=batch, class_labels=class_labels, callback=callback,
-                                      guidance_rescale=guidance_rescale, **kwargs)
+        try:
+            return self.pipeline.generate(seed=seed, batch=batch, class_labels=class_labels, callback=callback,
+                                          guidance_rescale=guidance_rescale, **kwargs)
+        except MemoryError as e:  # an allocation too big for this machine: a typed error (hardening)
+            raise MemoryCapError(f"not enough memory for this run ({str(e).splitlines()[0] if str(e) else 'MemoryError'})",
+                                 hint="use a smaller --size or --batch, or a plan for this board with tiled "
+                                      "decoding") from None
 
     def close(self) -> None:
         self.pipeline.close()

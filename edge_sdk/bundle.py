@@ -190,7 +190,11 @@ class BundleWriter:
         if not os.access(parent, os.W_OK):
             raise UsageError(f"output folder {parent} is not writable")
         _remove_stale_temps(parent)
-        self.stage = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-{self.target.name}-", dir=parent))
+        try:
+            self.stage = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-{self.target.name}-", dir=parent))
+        except OSError as e:  # os.access says yes for root even on read-only or virtual file systems
+            raise UsageError(f"output folder {parent} is not writable ({e.strerror})",
+                             hint="choose another -o on a writable disk") from None
         self.name = name
         self.model: dict[str, Any] = {"kind": "pixel_diffusion"}
         self.sampler: dict[str, Any] = {}

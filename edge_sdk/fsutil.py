@@ -49,7 +49,13 @@ def fsync_tree(root: Path) -> None:
 def atomic_write(path: Path, mode: str = "wb") -> Iterator:
     """Write ``path`` through a temporary file in the same folder, fsync it, rename it into place."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # a missing, read-only or virtual folder: the user's to fix, not a bug
+        from edge_sdk.errors import UsageError
+
+        raise UsageError(f"cannot write {path}: folder {path.parent} is not writable ({e.strerror})",
+                         hint="choose an output path on a writable disk") from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -92,6 +92,11 @@ def all_files(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for comp in data["components"].values() for f in all_files_of_component(comp)]
 
 
+def _no_nan(token: str) -> Any:
+    # Python's json reads NaN/Infinity, which JSON does not have and every range check lets through.
+    raise ValueError(f"{token} is not a JSON number")
+
+
 def load(path: Path) -> dict[str, Any]:
     """Read and validate ``path`` (a manifest.json)."""
     path = Path(path)
@@ -103,8 +108,8 @@ def load(path: Path) -> dict[str, Any]:
         raise ManifestError(f"{path}: manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} byte limit")
     raw = path.read_bytes()
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_nan)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
         raise ManifestError(f"{path}: not valid JSON ({e})".replace("\n", " ")) from None
     return validate(data, source=str(path))
 

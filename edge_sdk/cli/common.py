@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from edge_sdk.errors import EdgeSDKError
+from edge_sdk.errors import EdgeSDKError, MemoryCapError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
@@ -37,6 +37,11 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
         return e.exit_code
     except BrokenPipeError:
         return 0
+    except MemoryError as e:  # an allocation too big for this machine is the input's fault, not a bug
+        err = MemoryCapError(f"not enough memory for this run ({str(e).splitlines()[0] if str(e) else 'MemoryError'})",
+                             hint="use a smaller --size or --batch, or a plan for this board with tiled decoding")
+        click.echo(f"error: {err.message}\n  hint: {err.hint}", err=True)
+        return err.exit_code
     except Exception as e:  # a bug of ours: one line by default, the traceback on request
         if os.environ.get("EDGE_SDK_DEBUG"):
             raise

@@ -55,6 +55,8 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # read-only or virtual file systems pass os.access for root (hardening)
+        raise UsageError(f"cannot write {path}: {e.strerror}", hint="choose another --out on a writable disk") from None
     finally:
         if tmp.exists():
             tmp.unlink()
