@@ -270,7 +270,10 @@ def machine_facts(root: str | os.PathLike = "/") -> MachineFacts:
     for line in _text(root / "proc/meminfo").splitlines():
         if line.startswith("MemTotal:"):
             f.ram_bytes = int(line.split()[1]) * 1024
-    f.arch = _text(root / "etc/edge-sdk-arch") or (platform.machine() if str(root) == "/" else "")
+    if str(root) == "/":
+        f.arch = platform.machine()
+    elif f.cpu_flags:  # a recorded tree: x86 lists "flags", ARM lists "Features"
+        f.arch = "x86_64" if "sse2" in f.cpu_flags else "aarch64"
     for dev in ("dev/accel/accel0", "dev/nvhost-gpu", "dev/nvgpu/igpu0", "dev/rknpu", "dev/dri/renderD129"):
         if (root / dev).exists():
             f.devices.append("/" + dev)
