@@ -90,6 +90,13 @@ class DeterministicTarWriter:
 
 
 # -- reading -----------------------------------------------------------------------------------
+def check_name(rel: str, *, where: str) -> None:
+    """A relative path with no '..', no empty part and no '.' part (one spelling per file)."""
+    check_relpath(rel, where=where)
+    if "." in rel.split("/"):
+        raise UnsafePathError(f"{where}: path {rel!r} has a '.' part", hint="this archive was not made by `edge-sdk package`")
+
+
 def open_stream(path: Path) -> BinaryIO:
     """Open a package for reading: plain tar, or gzip by its magic bytes (never by its suffix)."""
     f = open(path, "rb")
@@ -166,7 +173,7 @@ def _parse_header(block: bytes, where: str) -> tuple[Member | None, int]:
                               hint="this archive was not made by `edge-sdk package`, or was altered")
     is_dir = kind == _DIRECTORY
     rel = name[:-1] if is_dir and name.endswith("/") else name
-    check_relpath(rel, where=f"{where}: entry")
+    check_name(rel, where=f"{where}: entry")
     if is_dir and size:
         raise DeployError(f"{where}: folder entry {shown!r} has a size ({size}); the archive is corrupt")
     return Member(rel, is_dir, size, mode & 0o7777), size

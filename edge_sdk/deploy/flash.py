@@ -236,12 +236,33 @@ def _upload_ssh(t: SshTarget, local: Path, root: str, staging_name: str, offset:
     return sent
 
 
-def _remote_sha256(t: SshTarget, root: str, staging_name: str, timeout: float) -> str | None:
-    f_remote = remote_path(root, STAGING, staging_name)
-    proc = t.run(f"sha256sum {f_remote} 2>/dev/null || shasum -a 256 {f_remote}", timeout=timeout,
-                 what="the upload check")
-    out = proc.stdout.decode(errors="replace").split()
-    return out[0] if proc.returncode == 0 and out and len(out[0]) == 64 else None
+_HASH_MISMATCH = 99  # the install script's exit status when the staged file's sha256 is wrong
+
+
+def _install_script(root: str, staging_name: str, digest: str, edge: str, keep: int, verify_key: str | None,
+                    health_check: bool, health_steps: int, health_timeout: float) -> str:
+    """One board-side step: check the upload's sha256, run `edge-sdk install`, tidy the staged file.
+
+    The staged copy is removed after an install and after refused content (exit 3: it would be
+    refused again); other failures (a held lock, a failed health check) keep it, so a rerun
+    need not upload again.
+    """
+    f = remote_path(root, STAGING, staging_name)
+    cmd = [shlex.quote(edge), "install", '"$F"', "--root", remote_path(root), "--expect-sha256", digest,
+           "--keep", str(keep), "--json"]
+    if verify_key:
+        cmd += ["--verify-key", shlex.quote(verify_key)]
+    if health_check:
+        cmd += ["--health-check", "--health-steps", str(health_steps), "--health-timeout", f"{health_timeout:g}"]
+    return "; ".join([
+        f"F={f}",
+        "h=$( (sha256sum \"$F\" 2>/dev/null || shasum -a 256 \"$F\") | cut -c1-64)",
+        f"if [ \"$h\" != {digest} ]; then rm -f \"$F\"; echo \"uploaded sha256 $h\" >&2; exit {_HASH_MISMATCH}; fi",
+        " ".join(cmd),
+        "rc=$?",
+        "if [ $rc -eq 0 ] || [ $rc -eq 3 ]; then rm -f \"$F\"; fi",
+        "exit $rc",
+    ])
 
 
 def _remove_staged(t: SshTarget, root: str, staging_name: str, timeout: float) -> None:
@@ -323,45 +344,36 @@ def _flash(t: SshTarget, local: Path, info, *, root: str, remote_edge_sdk: str, 
         raise DeployError(f"rsync is missing {'on ' + host if not facts.rsync else 'here'}",
                           hint="install rsync, or pass --transfer ssh")
 
+    if facts.staged > size:  # not a prefix of this package: start over
+        _remove_staged(t, root, staging_name, step_timeout)
     sent = 0
+    upload_s = 0.0
     for attempt in (1, 2):
-        if facts.staged > size or attempt == 2:
-            _remove_staged(t, root, staging_name, step_timeout)
-            staged = 0
         say(f"uploading {size / 1e6:.1f} MB to {host}" + (f" (resuming at {staged / 1e6:.1f} MB)" if staged else ""))
+        t_up = time.monotonic()
         if use_rsync:
             sent += _upload_rsync(t, local, root, staging_name, bwlimit, timeout)
         else:
-            sent += _upload_ssh(t, local, root, staging_name, staged, bwlimit, timeout)
-        if _remote_sha256(t, root, staging_name, step_timeout) == digest:
+            sent += _upload_ssh(t, local, root, staging_name, staged if attempt == 1 else 0, bwlimit, timeout)
+        upload_s += time.monotonic() - t_up
+        say(f"installing on {host}")
+        proc = t.run(_install_script(root, staging_name, digest, remote_edge_sdk, keep, remote_verify_key,
+                                     health_check, health_steps, health_timeout), timeout=timeout,
+                     what="edge-sdk install")
+        if proc.returncode != _HASH_MISMATCH:
             break
-        if attempt == 2:
-            _remove_staged(t, root, staging_name, step_timeout)
+        if attempt == 2:  # the script removed the bad copy
             raise DeployError(f"hash mismatch: the package uploaded to {host} differs from {local} (sha256)",
                               hint="the link or the board's storage corrupts data; check it and flash again")
-    upload_s = time.monotonic() - t0
-
-    say(f"installing on {host}")
-    staged_path = remote_path(root, STAGING, staging_name)
-    cmd = [shlex.quote(remote_edge_sdk), "install", staged_path, "--root", remote_path(root),
-           "--expect-sha256", digest, "--keep", str(keep), "--json"]
-    if remote_verify_key:
-        cmd += ["--verify-key", shlex.quote(remote_verify_key)]
-    if health_check:
-        cmd += ["--health-check", "--health-steps", str(health_steps), "--health-timeout", f"{health_timeout:g}"]
-    proc = t.run(" ".join(cmd), timeout=timeout, what="edge-sdk install")
     stdout, stderr = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
         msg, hint = _remote_error(stderr)
-        if proc.returncode in (3, 8) and "holds" not in msg:  # refused content: the staged copy is of no use
-            _remove_staged(t, root, staging_name, step_timeout)
         still = f"; {host} still runs release {facts.current}" if facts.current else ""
         raise DeployError(f"install on {host} failed: {msg}{still}", hint=hint)
     try:
         result = json.loads(stdout[stdout.index("{"):])
     except ValueError:
         raise DeployError(f"edge-sdk install on {host} printed no JSON summary: {stdout.strip()[-300:]}") from None
-    _remove_staged(t, root, staging_name, step_timeout)
 
     summary: dict[str, Any] = {
         "host": host, "root": facts.root_abs, "release": result.get("release"), "name": result.get("name"),

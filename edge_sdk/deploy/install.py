@@ -36,11 +36,10 @@ from typing import Any
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.deploy import signing
-from edge_sdk.deploy.archive import Member, iter_members, open_stream
+from edge_sdk.deploy.archive import Member, check_name, iter_members, open_stream
 from edge_sdk.deploy.package import BUNDLE_DIR, MAX_PACKAGE_JSON, PACKAGE_FORMAT, PACKAGE_JSON, PACKAGE_VERSION
 from edge_sdk.errors import DeployError, EdgeSDKError, IntegrityError, UnsafePathError
 from edge_sdk.fsutil import atomic_write, fsync_dir, sha256_file
-from edge_sdk.paths import check_relpath
 
 RELEASES = "releases"
 CURRENT = "current"
@@ -110,7 +109,7 @@ def _parse_doc(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, dict[s
             name, size, digest, mode = rec["path"], rec["size"], rec["sha256"], int(rec["mode"], 8)
         except (KeyError, TypeError, ValueError):
             raise DeployError(f"{where}: package.json has a malformed file record: {rec!r}") from None
-        check_relpath(name, where=f"{where}: package.json")
+        check_name(name, where=f"{where}: package.json")
         if not name.startswith(BUNDLE_DIR + "/"):
             raise UnsafePathError(f"{where}: package.json lists {name!r} outside {BUNDLE_DIR}/")
         if not (isinstance(size, int) and size >= 0 and isinstance(digest, str) and len(digest) == 64):

@@ -222,3 +222,20 @@ def test_service_unit_is_written_from_the_template(sshd, packages, tmp_path):
     assert cp["Service"]["MemoryMax"] == "2G" and cp["Service"]["Type"] == "exec"
     assert cp["Install"]["WantedBy"] in ("multi-user.target", "default.target")
     assert not list(units.glob(".*.tmp"))  # written under a temporary name, then renamed
+
+
+def test_a_corrupt_partial_upload_is_detected_and_sent_again(sshd, packages, tmp_path):
+    from edge_sdk.fsutil import sha256_file
+
+    root = tmp_path / "board"
+    pkg = packages("corrupt-part")
+    size = pkg.stat().st_size
+    staging = root / "staging"
+    staging.mkdir(parents=True)
+    # A "partial upload" whose bytes are not a prefix of the package (a disk error, another file).
+    (staging / f"{sha256_file(pkg)[:32]}.tar.part").write_bytes(os.urandom(50_000))
+    s = flash(pkg, sshd.host, root=str(root), transfer="ssh", **sshd.kwargs())
+    # The appended copy fails the board-side sha256, is deleted, and the package is sent whole again.
+    assert s["resumed_from"] == 50_000 and s["bytes_sent"] == (size - 50_000) + size
+    assert current_release(root) == s["release"]
+    assert _staged(root) == []

@@ -60,6 +60,7 @@ HOSTILE = {
                   UnsafePathError, "is a hard link -> '/etc/passwd'"),
     "char device": (lambda tp: (_info("bundle/dev", tarfile.CHRTYPE), None), UnsafePathError, "character device"),
     "fifo": (lambda tp: (_info("bundle/fifo", tarfile.FIFOTYPE), None), UnsafePathError, "is a fifo"),
+    "dot part": (lambda tp: (_info("bundle/./manifest.json", size=4), b"evil"), UnsafePathError, "has a '.' part"),
     "unlisted file": (lambda tp: (_info("bundle/extra.bin", size=4), b"evil"), DeployError, "not listed in package.json"),
     "unlisted folder": (lambda tp: (_info("bundle/newdir", tarfile.DIRTYPE), None), DeployError, "folder 'bundle/newdir' is not in"),
 }
