@@ -1,0 +1,274 @@
+"""Each runtime adapter on real converted artifacts: signatures, numbers against torch, options, errors.
+
+Numerical bar: fp32 artifacts differ from PyTorch only by kernel summation order, ~1e-6 relative
+L2 on this model; 1e-5 leaves room for a different SIMD path and still catches any real error
+(a wrong input order or a bf16 path is >= 1e-3).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from edge_sdk.errors import InputError, ModelFileError, RuntimeUnavailableError, UsageError
+from edge_sdk.runtimes.registry import get_runtime, open_artifact
+
+FP32_REL = 1e-5
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def feeds(tiny_torch):
+    _, ex = tiny_torch
+    rng = np.random.default_rng(3)
+    return {"sample": rng.standard_normal((1, 3, 32, 32)).astype(np.float32),
+            "timestep": np.array([321.0], np.float32)}
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_torch, feeds):
+    model, _ = tiny_torch
+    with torch.no_grad():
+        return model(*(torch.from_numpy(v) for v in feeds.values())).numpy()
+
+
+# -- every adapter, same model ---------------------------------------------------------------------
+@pytest.mark.parametrize("runtime,fmt", [("onnxruntime", "onnx"), ("openvino", "openvino"), ("openvino", "onnx"),
+                                         ("litert", "tflite")])
+def test_adapter_matches_torch(runtime, fmt, tri_paths, feeds, reference):
+    with open_artifact(tri_paths[fmt], runtime, threads=1) as rt:
+        assert [t.name for t in rt.inputs] == ["sample", "timestep"]
+        assert [t.dtype for t in rt.inputs] == ["float32", "float32"]
+        assert rt.inputs[0].shape[1] == 3
+        out = rt.run(feeds)
+        assert list(out) == [rt.outputs[0].name]
+        got = out[rt.outputs[0].name]
+        assert got.shape == (1, 3, 32, 32) and got.dtype == np.float32
+        assert rel_l2(got, reference) < FP32_REL
+        # A second run on the same session gives the same numbers, and does not overwrite the first result.
+        first = got.copy()
+        rt.run({"sample": feeds["sample"] * 0.5, "timestep": feeds["timestep"]})
+        np.testing.assert_array_equal(got, first)
+        np.testing.assert_array_equal(rt.run(feeds)[rt.outputs[0].name], first)
+
+
+@pytest.mark.parametrize("runtime,fmt", [("onnxruntime", "onnx"), ("openvino", "openvino"), ("litert", "tflite")])
+def test_wrong_feeds_are_input_errors(runtime, fmt, tri_paths, feeds):
+    with open_artifact(tri_paths[fmt], runtime) as rt:
+        with pytest.raises(InputError, match="do not match"):
+            rt.run({"sample": feeds["sample"]})
+        with pytest.raises(InputError, match="dtype float64"):
+            rt.run({**feeds, "sample": feeds["sample"].astype(np.float64)})
+        with pytest.raises(InputError, match="rank"):
+            rt.run({**feeds, "sample": feeds["sample"][0]})
+        with pytest.raises(InputError, match="axis 1 must be 3"):
+            rt.run({**feeds, "sample": np.zeros((1, 4, 32, 32), np.float32)})
+
+
+# -- ONNX Runtime ----------------------------------------------------------------------------------
+def test_ort_threads_and_graph_levels(tri_paths, feeds, reference):
+    with open_artifact(tri_paths["onnx"], "onnxruntime", threads=1, options={"graph_optimization": "disable"}) as rt:
+        so = rt._session.get_session_options()
+        assert so.intra_op_num_threads == 1
+        assert rt.active_device == "CPUExecutionProvider"
+        assert rt._binding is None  # CPU: plain run, no IO binding (see the module docstring)
+        assert rel_l2(rt.run(feeds)["noise_pred"], reference) < FP32_REL
+    with pytest.raises(UsageError, match="graph_optimization 'fastest'"):
+        open_artifact(tri_paths["onnx"], "onnxruntime", options={"graph_optimization": "fastest"})
+
+
+def test_ort_missing_provider_says_what_to_install(tri_paths):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(RuntimeUnavailableError, match="CUDAExecutionProvider") as e:
+        open_artifact(tri_paths["onnx"], "onnxruntime", device="cuda")
+    assert "onnxruntime-gpu" in e.value.hint
+    with pytest.raises(UsageError, match="no device 'npu'"):
+        open_artifact(tri_paths["onnx"], "onnxruntime", device="npu")
+
+
+def test_ort_refuses_corrupt_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a protobuf model\n" * 20)
+    with pytest.raises(ModelFileError, match="bad.onnx"):
+        open_artifact(bad, "onnxruntime")
+    with pytest.raises(ModelFileError, match="does not exist"):
+        open_artifact(tmp_path / "none.onnx", "onnxruntime")
+
+
+# -- OpenVINO --------------------------------------------------------------------------------------
+def test_ov_runs_f32_on_cpu_and_threads(tri_paths):
+    with open_artifact(tri_paths["openvino"], "openvino", device="cpu", threads=1, options={"cache_dir": False}) as rt:
+        assert np.dtype(rt._compiled.get_property("INFERENCE_PRECISION_HINT").to_dtype()) == np.float32
+        assert int(rt._compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+        assert rt.active_device == "CPU"
+
+
+def test_ov_bf16_hint_drifts_which_is_why_f32_is_default(tri_paths, feeds, reference):
+    from edge_sdk.runtimes.doctor import cpu_info
+
+    if not {"avx512_bf16", "amx"} & set(cpu_info()["features"]):
+        pytest.skip("this CPU has no bf16 path: OpenVINO runs f32 anyway")
+    with open_artifact(tri_paths["openvino"], "openvino", options={"inference_precision": "bf16",
+                                                                    "cache_dir": False}) as rt:
+        err = rel_l2(rt.run(feeds)["noise_pred"], reference)
+    # bf16 keeps 8 significant bits (~4e-3 relative per value): far over the fp32 bar.
+    assert err > 1e-3, err
+
+
+def test_ov_compiled_model_cache(tri_paths, feeds, tmp_path):
+    cache = tmp_path / "ovcache"
+    with open_artifact(tri_paths["openvino"], "openvino", options={"cache_dir": str(cache)}) as rt:
+        first = rt.run(feeds)["noise_pred"]
+    blobs = sorted(p.name for p in cache.rglob("*") if p.is_file())
+    assert blobs and any(p.stat().st_size > 10_000 for p in cache.rglob("*.blob")), blobs
+    with open_artifact(tri_paths["openvino"], "openvino", options={"cache_dir": str(cache)}) as rt:
+        np.testing.assert_array_equal(rt.run(feeds)["noise_pred"], first)
+    # The second start reused the blob instead of writing another one.
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == blobs
+
+
+def test_ov_static_reshape(tri_paths, tiny_torch):
+    model, _ = tiny_torch
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    t = np.array([10.0], np.float32)
+    with open_artifact(tri_paths["openvino"], "openvino", options={
+            "static_shapes": {"sample": [1, 3, 16, 16], "timestep": [1]}, "cache_dir": False}) as rt:
+        assert rt.inputs[0].shape == (1, 3, 16, 16)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x), torch.from_numpy(t)).numpy()
+        assert rel_l2(rt.run({"sample": x, "timestep": t})["noise_pred"], ref) < FP32_REL
+        with pytest.raises(InputError, match="axis 2 must be 16"):
+            rt.run({"sample": np.zeros((1, 3, 32, 32), np.float32), "timestep": t})
+    with pytest.raises(UsageError, match="not inputs"):
+        open_artifact(tri_paths["openvino"], "openvino", options={"static_shapes": {"latent": [1, 4, 8, 8]}})
+
+
+@pytest.mark.parametrize("device,what", [("npu", "NPU"), ("gpu", "GPU")])
+def test_ov_missing_device_says_what_to_install(device, what, tri_paths):
+    info = get_runtime("openvino").probe()
+    if device in info["devices"]:
+        pytest.skip(f"this machine has an OpenVINO {what}")
+    with pytest.raises(RuntimeUnavailableError, match=f"device {what} is not available") as e:
+        open_artifact(tri_paths["openvino"], "openvino", device=device)
+    assert "driver" in e.value.hint or "runtime" in e.value.hint
+    with pytest.raises(UsageError, match="no device 'tpu'"):
+        open_artifact(tri_paths["openvino"], "openvino", device="tpu")
+
+
+def test_ov_refuses_corrupt_ir(tri_paths, tmp_path):
+    src = tri_paths["openvino"]
+
+    def copy(name: str):
+        xml, bin_ = tmp_path / f"{name}.xml", tmp_path / f"{name}.bin"
+        shutil.copyfile(src, xml)
+        shutil.copyfile(src.with_suffix(".bin"), bin_)
+        return xml, bin_
+
+    xml, bin_ = copy("nobin")
+    bin_.unlink()
+    with pytest.raises(ModelFileError, match="nobin.bin is missing"):
+        open_artifact(xml, "openvino")
+    xml, bin_ = copy("emptybin")
+    bin_.write_bytes(b"")
+    with pytest.raises(ModelFileError, match="is empty"):
+        open_artifact(xml, "openvino")
+    xml, _ = copy("badxml")
+    xml.write_bytes(xml.read_bytes()[: len(xml.read_bytes()) // 2])
+    with pytest.raises(ModelFileError, match="not valid XML"):
+        open_artifact(xml, "openvino")
+    xml, _ = copy("notnet")
+    xml.write_text("<?xml version='1.0'?><html><body/></html>")
+    with pytest.raises(ModelFileError, match="not an OpenVINO <net>"):
+        open_artifact(xml, "openvino")
+    xml, bin_ = copy("shortbin")
+    bin_.write_bytes(bin_.read_bytes()[:1000])
+    with pytest.raises(ModelFileError, match="openvino cannot"):
+        open_artifact(xml, "openvino", options={"cache_dir": False})
+
+
+# -- LiteRT ----------------------------------------------------------------------------------------
+def test_litert_fixed_shape_and_threads(tri_paths, feeds):
+    with open_artifact(tri_paths["tflite"], "litert", threads=2) as rt:
+        assert rt.inputs[0].shape == (1, 3, 32, 32)  # litert-torch exports fixed shapes
+        with pytest.raises(InputError, match="axis 0 must be 1"):
+            rt.run({"sample": np.concatenate([feeds["sample"]] * 2), "timestep": np.repeat(feeds["timestep"], 2)})
+
+
+def test_litert_positional_signature_mapped_to_bundle_names(tmp_path):
+    """A .tflite exported with positional args (args_0, args_1) exposes the bundle's names by position."""
+    import litert_torch
+
+    class Two(torch.nn.Module):
+        def forward(self, a, b):
+            return a * 2.0 - b
+
+    a, b = torch.randn(1, 4), torch.randn(1, 4)
+    path = tmp_path / "pos.tflite"
+    litert_torch.convert(Two().eval(), (a, b)).export(str(path))
+    with open_artifact(path, "litert") as rt:
+        assert {t.name for t in rt.inputs} == {"args_0", "args_1"}
+    with open_artifact(path, "litert", options={"input_names": ["sample", "timestep"],
+                                                "output_names": ["noise_pred"]}) as rt:
+        assert [t.name for t in rt.inputs] == ["sample", "timestep"]
+        out = rt.run({"sample": a.numpy(), "timestep": b.numpy()})["noise_pred"]
+        np.testing.assert_allclose(out, (a * 2.0 - b).numpy(), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ModelFileError, match="does not belong"):
+        open_artifact(path, "litert", options={"input_names": ["only_one"]})
+
+
+def test_litert_delegate_errors(tri_paths):
+    with pytest.raises(RuntimeUnavailableError, match="cannot load the delegate") as e:
+        open_artifact(tri_paths["tflite"], "litert", options={"delegates": ["/nonexistent/libedgetpu.so.1"]})
+    assert "libedgetpu" in e.value.hint
+    with pytest.raises(UsageError, match="needs options"):
+        open_artifact(tri_paths["tflite"], "litert", device="delegate")
+
+
+def test_litert_refuses_corrupt_files_before_the_interpreter(tri_paths, tmp_path):
+    data = tri_paths["tflite"].read_bytes()
+    p = tmp_path / "m.tflite"
+    p.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ModelFileError, match="identifier"):
+        open_artifact(p, "litert")
+    p.write_bytes(data[:4] + b"TFL3" + np.random.default_rng(1).bytes(4096))
+    with pytest.raises(ModelFileError, match="not a valid TFLite flatbuffer"):
+        open_artifact(p, "litert")
+    p.write_bytes(b"TFL3")
+    with pytest.raises(ModelFileError, match="too small"):
+        open_artifact(p, "litert")
+    # Truncated anywhere: every cut is caught by the bounds check (the interpreter never sees it).
+    for cut in np.linspace(8, len(data) - 1, 25).astype(int):
+        p.write_bytes(data[:cut])
+        with pytest.raises(ModelFileError):
+            open_artifact(p, "litert")
+
+
+# -- torch reference -------------------------------------------------------------------------------
+def test_torch_reference_pt2_and_module(tiny_torch, feeds, reference, tmp_path):
+    model, ex = tiny_torch
+    path = tmp_path / "tiny.pt2"
+    torch.export.save(torch.export.export(model, tuple(ex.values())), str(path))
+    with open_artifact(path, "torch") as rt:
+        assert [(t.name, t.dtype) for t in rt.inputs] == [("sample", "float32"), ("timestep", "float32")]
+        # Same kernels as the eager module: agreement to float32 rounding.
+        assert rel_l2(rt.run(feeds)["output_0"], reference) < 1e-6
+    specs = [("sample", "float32", ["batch", 3, "height", "width"]), ("timestep", "float32", ["batch"])]
+    with open_artifact("label-only", "torch", options={"module": model, "inputs": specs,
+                                                       "output_names": ["noise_pred"]}) as rt:
+        np.testing.assert_array_equal(rt.run(feeds)["noise_pred"], reference)
+    info = get_runtime("torch").probe()
+    assert info["available"] and "host only" in info["reason"]
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ModelFileError, match="torch.export program"):
+        open_artifact(bad, "torch")
