@@ -26,6 +26,11 @@ def parse_size(value: str | None) -> tuple[int | None, int | None]:
 @click.option("--class", "class_labels", multiple=True, type=int, help="Class label(s) for class-conditional models.")
 @click.option("--batch", type=click.IntRange(1, 256), help="Images to generate (default 1, or one per --class).")
 @click.option("--size", help="Output WIDTHxHEIGHT in pixels (default: the model's native size).")
+@click.option("--prompt", help="Text prompt, for text-conditioned models.")
+@click.option("--negative-prompt", help="What guidance steers away from (default: the empty prompt).")
+@click.option("--init-image", type=click.Path(dir_okay=False), help="img2img: start from this image (PNG, JPEG...).")
+@click.option("--strength", type=click.FloatRange(0.0, 1.0, min_open=True),
+              help="img2img: how much to change the init image, (0, 1] (default 0.8).")
 @click.option("--runtime", help="onnxruntime, openvino or litert (default: the plan's / first installed).")
 @click.option("--precision", help="Artifact precision to run (default: the plan's / fp32).")
 @click.option("--device", default="auto", show_default=True, help="Runtime device: cpu, cuda, tensorrt, GPU, NPU, ...")
@@ -34,8 +39,8 @@ def parse_size(value: str | None) -> tuple[int | None, int | None]:
 @click.option("--out", "out", default="out.png", show_default=True, type=click.Path(), help="PNG to write.")
 @json_option
 @quiet_option
-def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, runtime, precision, device, threads,
-            board, out, as_json, quiet):
+def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, prompt, negative_prompt, init_image,
+            strength, runtime, precision, device, threads, board, out, as_json, quiet):
     """Generate with BUNDLE and write a PNG (a grid when several images)."""
     import edge_sdk
 
@@ -47,8 +52,13 @@ def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, r
                              guidance=guidance, runtime=runtime, precision=precision)
     else:
         gen = edge_sdk.load(bundle, runtime=runtime, precision=precision, device=device, threads=threads)
-    total = steps or int(gen.bundle.sampler.get("default_steps", 20))
-    bar = StepBar("sampling", total, progress_enabled(quiet or as_json))
+    bars: list[StepBar] = []
+
+    def on_step(info) -> None:  # sized by the run itself: img2img runs fewer steps, Heun more calls
+        if not bars:
+            bars.append(StepBar("sampling", info.total, progress_enabled(quiet or as_json)))
+        bars[0].update(1)
+
     from edge_sdk.memory import MemoryWatch
 
     try:
@@ -56,9 +66,11 @@ def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, r
         with MemoryWatch(gen.plan.memory_cap_bytes, unified=gen.plan.memory_unified, where="edge-sdk run"):
             result = gen.generate(steps=steps, seed=seed, sampler=sampler, guidance=guidance,
                                   class_labels=list(class_labels) or None, batch=batch, height=height, width=width,
-                                  callback=lambda info: bar.update(1))
+                                  prompt=prompt, negative_prompt=negative_prompt, init_image=init_image,
+                                  strength=strength, callback=on_step)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
         gen.close()
     path = result.save(out)
     summary = {"out": str(path), "images": int(len(result.images)), "size": list(result.images.shape[1:3]),
