@@ -133,8 +133,8 @@ def _preflight(t: SshTarget, root: str, staging_name: str, edge: str, timeout: f
     e = shlex.quote(edge)
     script = "; ".join([
         f"R={r}", f"F={staged}",
-        f"if command -v {e} >/dev/null 2>&1; then v=$({e} --version 2>&1 | head -n 1); echo \"edge_sdk=$v\"; "
-        "else echo edge_sdk=; fi",
+        f"if command -v {e} >/dev/null 2>&1; then v=$({e} --version 2>&1 | head -n 1); "
+        "echo edge_sdk_found=1; echo \"edge_sdk=$v\"; else echo edge_sdk_found=0; fi",
         "if command -v rsync >/dev/null 2>&1; then echo rsync=1; else echo rsync=0; fi",
         "if mkdir -p \"$R/staging\" 2>/dev/null; then echo mkdir=1; else echo mkdir=0; fi",
         "echo \"free_kb=$(df -Pk \"$R/staging\" 2>/dev/null | awk 'NR==2{print $4}')\"",
@@ -152,10 +152,11 @@ def _preflight(t: SshTarget, root: str, staging_name: str, edge: str, timeout: f
         raise DeployError(f"the board check on {t.host} printed nothing useful (exit {proc.returncode}): "
                           f"{proc.stderr.decode(errors='replace').strip()[-300:]}",
                           hint="the login shell must be a POSIX shell (sh, bash, dash, busybox ash)")
-    version = facts.get("edge_sdk") or None
+    version = facts.get("edge_sdk", "") if facts.get("edge_sdk_found") == "1" else None
     if version is not None and "edge-sdk" not in version:  # the command is there but does not run
-        raise DeployError(f"`{edge} --version` fails on {t.host}: {version[:200]}",
-                          hint="repair the board's edge-sdk install (pip install --force-reinstall edge-sdk)")
+        raise DeployError(f"`{edge} --version` does not work on {t.host}: {version[:200] or 'no output'}",
+                          hint="repair the board's edge-sdk install (pip install --force-reinstall edge-sdk), "
+                               "or point --remote-edge-sdk at a working one")
     cur = facts.get("current") or ""
     return BoardFacts(
         edge_sdk=version, rsync=facts.get("rsync") == "1",

@@ -196,6 +196,9 @@ def test_board_without_edge_sdk_is_told_what_to_install(sshd, packages, tmp_path
     with pytest.raises(DeployError, match="edge-sdk is not installed on") as e:
         flash(packages("ne-pkg"), sshd.host, root=str(tmp_path / "b"), **kw)
     assert "pip install 'edge-sdk[onnxruntime]'" in str(e.value)  # the bundle is ONNX
+    # A command that is there but is not edge-sdk (or a broken install of it).
+    with pytest.raises(DeployError, match="`/bin/false --version` does not work on"):
+        flash(packages("ne-pkg"), sshd.host, root=str(tmp_path / "b"), **sshd.kwargs(remote_edge_sdk="/bin/false"))
 
 
 def test_full_board_disk_is_refused_before_upload(sshd, packages, small_fs):
