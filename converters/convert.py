@@ -24,6 +24,7 @@ from edge_sdk.converters.registry import get_converter, normalize_format
 from edge_sdk.converters.sources import load_source
 from edge_sdk.converters.validate import validate_artifact
 from edge_sdk.errors import ConversionError, EdgeSDKError, UnsupportedOpError, UsageError
+from edge_sdk.faults import kill_point
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[str, str, str, str], None]  # (component, format, precision[/variant], stage)
@@ -126,6 +127,7 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
                     for variant in variants:
                         for prec in precs:
                             done = _one(writer, conv, comp, fmt, prec, variant, steps, samples, tolerance, tell, rep)
+                            kill_point("convert:artifact")  # interruption tests (edge_sdk.faults)
                             if done is not None:
                                 passed.append(done)
                                 if fmt not in converted.setdefault(role, []):
