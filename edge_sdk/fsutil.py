@@ -98,6 +98,7 @@ def replace_dir(new: Path, target: Path) -> None:
     new, target = Path(new), Path(target)
     if not target.exists():
         os.rename(new, target)
+        kill_point("commit:renamed")
     elif _renameat2_exchange(new, target):
         kill_point("commit:renamed")  # interruption tests (edge_sdk.faults); a no-op otherwise
         shutil.rmtree(new)  # ``new`` now holds the old contents
