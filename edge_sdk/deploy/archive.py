@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,7 @@ def _read_exact(f: BinaryIO, n: int, where: str) -> bytes:
     while left:
         try:
             b = f.read(left)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:  # corrupt or truncated gzip
+        except (OSError, EOFError, zlib.error) as e:  # corrupt or truncated gzip (BadGzipFile is an OSError)
             raise DeployError(f"{where}: the archive is corrupt ({e})", hint="copy the package again") from None
         if not b:
             raise DeployError(f"{where}: the archive is truncated", hint="copy the package again (the upload stopped early?)")

@@ -153,6 +153,11 @@ def test_truncated_corrupt_and_foreign_files(installed, tmp_path):
     (tmp_path / "trunc.tar.gz").write_bytes(gzip.compress(raw, mtime=0)[:-2000])
     with pytest.raises(DeployError, match="truncated|corrupt"):
         install(tmp_path / "trunc.tar.gz", root, check_runtimes=False)
+    gz = bytearray(gzip.compress(raw, mtime=0))
+    gz[len(gz) // 2] ^= 0xFF  # a damaged deflate stream
+    (tmp_path / "bad.tar.gz").write_bytes(bytes(gz))
+    with pytest.raises(DeployError, match="corrupt|checksum|truncated"):
+        install(tmp_path / "bad.tar.gz", root, check_runtimes=False)
     (tmp_path / "junk.tar").write_bytes(os.urandom(4096))
     with pytest.raises(DeployError, match="checksum|not a ustar"):
         install(tmp_path / "junk.tar", root, check_runtimes=False)
