@@ -84,7 +84,7 @@ class OnnxConverter(Converter):
 
     def __init__(self) -> None:
         self._work = Path(tempfile.mkdtemp(prefix="edge-sdk-onnx-"))
-        self._fp32: dict[int, tuple[Path, list[str]]] = {}
+        self._fp32: dict[int, tuple[Path, list[str]] | ConversionError] = {}
 
     def _base(self, component: ComponentSpec) -> tuple[Path, list[str]]:
         key = id(component)
@@ -92,8 +92,12 @@ class OnnxConverter(Converter):
             d = self._work / f"{component.role}-{len(self._fp32)}"
             d.mkdir()
             path = d / "model.onnx"
-            notes = export_onnx(component, path)
-            self._fp32[key] = (path, notes)
+            try:
+                self._fp32[key] = (path, export_onnx(component, path))
+            except ConversionError as e:
+                self._fp32[key] = e  # the other precisions fail the same way; do not export again
+        if isinstance(self._fp32[key], ConversionError):
+            raise self._fp32[key]
         return self._fp32[key]
 
     def convert(self, component: ComponentSpec, precision: str, out_dir: Path, *, variant: str = "",

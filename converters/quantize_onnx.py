@@ -38,9 +38,57 @@ def to_fp16(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    from edge_sdk.converters.precision_guard import onnx_timestep_nodes
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
     model = onnx.load(str(src))
-    model16 = convert_float_to_float16(model, keep_io_types=True)
+    model16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST),
+                                       node_block_list=onnx_timestep_nodes(model))
+    _drop_cast_round_trips(model16)
     _save(model16, dst)
+
+
+def _drop_cast_round_trips(model) -> int:
+    """Remove fp32 -> fp16 -> fp32 Cast pairs the float16 tool leaves between kept-fp32 nodes.
+
+    Each such pair rounds a value that was meant to stay fp32 (the timestep embedding's angle);
+    dropping it is exact. Returns how many were dropped.
+    """
+    import onnx
+
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+
+    def cast_to(n) -> int | None:
+        return next((a.i for a in n.attribute if a.name == "to"), None) if n.op_type == "Cast" else None
+
+    graph_outputs = {o.name for o in g.output}
+    rename: dict[str, str] = {}
+    for n in g.node:
+        if cast_to(n) != onnx.TensorProto.FLOAT:
+            continue
+        first = producer.get(n.input[0])
+        if first is None or cast_to(first) != onnx.TensorProto.FLOAT16 or n.output[0] in graph_outputs:
+            continue
+        src = first.input[0]
+        src_node = producer.get(src)
+        # Only when the value was fp32 before the first cast (a graph input, initializer or fp32 op).
+        if src_node is not None and src_node.op_type == "Cast" and cast_to(src_node) != onnx.TensorProto.FLOAT:
+            continue
+        rename[n.output[0]] = src
+    for n in g.node:
+        for i, name in enumerate(n.input):
+            if name in rename:
+                n.input[i] = rename[name]
+    # Casts whose outputs nobody reads any more go.
+    used = {i for n in g.node for i in n.input} | graph_outputs
+    keep = [n for n in g.node if n.op_type != "Cast" or any(o in used for o in n.output)]
+    while len(keep) != len(g.node):
+        del g.node[:]
+        g.node.extend(keep)
+        used = {i for n in g.node for i in n.input} | graph_outputs
+        keep = [n for n in g.node if n.op_type != "Cast" or any(o in used for o in n.output)]
+    return len(rename)
 
 
 def to_int8_weight(src: Path, dst: Path) -> int:
@@ -119,14 +167,20 @@ def to_int8_static(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], *, 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    import onnx
+
+    from edge_sdk.converters.precision_guard import onnx_timestep_nodes
+
     pre = work_dir / "pre_quant.onnx"
     try:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     except Exception:  # noqa: BLE001 - preprocessing is an optimisation; quantize the plain export
         pre = src
     large = os.path.getsize(pre) > _PROTO_LIMIT // 2
+    exclude = onnx_timestep_nodes(onnx.load(str(pre), load_external_data=False))
     quantize_static(str(pre), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
                     # U8 activations / S8 weights: the fast path of x86 VNNI and ARM dot-product kernels.
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax, use_external_data_format=large,
+                    nodes_to_exclude=exclude,
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})

@@ -1,4 +1,7 @@
-"""Model sources: a ``module:factory`` entry point or an ``nn.Module`` handed to the Python API."""
+"""Model sources: a ``module:factory`` entry point, an ``nn.Module`` with example inputs (Python
+API), a ``.pt2`` torch.export program (``pt2.py``), or a local diffusers folder
+(``diffusers_folder.py``). Weights are never unpickled as code: ``load_weights`` reads safetensors
+or ``torch.load(weights_only=True)``."""
 
 from __future__ import annotations
 
@@ -115,14 +118,46 @@ def _pixel_model(comp: ComponentSpec) -> dict[str, Any]:
             "in_channels": int(sample.shape[1]), "image_channels": int(sample.shape[1])}
 
 
+def load_weights(module: torch.nn.Module, path: str | Path, *, strict: bool = True) -> torch.nn.Module:
+    """Load a state dict into ``module`` from safetensors or a weights-only torch checkpoint."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelSourceError(f"weights file {p} does not exist")
+    # One safe loader for the whole SDK (edge_sdk.checkpoints): safetensors after a header check,
+    # else torch.load(weights_only=True); a pickle that tries to run code is a ModelSourceError.
+    from edge_sdk.checkpoints import load_state_dict
+
+    state = load_state_dict(p)
+    try:
+        module.load_state_dict(state, strict=strict)
+    except RuntimeError as e:
+        raise ModelSourceError(f"weights in {p} do not fit the model: {str(e).splitlines()[0][:300]}") from None
+    return module
+
+
 def load_source(source: Any, *, name: str | None = None) -> ModelSpec:
-    """Resolve whatever the user gave (an entry point string, a ModelSpec, a (module, inputs) pair)."""
+    """Resolve whatever the user gave: an entry point string, a .pt2 file, a diffusers folder,
+    a ModelSpec, or a (module, example_inputs) pair."""
     if isinstance(source, ModelSpec):
         return source
     if isinstance(source, tuple):
         return spec_from_factory_result(source, name=name or "model")
     if isinstance(source, (str, Path)):
         text = str(source)
+        path = Path(text)
+        if path.suffix == ".pt2" and path.exists():
+            from edge_sdk.converters.pt2 import load_pt2
+
+            return load_pt2(path, name=name)
+        if path.is_dir():
+            from edge_sdk.converters.diffusers_folder import is_diffusers_folder, load_diffusers_folder
+
+            if is_diffusers_folder(path):
+                return load_diffusers_folder(path, name=name)
+            raise ModelSourceError(f"{path} is a folder without model_index.json",
+                                   hint="give a diffusers-style folder (save_pretrained), a .pt2 file or module:factory")
+        if path.suffix == ".pt2":
+            raise ModelSourceError(f"{path} does not exist")
         if ":" in text and not Path(text).exists():
             factory = load_entry_point(text)
             try:

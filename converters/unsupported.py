@@ -20,7 +20,8 @@ _NODE_PATTERNS = (
     re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)\s*[:=]"),
 )
 _UNSUPPORTED_HINTS = ("unsupported", "not supported", "no conversion rule", "no decomposition", "not implemented",
-                      "cannot be lowered", "failed to legalize", "no symbolic function", "is not registered")
+                      "cannot be lowered", "lowering not found", "failed to legalize", "no symbolic function",
+                      "is not registered", "not found in registry")
 
 
 def first_line(e: BaseException) -> str:

@@ -183,8 +183,10 @@ class OpenVinoRuntime(Runtime):
                                  hint="an op or precision this device does not support; try --device cpu") from None
         self._device = dev
         self._request = self._compiled.create_infer_request()  # reused across runs: no per-call setup
-        self.inputs = [TensorSpec(p.get_any_name(), _dtype(p.get_element_type()), _dims(p.get_partial_shape()))
-                       for p in self._compiled.inputs]
+        # Names from the model as read: compiling may merge aliases into a port ('43' beside
+        # 'timestep' once a static shape lets the plugin fold a node), and get_any_name picks one.
+        self.inputs = [TensorSpec(src.get_any_name(), _dtype(p.get_element_type()), _dims(p.get_partial_shape()))
+                       for src, p in zip(model.inputs, self._compiled.inputs)]
         self.outputs = [TensorSpec(_port_name(p, i), _dtype(p.get_element_type()), _dims(p.get_partial_shape()))
                         for i, p in enumerate(self._compiled.outputs)]
 

@@ -1,0 +1,245 @@
+"""A local diffusers-style folder (model_index.json + unet/ vae/ text_encoder/ tokenizer/ scheduler/).
+
+Read from disk only (``local_files_only``, HF_HUB_OFFLINE): never a hub. Weights come from
+safetensors, or from ``.bin`` files through diffusers/transformers, which load them with
+``torch.load(weights_only=True)``, so no pickled code runs. Each part becomes a component:
+UNet -> denoiser, AutoencoderKL -> decoder (takes latents already divided by scaling_factor) and
+encoder (returns the latent distribution's mean), CLIPTextModel -> text_encoder (tokenizer.json
+copied beside it), scheduler_config.json -> the bundle's sampler section.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edge_sdk.converters.spec import ComponentSpec, ModelSpec
+from edge_sdk.errors import ModelSourceError
+
+MODEL_INDEX = "model_index.json"
+# diffusers scheduler class -> our sampler name (edge_sdk.samplers accepts class names as well).
+_SAMPLERS = {"DDIMScheduler": "ddim", "DDPMScheduler": "ddpm", "EulerDiscreteScheduler": "euler",
+             "EulerAncestralDiscreteScheduler": "euler_ancestral", "HeunDiscreteScheduler": "heun",
+             "DPMSolverMultistepScheduler": "dpmpp_2m", "UniPCMultistepScheduler": "unipc",
+             "LCMScheduler": "lcm", "PNDMScheduler": "ddim"}
+_DEFAULT_STEPS = {"lcm": 4}
+
+
+def is_diffusers_folder(path: Path) -> bool:
+    return path.is_dir() and (path / MODEL_INDEX).is_file()
+
+
+class UNetDenoiser(nn.Module):
+    """(sample, timestep[, class_labels | encoder_hidden_states]) -> noise_pred as a plain tensor."""
+
+    def __init__(self, unet: nn.Module, conditioning: str) -> None:
+        super().__init__()
+        self.unet = unet
+        self.conditioning = conditioning
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conditioning == "text":
+            return self.unet(sample, timestep, encoder_hidden_states=cond, return_dict=False)[0]
+        if self.conditioning == "class":
+            return self.unet(sample, timestep, class_labels=cond, return_dict=False)[0]
+        return self.unet(sample, timestep, return_dict=False)[0]
+
+
+class VaeDecoder(nn.Module):
+    """latent (already divided by scaling_factor) -> image in about [-1, 1]."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latent, return_dict=False)[0]
+
+
+class VaeEncoder(nn.Module):
+    """image in [-1, 1] -> the latent distribution's mean (not yet times scaling_factor)."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(image, return_dict=False)[0].mean
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, return_dict=False)[0]
+
+
+@contextlib.contextmanager
+def _offline():
+    old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelSourceError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelSourceError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ModelSourceError(f"{path} must hold a JSON object")
+    return data
+
+
+def _load(cls, folder: Path, what: str):
+    if not folder.is_dir():
+        raise ModelSourceError(f"diffusers folder has no {folder.name}/ for the {what}")
+    has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+    if not has_weights:
+        raise ModelSourceError(f"{folder} holds no weights (*.safetensors or *.bin)",
+                               hint="save the model with save_pretrained(..., safe_serialization=True)")
+    from edge_sdk.checkpoints import check_safetensors
+
+    for f in folder.glob("*.safetensors"):  # our header checks (caps, duplicate keys) before safetensors'
+        check_safetensors(f)
+    try:
+        with _offline():
+            return cls.from_pretrained(str(folder), local_files_only=True).eval()
+    except ModelSourceError:
+        raise
+    except Exception as e:  # noqa: BLE001 - diffusers/transformers raise OSError, ValueError, ...
+        raise ModelSourceError(f"cannot load the {what} from {folder}: {str(e).splitlines()[0][:300]}") from None
+
+
+def _tokenizer_json(folder: Path, work: Path) -> Path:
+    """tokenizer.json for the folder's tokenizer, built offline from vocab.json/merges.txt if needed."""
+    if (folder / "tokenizer.json").is_file():
+        return folder / "tokenizer.json"
+    try:
+        from transformers import CLIPTokenizerFast
+
+        with _offline():
+            tok = CLIPTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ModelSourceError(f"cannot build tokenizer.json from {folder}: {str(e).splitlines()[0][:300]}",
+                               hint="the folder needs tokenizer.json, or vocab.json + merges.txt") from None
+    out = work / "tokenizer.json"
+    tok.backend_tokenizer.save(str(out))
+    return out
+
+
+def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_batch: int = 1) -> ModelSpec:
+    """A ModelSpec with every component the folder has (denoiser, decoder, encoder, text_encoder)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+
+    root = Path(path)
+    index = _read_json(root / MODEL_INDEX)
+    comps: dict[str, ComponentSpec] = {}
+    model: dict[str, Any] = {"kind": "latent_diffusion"}
+    sampler: dict[str, Any] = {}
+
+    unet_cls = (index.get("unet") or [None, None])[1] if isinstance(index.get("unet"), list) else None
+    unet_cfg = _read_json(root / "unet" / "config.json")
+    cls = UNet2DConditionModel if (unet_cls or unet_cfg.get("_class_name")) == "UNet2DConditionModel" else UNet2DModel
+    unet = _load(cls, root / "unet", "denoiser")
+    cfg = unet.config
+    size = cfg.sample_size if isinstance(cfg.sample_size, (list, tuple)) else (cfg.sample_size, cfg.sample_size)
+    size = [int(s) for s in size]
+    b = example_batch
+    sample = torch.randn(b, cfg.in_channels, *size, generator=torch.Generator().manual_seed(0))
+    inputs: dict[str, torch.Tensor] = {"sample": sample, "timestep": torch.full((b,), 500.0)}
+    conditioning = "none"
+    dyn: dict[str, dict[int, str]] = {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"}}
+    text_len = None
+    if cls is UNet2DConditionModel:
+        conditioning = "text"
+        te_cfg_path = root / "text_encoder" / "config.json"
+        text_len = int(_read_json(te_cfg_path).get("max_position_embeddings", 77)) if te_cfg_path.is_file() else 77
+        dim = int(cfg.cross_attention_dim if not isinstance(cfg.cross_attention_dim, (list, tuple))
+                  else cfg.cross_attention_dim[0])
+        inputs["encoder_hidden_states"] = torch.randn(b, text_len, dim, generator=torch.Generator().manual_seed(1))
+        dyn["encoder_hidden_states"] = {0: "batch"}
+    elif getattr(cfg, "num_class_embeds", None):
+        conditioning = "class"
+        inputs["class_labels"] = torch.zeros(b, dtype=torch.int64)
+        dyn["class_labels"] = {0: "batch"}
+        model["num_classes"] = int(cfg.num_class_embeds)
+    den = UNetDenoiser(unet, conditioning).eval()
+    comps["denoiser"] = ComponentSpec(
+        role="denoiser", module=den, example_inputs=inputs, output_names=["noise_pred"], dynamic_dims=dyn,
+        output_dynamic_dims={"noise_pred": {0: "batch", 2: "height", 3: "width"}},
+        config={"class": cls.__name__, "in_channels": int(cfg.in_channels)})
+    down = 2 ** (len(cfg.block_out_channels) - 1)
+    model.update(conditioning=conditioning, sample_size=size, in_channels=int(cfg.in_channels),
+                 spatial_multiple=down)
+    if text_len:
+        model["max_text_length"] = text_len
+
+    if (root / "vae").is_dir():
+        vae = _load(AutoencoderKL, root / "vae", "VAE")
+        vcfg = vae.config
+        vdown = 2 ** (len(vcfg.block_out_channels) - 1)
+        model.update(latent_scale_factor=float(vcfg.scaling_factor), vae_downsample=vdown,
+                     image_channels=int(vcfg.in_channels), output_range=[-1.0, 1.0])
+        if getattr(vcfg, "shift_factor", None) is not None:
+            model["latent_shift_factor"] = float(vcfg.shift_factor)
+        lat = torch.randn(b, int(vcfg.latent_channels), *size, generator=torch.Generator().manual_seed(2))
+        comps["decoder"] = ComponentSpec(
+            role="decoder", module=VaeDecoder(vae).eval(), example_inputs={"latent": lat}, output_names=["image"],
+            dynamic_dims={"latent": {0: "batch", 2: "height", 3: "width"}},
+            output_dynamic_dims={"image": {0: "batch", 2: "out_height", 3: "out_width"}})
+        img = torch.rand(b, int(vcfg.in_channels), size[0] * vdown, size[1] * vdown,
+                         generator=torch.Generator().manual_seed(3)) * 2 - 1
+        comps["encoder"] = ComponentSpec(
+            role="encoder", module=VaeEncoder(vae).eval(), example_inputs={"image": img}, output_names=["latent"],
+            dynamic_dims={"image": {0: "batch", 2: "height", 3: "width"}},
+            output_dynamic_dims={"latent": {0: "batch", 2: "out_height", 3: "out_width"}})
+    else:
+        model["kind"] = "pixel_diffusion"
+        model["image_channels"] = int(cfg.out_channels)
+
+    if (root / "text_encoder").is_dir():
+        from transformers import CLIPTextModel
+
+        te = _load(CLIPTextModel, root / "text_encoder", "text encoder")
+        length = int(te.config.max_position_embeddings)
+        ids = torch.randint(0, int(te.config.vocab_size), (b, length), generator=torch.Generator().manual_seed(4))
+        extra: dict[str, Path] = {}
+        if (root / "tokenizer").is_dir():
+            work = Path(tempfile.mkdtemp(prefix="edge-sdk-tok-"))
+            extra["tokenizer.json"] = _tokenizer_json(root / "tokenizer", work)
+        comps["text_encoder"] = ComponentSpec(
+            role="text_encoder", module=TextEncoder(te).eval(), example_inputs={"input_ids": ids},
+            output_names=["last_hidden_state"], dynamic_dims={"input_ids": {0: "batch"}},
+            output_dynamic_dims={"last_hidden_state": {0: "batch"}}, extra_files=extra,
+            config={"vocab_size": int(te.config.vocab_size), "max_length": length})
+
+    sched_path = root / "scheduler" / "scheduler_config.json"
+    if sched_path.is_file():
+        sc = _read_json(sched_path)
+        cls_name = str(sc.get("_class_name", "DDIMScheduler"))
+        sname = _SAMPLERS.get(cls_name, "ddim")
+        config = {k: v for k, v in sc.items() if not k.startswith("_")}
+        sampler = {"config": config, "default_sampler": sname, "default_steps": _DEFAULT_STEPS.get(sname, 20)}
+        if conditioning == "text":
+            sampler["default_guidance"] = 7.5
+    return ModelSpec(name=name or root.resolve().name, components=comps, model=model, sampler=sampler,
+                     description=f"converted from the diffusers folder {root.resolve().name}")

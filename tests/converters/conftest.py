@@ -1,0 +1,129 @@
+"""Small real architectures with random weights (diffusers, transformers, a DCGAN) for converter tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+
+def tiny_unet2d():
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(32, 64),
+                       layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8,
+                       attention_head_dim=8).eval()
+
+
+def tiny_unet_cond():
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=8, norm_num_groups=8).eval()
+
+
+def tiny_vae():
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32), latent_channels=4,
+                         layers_per_block=1, norm_num_groups=8, sample_size=16).eval()
+
+
+def tiny_clip():
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    cfg = CLIPTextConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, eos_token_id=2)
+    return CLIPTextModel(cfg).eval()
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN-style: z [B, 16, 1, 1] -> ConvTranspose/BatchNorm/ReLU x3 -> tanh image [B, 3, 16, 16]."""
+
+    def __init__(self, nz: int = 16, ngf: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 4, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, 3, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+def tiny_dcgan() -> DCGANGenerator:
+    torch.manual_seed(0)
+    g = DCGANGenerator()
+    # Non-trivial running statistics, as a trained generator has.
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return g.eval()
+
+
+def write_clip_tokenizer(folder: Path) -> None:
+    """A byte-level CLIP BPE vocabulary with no merges: valid, tiny, and built offline."""
+    from transformers import CLIPTokenizer
+    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(vocab) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+    tok.save_pretrained(str(folder))
+    (folder / "tokenizer.json").unlink(missing_ok=True)  # the converter must build it itself
+
+
+def write_diffusers_folder(root: Path) -> Path:
+    """A Stable-Diffusion-style folder saved with save_pretrained (safetensors), as users hold one."""
+    from diffusers import DDIMScheduler
+
+    root.mkdir(parents=True, exist_ok=True)
+    tiny_unet_cond().save_pretrained(str(root / "unet"), safe_serialization=True)
+    tiny_vae().save_pretrained(str(root / "vae"), safe_serialization=True)
+    tiny_clip().save_pretrained(str(root / "text_encoder"), safe_serialization=True)
+    write_clip_tokenizer(root / "tokenizer")
+    DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                  set_alpha_to_one=False, steps_offset=1).save_pretrained(str(root / "scheduler"))
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "DDIMScheduler"]}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def diffusers_folder(tmp_path_factory) -> Path:
+    return write_diffusers_folder(tmp_path_factory.mktemp("sd") / "tiny-sd")
+
+
+def rel_l2(bundle, component: str, fmt: str, precision: str, variant: str = "") -> float:
+    return float(bundle.artifact(component, fmt, precision, variant).validation["rel_l2"])
+
+
+@pytest.fixture(scope="session")
+def arch():
+    """The builders, for test modules (which cannot import conftest under importlib mode)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(unet2d=tiny_unet2d, unet_cond=tiny_unet_cond, vae=tiny_vae, clip=tiny_clip,
+                           dcgan=tiny_dcgan, rel_l2=rel_l2, write_diffusers_folder=write_diffusers_folder)
