@@ -281,6 +281,23 @@ def _remote_error(stderr: str) -> tuple[str, str | None]:
     return msg, hint
 
 
+_CONTROL_PREFIX = "edge-sdk-ssh-"
+
+
+def _remove_stale_control_dirs() -> None:
+    """Remove the ssh control folders of flashes that were killed (their pid is gone)."""
+    from edge_sdk.bundle import _pid_alive
+
+    for p in Path(tempfile.gettempdir()).glob(f"{_CONTROL_PREFIX}*"):
+        pid = p.name[len(_CONTROL_PREFIX):].split("-", 1)[0]
+        try:
+            mine = p.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def flash(package: str | os.PathLike, host: str, *, port: int | None = None, root: str = DEFAULT_ROOT,
           identity: str | None = None, ssh_config: str | None = None, ssh_options: list[str] | None = None,
           remote_edge_sdk: str = "edge-sdk", keep: int = DEFAULT_KEEP, verify_key: str | None = None,
@@ -295,7 +312,9 @@ def flash(package: str | os.PathLike, host: str, *, port: int | None = None, roo
     if transfer not in ("auto", "rsync", "ssh"):
         raise DeployError(f"unknown transfer {transfer!r}", hint="auto, rsync or ssh")
     info = read_package(local, verify_key=verify_key)  # never upload what would be refused
-    control_dir = tempfile.mkdtemp(prefix="edge-sdk-ssh-")  # short: a socket path has a ~100 byte limit
+    _remove_stale_control_dirs()
+    # Short: a socket path has a ~100 byte limit. The pid lets a later flash remove it if we are killed.
+    control_dir = tempfile.mkdtemp(prefix=f"{_CONTROL_PREFIX}{os.getpid()}-")
     t = SshTarget(host, port, identity, ssh_config, list(ssh_options or []), connect_timeout,
                   control_path=os.path.join(control_dir, "cm"))
     try:
