@@ -11,7 +11,7 @@ from edge_sdk.errors import CancelledError, UsageError
 from edge_sdk.samplers import randn
 
 # fp32 ORT vs torch differ by summation order only (~1e-6 per call); 4 steps with guidance keep
-# the final sample within a few 1e-6 (measured); 1e-4 leaves margin on other CPUs, while a wrong
+# the final sample within a few 1e-6 (measured 6.7e-6); 1e-4 leaves margin on other CPUs, while a wrong
 # label, null class or timestep moves pixels by > 1e-2 (checked below).
 TOL = 1e-4
 # Rows of one batched call vs separate calls: the same kernels on different batch sizes; they

@@ -13,10 +13,10 @@ import edge_sdk
 from edge_sdk.errors import UsageError
 
 # fp32 ONNX Runtime kernels differ from torch's only in summation order (~1e-6 relative per call).
-# Through 4 sampler steps with guidance x3 and the VAE decoder that grows to a few 1e-6 (measured
-# 1.3e-6 on the image). 1e-4 on outputs in [-1.3, 1.3] leaves room for other CPUs, while any real
-# mistake (scale factor, unconditional branch, timestep, token padding) moves the image by > 1e-2,
-# which the tests below check too.
+# Through 4 sampler steps with guidance x3 and the VAE decoder that stays at a few 1e-6 (measured
+# 1.1e-6 on the image, 7.9e-6 on the latents). 1e-4 on outputs in [-1.3, 1.3] leaves room for other
+# CPUs, while any real mistake (scale factor, unconditional branch, timestep, token padding) moves
+# the image by > 1e-2, which the tests below check too.
 TOL = 1e-4
 
 
@@ -148,3 +148,42 @@ def test_bad_text_arguments_are_usage_errors(gen, ref, case):
     make, match = BAD[case]
     with pytest.raises(UsageError, match=match):
         gen.generate(steps=2, **make(ref.TEXT_LEN))
+
+
+def test_previews_cheap_and_decoded(gen):
+    cheap, decoded = [], []
+
+    def cb(info):
+        cheap.append(info.preview())
+        decoded.append(info.preview(decode=True))
+
+    result = gen.generate(prompt="a red cat", steps=3, seed=3, guidance=1.0, sampler="ddim", callback=cb)
+    assert all(p.shape == (16, 16, 3) and p.dtype == np.uint8 for p in cheap + decoded)
+    # DDIM's last x0 estimate is its final sample, so the decoded last preview is the final image.
+    np.testing.assert_array_equal(decoded[-1], result.images[0])
+
+
+def test_pad_id_comes_from_the_tokenizer_or_the_component_config(text_bundle, tmp_path):
+    """A tokenizer.json saved without padding needs pad_token_id in the text encoder's config."""
+    import json
+    import shutil
+
+    from edge_sdk.errors import BundleError
+
+    bundle, _ = text_bundle
+    copy = tmp_path / "nopad.bundle"
+    shutil.copytree(bundle.root, copy)
+    tok_path = copy / "text_encoder" / "tokenizer.json"
+    tok = json.loads(tok_path.read_text())
+    tok["padding"] = None
+    tok_path.write_text(json.dumps(tok))
+    expected, _ = edge_sdk.load(bundle).pipeline.text.tokenize(["a red cat"])
+    # verify=False: the tokenizer file was edited on purpose, so its sha256 no longer matches.
+    with edge_sdk.load(copy, verify=False) as g, pytest.raises(BundleError, match="no padding setting"):
+        g.pipeline.text.tokenize(["a red cat"])
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["components"]["text_encoder"]["config"] = {"pad_token_id": 0}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with edge_sdk.load(copy, verify=False) as g:
+        ids, _ = g.pipeline.text.tokenize(["a red cat"])
+    np.testing.assert_array_equal(ids, expected)
