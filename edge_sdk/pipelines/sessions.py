@@ -73,7 +73,9 @@ class Sessions:
             raise NumericalFaultError(
                 f"{component} ({cp.format} {cp.precision} on {cp.runtime}) produced {bad} NaN/Inf values{at}",
                 hint="fp16 overflow is the usual cause: run this component in fp32 (--precision fp32)")
-        return out.astype(np.float32, copy=False)
+        # A copy we own: ONNX Runtime's outputs are views whose buffer keeps the session's whole
+        # arena alive, so a released (non-resident) session's memory would never come back.
+        return np.array(out, dtype=np.float32, copy=True)
 
     @staticmethod
     def _run_chunked(rt: Runtime, component: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
