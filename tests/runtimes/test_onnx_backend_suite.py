@@ -228,3 +228,19 @@ def test_ops_cover_real_exports(tmp_path, tiny_torch):
     missing = {op: sorted(w) for op, w in used.items() if op not in OPS}
     assert not missing, f"ops in real exports that the backend suite does not cover: {missing}"
     assert {"Conv", "MatMul", "Softmax", "Resize", "LayerNormalization"} <= set(used)
+
+
+def test_exclusions_are_documented():
+    """docs/runtimes.md lists every exclusion pattern of this file, under its runtime."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "runtimes.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        m = re.match(r"\| (both|onnxruntime|openvino) \| `(.+)` \|", line)
+        if m:
+            rows[m.group(2).replace("\\|", "|")] = m.group(1)
+    expected = {p: "both" for p in EXCLUDE_ALL}
+    for rt, pats in EXCLUDE.items():
+        expected.update({p: rt for p in pats})
+    assert rows == expected
