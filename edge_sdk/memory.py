@@ -90,7 +90,17 @@ class MemoryWatch:
     """
 
     def __init__(self, cap_bytes: int | None, *, interval_s: float = 0.005, unified: bool = False,
-                 where: str = "this run") -> None:
+                 where: str = "this run", pid: int | None = None, kill: bool = False) -> None:
+        """Watch this process, or process ``pid`` (a child running the generation).
+
+        ``kill=True`` (only with ``pid``) SIGKILLs that child the moment it crosses the cap, so a
+        single runtime call that overshoots is stopped at once instead of at the next call
+        boundary; ``check()`` in the parent then raises MemoryCapError.
+        """
+        if kill and pid is None:
+            raise ValueError("kill=True needs the pid of a child process to stop")
+        self.pid = pid
+        self.kill = kill
         self.cap = int(cap_bytes) if cap_bytes else None
         self.interval = interval_s
         self.unified = unified
@@ -104,7 +114,10 @@ class MemoryWatch:
         self._sys0 = 0
 
     def sample(self) -> int:
-        rss = rss_bytes()
+        try:
+            rss = rss_bytes(self.pid)
+        except Exception:  # noqa: BLE001 - the watched child is gone: nothing more to count
+            return 0
         if not self.unified:
             return rss
         # GPU memory on unified boards is not in RSS; count the system's growth beyond our RSS growth.
@@ -118,12 +131,17 @@ class MemoryWatch:
                 self.peak_bytes = v
             if self.cap is not None and v > self.cap and self.exceeded_at is None:
                 self.exceeded_at, self.exceeded_bytes = time.monotonic(), v
+                if self.kill and self.pid is not None:
+                    try:
+                        os.kill(self.pid, 9)
+                    except ProcessLookupError:
+                        pass
             self._stop.wait(self.interval)
 
     def start(self) -> MemoryWatch:
         if self.cap is None:  # nothing to enforce: no thread
             return self
-        self._rss0 = rss_bytes()
+        self._rss0 = rss_bytes(self.pid)
         self._sys0 = system_used_bytes() if self.unified else 0
         self.peak_bytes = self.sample()
         self._thread = threading.Thread(target=self._loop, name="edge-sdk-memory-watch", daemon=True)
@@ -144,9 +162,10 @@ class MemoryWatch:
     def check(self) -> None:
         if self.exceeded_at is not None:
             what = "resident + unified GPU memory" if self.unified else "resident memory"
+            how = f"process {self.pid} was killed" if self.kill else "stopped"
             raise MemoryCapError(
                 f"{self.where} used {self.exceeded_bytes / MB:.0f} MB of {what}, over its cap of "
-                f"{self.cap / MB:.0f} MB; stopped before the system ran out",
+                f"{self.cap / MB:.0f} MB; {how} before the system ran out",
                 hint="plan for a smaller --size, int8, or decode tiles (edge-sdk plan BUNDLE --board NAME)")
 
     def __enter__(self) -> MemoryWatch:

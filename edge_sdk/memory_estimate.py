@@ -5,10 +5,12 @@ A component's cost on a runtime is four numbers:
 - ``base``: the process before any model is open (Python, numpy, the runtime's library);
 - ``session``: what opening the artifact adds (weights as the runtime holds them, plus its own
   bookkeeping; ~1.0-1.3x the file size);
-- activations while it runs, ``c0 + c1 * units + c2 * cells**2`` per batch item, where ``units``
-  are output pixels for a decoder and latent cells for everything else, and ``cells`` are the
-  latent cells of the input: the quadratic term is self-attention (a [cells x cells] score
-  matrix per head), which dominates a VAE decoder's mid block at large sizes.
+- activations while it runs, ``c0 + max(c1 * units, c2 * cells**2)`` per batch item, where
+  ``units`` are output pixels for a decoder and latent cells for everything else, and ``cells``
+  the latent cells of the input. The quadratic term is self-attention (a [cells x cells] score
+  matrix per head). It is a max, not a sum, because the runtime's memory planner reuses buffers:
+  the attention phase (a VAE's mid block, at latent resolution) and the full-resolution conv
+  phase (its last up block) are not alive at the same time, and the peak is the larger of them.
 
 Where the numbers come from, best first:
 
@@ -42,15 +44,15 @@ from edge_sdk.errors import PlanError
 
 MB = 1024 * 1024
 CACHE_ENV = "EDGE_SDK_CACHE_DIR"
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
 # Process before any session, per runtime, measured here (Python 3.11 + numpy + the runtime).
 DEFAULT_BASE = {"onnxruntime": 60 * MB, "openvino": 110 * MB, "litert": 45 * MB}
 SESSION_FACTOR = 1.2  # runtime-held bytes per artifact byte, when not measured
 SESSION_FIXED = 20 * MB
 # Role defaults, calibrated on SD 1.5 (fp32): VAE decoder 3.9 KB per output pixel with 49.5M
 # parameters; UNet ~56 KB per latent cell (0.23 GB at 64x64 cells with SDPA) with 859.5M.
-_ROLE_DEFAULT = {"decoder": (3900.0, 49.5e6, 4.0), "denoiser": (56_000.0, 859.5e6, 2.0),
-                 "encoder": (2000.0, 34.2e6, 4.0), "generator": (2000.0, 10e6, 0.0),
+_ROLE_DEFAULT = {"decoder": (3900.0, 49.5e6, 1.0), "denoiser": (56_000.0, 859.5e6, 2.0),
+                 "encoder": (2000.0, 34.2e6, 1.0), "generator": (2000.0, 10e6, 0.0),
                  "text_encoder": (0.0, 123e6, 0.0)}
 _PROBE_SIZES = (16, 32, 48, 64, 96, 128)  # latent cells per side, tried in order
 _PROBE_BUDGET = 192 * MB  # stop growing the probe once a run needs this much
@@ -72,7 +74,7 @@ class ComponentCost:
     def activation(self, cells: int, *, down: int = 1, batch: int = 1) -> int:
         """Activation bytes of one call on ``batch`` items of ``cells`` latent cells each."""
         units = cells * down * down if self.unit == "out_pixel" else cells
-        return int(batch * (self.c0 + self.c1 * units + self.c2 * cells * cells))
+        return int(batch * (self.c0 + max(self.c1 * units, self.c2 * cells * cells)))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -228,32 +230,52 @@ def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "c
     if not got["samples"]:
         raise PlanError(f"measuring {component} on {runtime} gave no sample (no fork here, or every size failed)")
     down = int(bundle.model.get("vae_downsample", 1)) if component == "decoder" else 1
-    c0, c1, c2 = fit_activation(got["samples"], down=down)
+    floor = 0.0
+    if component == "decoder" and has_attention(Path(art.path)) is not False:
+        # AutoencoderKL-family decoders: one fp32 (fp16: half) score matrix at latent resolution.
+        floor = 2.0 if art.precision == "fp16" else 4.0
+    c0, c1, c2 = fit_activation(got["samples"], down=down, c2_floor=floor)
     return ComponentCost(role=component, runtime=runtime, base=int(got["base"]), session=int(got["session"]),
                          c0=c0, c1=c1, c2=c2, unit="out_pixel" if component == "decoder" else "cell",
                          source="measured", samples=got["samples"])
 
 
-def fit_activation(samples: list[list[float]], *, down: int = 1) -> tuple[float, float, float]:
-    """Non-negative, relative least squares of act = c0 + c1*units + c2*cells^2 (units = cells*down^2)."""
-    if not samples:
-        return 0.0, 0.0, 0.0
+def fit_activation(samples: list[list[float]], *, down: int = 1, c2_floor: float = 0.0) -> tuple[float, float, float]:
+    """Fit act = c0 + max(c1*units, c2*cells^2) to probe samples (relative error, grid search).
+
+    ``c2_floor`` is a lower bound for the attention term: a probe that stays at small sizes only
+    sees the conv phase, so a decoder with attention gets at least one fp32 score matrix.
+    """
     big = [s for s in samples if s[1] >= 4 * MB]  # below a few MB the allocator's slack is all one sees
     samples = big if len(big) >= 2 else samples
+    if not samples:
+        return 0.0, 0.0, c2_floor
     n = np.array([s[0] for s in samples], dtype=np.float64)
     y = np.array([s[1] for s in samples], dtype=np.float64)
-    cells = n * n
-    cols = {0: np.ones_like(cells), 1: cells * down * down, 2: cells * cells}
-    active = [0, 1, 2][: max(1, min(3, len(samples)))]
-    while True:  # drop any term that comes out negative and fit again (a tiny NNLS)
-        # Rows weighted by 1/y: relative error, so the small probes count as much as the big one.
-        w = 1.0 / np.maximum(y, 1.0)
-        a = np.stack([cols[i] for i in active], axis=1)
-        coef, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
-        if (coef >= 0).all() or len(active) == 1:
-            break
-        active.pop(int(np.argmin(coef)))
-    out = [0.0, 0.0, 0.0]
-    for i, c in zip(active, coef):
-        out[i] = max(0.0, float(c))
-    return out[0], out[1], out[2]
+    units, quad = n * n * down * down, (n * n) ** 2
+    c1s = np.concatenate([[0.0], np.geomspace(1.0, 1e6, 241)])
+    c2s = np.concatenate([[0.0], np.geomspace(0.01, 1e3, 201)])
+    c2s = c2s[c2s >= c2_floor] if c2_floor > 0 else c2s
+    if c2_floor > 0:
+        c2s = np.concatenate([[c2_floor], c2s])
+    phase = np.maximum(c1s[:, None, None] * units[None, None, :], c2s[None, :, None] * quad[None, None, :])
+    # c0 for each (c1, c2): the mean remainder, never negative.
+    c0 = np.clip((y[None, None, :] - phase).mean(axis=2), 0.0, None)
+    err = (((c0[:, :, None] + phase) - y[None, None, :]) / y[None, None, :]) ** 2
+    # Underestimates are worse than overestimates for a cap: weigh them 4x.
+    under = (c0[:, :, None] + phase) < y[None, None, :]
+    score = (err * np.where(under, 4.0, 1.0)).sum(axis=2)
+    i, j = np.unravel_index(int(np.argmin(score)), score.shape)
+    return float(c0[i, j]), float(c1s[i]), float(c2s[j])
+
+
+def has_attention(path: Path) -> bool | None:
+    """Whether a model file holds a softmax (attention), from its bytes; None when the format hides it."""
+    suffix = path.suffix.lower()
+    if suffix not in (".onnx", ".xml"):
+        return None  # TFLite stores operator codes, not names
+    needle = (b"Softmax", b"SoftMax")
+    size = path.stat().st_size
+    with open(path, "rb") as f:  # op types sit in the graph, before large initializers in most files
+        head = f.read(min(size, 64 * MB))
+    return any(x in head for x in needle)

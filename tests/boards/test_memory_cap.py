@@ -72,3 +72,28 @@ def test_cgroup_support_says_what_is_possible_here():
             run_limited(argv, 200 * MB, timeout=60)
         ok = run_limited([sys.executable, "-c", "print(1)"], 200 * MB, timeout=60)
         assert ok.returncode == 0 and ok.stdout.strip() == "1"
+
+
+def test_watching_a_child_kills_it_at_the_cap_and_the_parent_gets_a_typed_error():
+    import subprocess
+
+    grow = ("import numpy as np, time, sys\nblocks = []\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+            "for i in range(40):\n    blocks.append(np.ones(16 * 2**20 // 8))\n    time.sleep(0.01)\nprint('done')\n")
+    child = subprocess.Popen([sys.executable, "-c", grow], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        cap = rss_bytes(child.pid) + 200 * MB  # the child would reach ~640 MB more
+        watch = MemoryWatch(cap, interval_s=0.002, pid=child.pid, kill=True, where="the child run").start()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        child.wait(timeout=60)
+        watch.stop()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -9  # stopped by the watcher, long before it finished
+    with pytest.raises(MemoryCapError, match=r"the child run used \d+ MB .* was killed"):
+        watch.check()
+    # Overshoot is bounded by what the child allocates between two samples (16 MB blocks every
+    # 10 ms, sampled every 2 ms): at most a couple of blocks past the cap.
+    assert cap < watch.peak_bytes <= cap + 48 * MB

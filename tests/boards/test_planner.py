@@ -88,7 +88,7 @@ b = edge_sdk.bundle.Bundle.open(sys.argv[1])
 p = plan(b, sys.argv[2], PlanRequest(height=224, width=224, installed_only=True))
 g = edge_sdk.load(b, plan=p)
 with MemoryWatch(p.memory_cap_bytes) as w:
-    g.generate(steps=1, class_labels=[1], height=224, width=224)
+    g.generate(steps=2, class_labels=[1], height=224, width=224)
 print(json.dumps({"peak": peak_rss_bytes(), "watched": w.peak_bytes, "estimate": p.estimates["peak"],
                   "cap": p.memory_cap_bytes}))
 """
