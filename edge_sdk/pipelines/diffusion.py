@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edge_sdk.bundle import Bundle
-from edge_sdk.errors import UsageError
+from edge_sdk.errors import BundleError, UsageError
 from edge_sdk.pipelines.callbacks import StepCallback, StepInfo, minmax_uint8, notify
 from edge_sdk.pipelines.img2img import ImageLike, encode_latents, read_image, resize, to_model_range
 from edge_sdk.pipelines.labels import class_labels_for, null_labels_for
@@ -43,6 +43,10 @@ class DiffusionPipeline:
         self.sampler_defaults = bundle.sampler
         self.text = TextConditioner(bundle, self.sessions) if self.conditioning == "text" else None
         self.value_range = tuple(self.model.get("output_range", (-1.0, 1.0)))
+        self._denoiser_inputs = [t.name for t in bundle.signature("denoiser")[0]]
+        if self.conditioning in ("class", "text") and len(self._denoiser_inputs) < 3:
+            raise BundleError(f"bundle {bundle.name}: a {self.conditioning}-conditioned denoiser needs a third input "
+                              f"(it has {', '.join(self._denoiser_inputs)})", hint="convert the model again")
 
     def close(self) -> None:
         self.sessions.close()
@@ -73,7 +77,7 @@ class DiffusionPipeline:
     # -- model calls -----------------------------------------------------------------------------
     def denoise(self, x: np.ndarray, t: float, context: np.ndarray | None, step: int) -> np.ndarray:
         """One denoiser call: sample, timestep per row, and the conditioning (third input) if any."""
-        names = [s.name for s in self.bundle.signature("denoiser")[0]]
+        names = self._denoiser_inputs
         feeds = {names[0]: x, names[1]: np.full((x.shape[0],), t, dtype=np.float32)}
         if context is not None:
             feeds[names[2]] = context

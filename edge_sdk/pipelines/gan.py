@@ -57,9 +57,9 @@ class GanPipeline:
         self.sessions.notes.clear()
         if class_labels is not None and batch is None:
             batch = int(np.atleast_1d(np.asarray(class_labels)).shape[0])
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
+            raise UsageError(f"batch must be a positive integer, got {batch!r}")
         batch = int(batch or 1)
-        if batch < 1:
-            raise UsageError(f"batch must be at least 1, got {batch}")
         noise = RowNoise(seed, batch)
         z = noise.draw(self.latent_shape())
         ins, _ = self.bundle.signature("generator")

@@ -81,7 +81,8 @@ class Sessions:
     def _run_chunked(rt: Runtime, component: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run once, or in slices when the model's batch axis is fixed (static NPU artifacts)."""
         fixed = rt.inputs[0].shape[0] if rt.inputs and rt.inputs[0].shape else None
-        n = len(next(iter(feeds.values()))) if feeds else 0
+        first = np.asarray(next(iter(feeds.values()))) if feeds else np.zeros(())
+        n = first.shape[0] if first.ndim else 0
         if not isinstance(fixed, int) or fixed <= 0 or n <= fixed:
             return rt.run(feeds)[rt.outputs[0].name]
         if n % fixed:
