@@ -71,6 +71,28 @@ class Bundle:
         """Check every listed file: a regular file, not a link, of the recorded size and sha256."""
         for f in manifest.all_files(self.manifest):
             self._check_file(f)
+        self._check_onnx_external_data()
+
+    def _check_onnx_external_data(self) -> None:
+        """An ONNX model may name weight files beside it; each must be one the manifest lists (and so
+        was just hashed), so no unverified byte reaches a runtime (hardening, docs/hardening.md)."""
+        from edge_sdk.modelcheck import onnx_external_data
+
+        for comp in self.manifest["components"].values():
+            for art in comp["artifacts"]:
+                if not art["entry"].endswith(".onnx"):
+                    continue
+                listed = {f["path"] for f in art["files"]}
+                base = art["entry"].rsplit("/", 1)[0] if "/" in art["entry"] else ""
+                for ext in onnx_external_data(resolve_inside(self.root, art["entry"], where=f"bundle {self.root}")):
+                    loc = ext.get("location", "")
+                    check_relpath(loc, where=f"bundle {self.root}: {art['entry']} external data")
+                    rel = f"{base}/{loc}" if base else loc
+                    check_relpath(rel, where=f"bundle {self.root}: {art['entry']} external data")
+                    if rel not in listed:
+                        raise IntegrityError(f"bundle {self.root}: {art['entry']} reads external data {loc!r}, "
+                                             "which the manifest does not list",
+                                             hint="the bundle was altered or built by hand; convert it again")
 
     def _check_file(self, f: dict[str, Any]) -> Path:
         rel = f["path"]

@@ -169,16 +169,35 @@ def _external(location: str | None, *, symlink_to: str | None = None, truncate: 
     return setup
 
 
+# In a bundle, Bundle.open refuses them (a location must be a listed, hashed file) ...
 case(id="onnx-external-data-dotdot", error=UnsafePathError, fragment="leaves the bundle", native=True,
      setup=_external("../../../outside-secret.bin"))
-case(id="onnx-external-data-absolute", error=UnsafePathError, fragment="is absolute", native=True,
+case(id="onnx-external-data-absolute", error=UnsafePathError, fragment="absolute path '/etc/hostname'", native=True,
      setup=_external("/etc/hostname"))
-case(id="onnx-external-data-symlink", error=UnsafePathError, fragment="symbolic link", native=True,
-     setup=_external(None, symlink_to="outside", listed=False))
-case(id="onnx-external-data-missing", error=ModelFileError, fragment="is missing", native=True,
-     setup=_external("not-there.bin"))
+case(id="onnx-external-data-unlisted", error=IntegrityError, fragment="which the manifest does not list",
+     native=True, setup=_external(None, symlink_to="outside", listed=False))
+case(id="onnx-external-data-missing", error=IntegrityError, fragment="which the manifest does not list",
+     native=True, setup=_external("not-there.bin"))
 case(id="onnx-external-data-truncated", error=ModelFileError, fragment="outside the", native=True,
      setup=_external(None, truncate=True))
+
+
+# ... and opened directly (no bundle), the runtime adapter's pre-parse refuses them before
+# onnxruntime reads a byte. Run in a supervised child: this is the path with no bundle in front.
+def _open_directly(b: Path, t: Path) -> object:
+    from edge_sdk.supervise import run_supervised
+
+    return run_supervised("edge_sdk.runtimes.registry:open_artifact", str(b / MODEL), "onnxruntime", timeout=120)
+
+
+case(id="runtime-external-data-dotdot", error=UnsafePathError, fragment="leaves the bundle",
+     setup=_external("../../../outside-secret.bin"), api=_open_directly, cli=None)
+case(id="runtime-external-data-absolute", error=UnsafePathError, fragment="is absolute",
+     setup=_external("/etc/hostname"), api=_open_directly, cli=None)
+case(id="runtime-external-data-symlink", error=UnsafePathError, fragment="symbolic link",
+     setup=_external(None, symlink_to="outside", listed=False), api=_open_directly, cli=None)
+case(id="runtime-external-data-missing", error=ModelFileError, fragment="is missing",
+     setup=_external("not-there.bin"), api=_open_directly, cli=None)
 
 
 # -- TFLite and OpenVINO artifacts with bad bytes -------------------------------------------------------
