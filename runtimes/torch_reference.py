@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_sdk.errors import InferenceError, ModelFileError, RuntimeUnavailableError, UsageError
+from edge_sdk.errors import InferenceError, InputError, ModelFileError, RuntimeUnavailableError, UsageError
 from edge_sdk.manifest import TensorSpec
 from edge_sdk.runtimes.base import Runtime
 
@@ -90,8 +90,6 @@ class TorchReferenceRuntime(Runtime):
         # Specs of an exported program hold the example shapes; only names and dtypes are binding.
         expected = [s.name for s in self.inputs]
         if sorted(feeds) != sorted(expected):
-            from edge_sdk.errors import InputError
-
             raise InputError(f"torch reference {self.path.name}: inputs {sorted(feeds)} do not match {sorted(expected)}")
         return {k: np.ascontiguousarray(feeds[k]) for k in expected}
 
