@@ -146,6 +146,21 @@ def _tokenizer_json(folder: Path, work: Path) -> Path:
     return out
 
 
+def _pad_token_id(folder: Path, tokenizer_json: Path) -> int | None:
+    """The pad token's id from tokenizer_config.json: the pipeline pads prompts with it when
+    tokenizer.json itself has no padding setting (CLIP's usually has none)."""
+    cfg = folder / "tokenizer_config.json"
+    if not cfg.is_file():
+        return None
+    pad = _read_json(cfg).get("pad_token")
+    pad = pad.get("content") if isinstance(pad, dict) else pad
+    if not isinstance(pad, str):
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(tokenizer_json)).token_to_id(pad)
+
+
 def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_batch: int = 1) -> ModelSpec:
     """A ModelSpec with every component the folder has (denoiser, decoder, encoder, text_encoder)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
@@ -226,11 +241,13 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
         if (root / "tokenizer").is_dir():
             work = Path(tempfile.mkdtemp(prefix="edge-sdk-tok-"))
             extra["tokenizer.json"] = _tokenizer_json(root / "tokenizer", work)
+            pad_id = _pad_token_id(root / "tokenizer", extra["tokenizer.json"])
         comps["text_encoder"] = ComponentSpec(
             role="text_encoder", module=TextEncoder(te).eval(), example_inputs={"input_ids": ids},
             output_names=["last_hidden_state"], dynamic_dims={"input_ids": {0: "batch"}},
             output_dynamic_dims={"last_hidden_state": {0: "batch"}}, extra_files=extra,
-            config={"vocab_size": int(te.config.vocab_size), "max_length": length})
+            config={"vocab_size": int(te.config.vocab_size), "max_length": length,
+                    **({"pad_token_id": pad_id} if extra and pad_id is not None else {})})
 
     sched_path = root / "scheduler" / "scheduler_config.json"
     if sched_path.is_file():
