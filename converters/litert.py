@@ -56,7 +56,8 @@ def to_tflite(component: ComponentSpec) -> bytes:
             model = litert_torch.convert(module, sample_kwargs=dict(component.example_inputs))
             return bytes(model.model_content())
     except Exception as e:  # noqa: BLE001 - lowering errors come from torch.export, MLIR and the converter
-        raise conversion_failure(e, role=component.role, fmt="tflite", stage="litert_torch.convert") from None
+        raise conversion_failure(e, role=component.role, fmt="tflite", stage="litert_torch.convert",
+                                 component=component) from None
 
 
 _INT8_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE", "FULLY_CONNECTED", "BATCH_MATMUL")

@@ -53,9 +53,9 @@ def export_onnx(component: ComponentSpec, path: Path) -> list[str]:
             torch.onnx.export(module, args, str(path), dynamo=False, input_names=names,
                               output_names=component.output_names, dynamic_axes=axes, opset_version=18)
         except Exception as e2:
-            err = conversion_failure(e, role=component.role, fmt="onnx", stage="export")
+            err = conversion_failure(e, role=component.role, fmt="onnx", stage="export", component=component)
             if not isinstance(err, UnsupportedOpError):
-                err = conversion_failure(e2, role=component.role, fmt="onnx", stage="export")
+                err = conversion_failure(e2, role=component.role, fmt="onnx", stage="export", component=component)
             if isinstance(err, UnsupportedOpError):
                 raise err from None
             raise ConversionError(f"{component.role}: ONNX export failed with both exporters: {first_line(e2)}",

@@ -37,7 +37,8 @@ def to_ov_model(component: ComponentSpec):
         model = ov.convert_model(component.module.eval(), example_input=tuple(component.example_inputs.values()),
                                  input=spec)
     except Exception as e:  # noqa: BLE001 - OpConversionFailure and friends
-        raise conversion_failure(e, role=component.role, fmt="openvino", stage="convert_model") from None
+        raise conversion_failure(e, role=component.role, fmt="openvino", stage="convert_model",
+                                 component=component) from None
     _apply_names(model, component)
     return model
 

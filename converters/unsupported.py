@@ -36,11 +36,35 @@ def find_op(text: str) -> tuple[str | None, str | None]:
     return op, node
 
 
-def conversion_failure(e: BaseException, *, role: str, fmt: str, stage: str) -> ConversionError:
+def locate_node(component, op: str) -> str | None:
+    """The torch.export node computing ``op`` in ``component`` ('linalg_det in encoder.block.1')."""
+    import torch
+
+    short = op.replace("::", ".").split(".")[1 if op.startswith(("aten", "torch")) else 0].lstrip("_")
+    if op.startswith("torch.ops."):
+        short = op.split(".")[3].lstrip("_")
+    try:
+        ep = torch.export.export(component.module, tuple(component.example_inputs.values()), strict=False)
+    except Exception:  # noqa: BLE001 - only a nicer message is lost
+        return None
+    for n in ep.graph.nodes:
+        if n.op != "call_function":
+            continue
+        target = str(n.target).replace("aten.", "").split(".")[0].lstrip("_")
+        if target == short:
+            stack = n.meta.get("nn_module_stack") or {}
+            where = list(stack.values())[-1][0] if stack else ""
+            return n.name + (f" in {where}" if where else "")
+    return None
+
+
+def conversion_failure(e: BaseException, *, role: str, fmt: str, stage: str, component=None) -> ConversionError:
     """An UnsupportedOpError when the message names an op the format lacks, else a ConversionError."""
     text = str(e)
     low = text.lower()
     op, node = find_op(text)
+    if op and node is None and component is not None and any(h in low for h in _UNSUPPORTED_HINTS):
+        node = locate_node(component, op)
     if op and any(h in low for h in _UNSUPPORTED_HINTS):
         err = UnsupportedOpError(f"{role}: {fmt} cannot express operator {op}"
                                  + (f" (node {node})" if node else "") + f" [{stage}]")
