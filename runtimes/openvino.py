@@ -96,7 +96,8 @@ class OpenVinoRuntime(Runtime):
             notes.append("NPU: " + ("/dev/accel exists but the NPU plugin found no device (linux-npu-driver version?)"
                                     if glob.glob("/dev/accel/accel*") else "no NPU device node (/dev/accel)"))
         return {"available": True, "reason": "", "version": ov.__version__.split("-")[0],
-                "devices": ["auto"] + [d.split(".")[0].lower() for d in present], "device_names": details,
+                "devices": ["auto", *dict.fromkeys(d.split(".")[0].lower() for d in present)],  # GPU.0, GPU.1 -> gpu
+                "device_names": details,
                 "notes": notes}
 
     def _device_name(self, core) -> str:
