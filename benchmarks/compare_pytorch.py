@@ -146,33 +146,39 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
                **{k: (lambda gen=gen: gen.generate(**kw).raw) for k, gen in gens.items()}}
     images = {k: fn() for k, fn in runners.items()}  # warm-up, and the images compared
     times: dict[str, list[float]] = {k: [] for k in runners}
+    cpu: dict[str, list[float]] = {k: [] for k in runners}
     order = list(runners)
     for r in range(args.repeats):
         for k in order[r % len(order):] + order[:r % len(order)]:  # rotate who goes first
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             runners[k]()
             times[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
     for gen in gens.values():
         gen.close()
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     mins = {k: min(v) * 1e3 for k, v in times.items()}
+    cpus = {k: statistics.median(v) * 1e3 for k, v in cpu.items()}
     quality = {k: psnr(images["pytorch eager"], images[k]) for k in gens}
     out: dict[str, Any] = {
         "model": name, "note": bm.note, "bundle": bundle.root.name, "size": size, "steps": args.steps,
         "threads": args.threads, "repeats": args.repeats, "best_plan": plan_label(plans["edge-sdk best"]),
-        "median_ms": med, "min_ms": mins,
+        "median_ms": med, "min_ms": mins, "cpu_median_ms": cpus,
+        "speedup_vs_pytorch_cpu": {k: cpus["pytorch eager"] / cpus[k] for k in gens},
         "speedup_vs_pytorch": {k: med["pytorch eager"] / med[k] for k in gens},
         "speedup_vs_pytorch_min": {k: mins["pytorch eager"] / mins[k] for k in gens},
         "psnr_vs_pytorch_db": quality,
         "tune": [{"plan": c.label, "ok": c.ok, "error": c.error, "e2e_ms": c.end_to_end_ms,
-                  "e2e_min_ms": c.end_to_end_min_ms, "peak_rss_mb": c.peak_rss_mb,
+                  "e2e_min_ms": c.end_to_end_min_ms, "cpu_ms": c.cpu_ms, "peak_rss_mb": c.peak_rss_mb,
                   "psnr_vs_fp32_db": None if c.psnr_db is None else (c.psnr_db if np.isfinite(c.psnr_db) else "inf"),
                   "components": c.components} for c in tuned.candidates]}
     print(f"   best plan: {out['best_plan']}")
     for k in runners:
         extra = "" if k == "pytorch eager" else (f"  x{out['speedup_vs_pytorch'][k]:.2f} vs pytorch, "
                                                  f"PSNR vs pytorch {quality[k]:.1f} dB")
-        print(f"   {k:14s} median {med[k]:9.1f} ms  min {mins[k]:9.1f} ms{extra}", flush=True)
+        if k != "pytorch eager":
+            extra += f", CPU-time x{out['speedup_vs_pytorch_cpu'][k]:.2f}"
+        print(f"   {k:14s} median {med[k]:9.1f} ms  min {mins[k]:9.1f} ms  CPU {cpus[k]:9.1f} ms{extra}", flush=True)
     # Peak memory at the memory size, each side in a fresh process; edge-sdk's best plan via bench.
     msize = args.memory_size if name == "sd" else size
     msteps = 2  # peak memory does not grow with steps: 2 steps exercise every stage

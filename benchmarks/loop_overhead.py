@@ -75,20 +75,25 @@ def main() -> None:
         feeds = list(recorded)
         assert len(feeds) == steps, (len(feeds), steps)
 
-        def bare() -> float:
-            t0 = time.perf_counter()
+        def bare() -> tuple[float, float]:
+            t0, c0 = time.perf_counter(), time.process_time()
             for f in feeds:
                 session.run(out_names, f)
-            return time.perf_counter() - t0
+            return time.perf_counter() - t0, time.process_time() - c0
 
-        loop_s, bare_s, inside_s = [], [], []
+        loop_s, bare_s, inside_s, loop_cpu, bare_cpu = [], [], [], [], []
         for r in range(args.repeats):
             for which in (("loop", "bare") if r % 2 == 0 else ("bare", "loop")):
                 if which == "bare":
-                    bare_s.append(bare())
+                    wall, cpu = bare()
+                    bare_s.append(wall)
+                    bare_cpu.append(cpu)
                 else:
                     timer.times.clear()
+                    c0 = time.process_time()
                     res = gen.generate(**kw)
+                    # CPU time of the loop alone: the whole generate less the decode's share (1 thread).
+                    loop_cpu.append(time.process_time() - c0 - res.timings.get("decode", 0.0))
                     loop_s.append(res.timings["denoise"])
                     inside_s.append(sum(timer.times["denoiser"]))
         loop_m, bare_m = statistics.median(loop_s), statistics.median(bare_s)
@@ -99,10 +104,13 @@ def main() -> None:
                "overhead_min_pct": (min(loop_s) / min(bare_s) - 1) * 100,
                "outside_calls_ms": statistics.median(outside) * 1e3,
                "outside_calls_pct": statistics.median(o / i for o, i in zip(outside, inside_s)) * 100,
-               "per_call_ms": bare_m / steps * 1e3}
+               "per_call_ms": bare_m / steps * 1e3,
+               "loop_cpu_ms": statistics.median(loop_cpu) * 1e3, "bare_cpu_ms": statistics.median(bare_cpu) * 1e3,
+               "overhead_cpu_pct": (statistics.median(loop_cpu) / statistics.median(bare_cpu) - 1) * 100}
         rows.append(row)
         print(f"{steps:3d} steps: loop {row['loop_ms']:8.1f} ms  bare {row['bare_ms']:8.1f} ms  "
               f"overhead {row['overhead_pct']:+6.2f}% (min-based {row['overhead_min_pct']:+6.2f}%)  "
+              f"CPU-time overhead {row['overhead_cpu_pct']:+6.2f}%  "
               f"outside the calls {row['outside_calls_ms']:6.2f} ms = {row['outside_calls_pct']:.3f}%", flush=True)
     gen.close()
     result = {"machine": machine_info(), "args": vars(args), "bundle": bundle.root.name,

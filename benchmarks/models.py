@@ -68,6 +68,7 @@ class BenchModel:
     latent_scale: float
     downsample: int
     note: str = ""
+    formats: tuple[str, ...] = ("onnx", "openvino")
 
     def key(self) -> str:
         """Cache key of the converted bundle: the config and a digest of the weights."""
@@ -108,7 +109,9 @@ def sd_model(latent: int = 32) -> BenchModel:
     sampler = {"default_sampler": "dpmpp_2m", "default_steps": 8, "default_guidance": 7.5, "config": SD_SCHEDULER}
     spec = ModelSpec(name="sd-shaped-tiny", components={"denoiser": den, "decoder": decoder}, model=model,
                      sampler=sampler, description="SD-shaped UNet2DConditionModel + AutoencoderKL, seeded weights")
-    return BenchModel("sd", spec, unet, dec, SD_SCHEDULER, SD_SCALE, 8)
+    # ONNX only: exporting and calibrating this UNet a second time for OpenVINO IR costs ~10 more
+    # minutes on the 2 shared cores, and OpenVINO reads the ONNX artifacts too.
+    return BenchModel("sd", spec, unet, dec, SD_SCHEDULER, SD_SCALE, 8, formats=("onnx",))
 
 
 def demo_model() -> BenchModel:
@@ -134,7 +137,7 @@ def demo_model() -> BenchModel:
 MODELS = {"demo": demo_model, "sd": sd_model}
 
 
-def bundle_for(bm: BenchModel, *, formats: tuple[str, ...] = ("onnx", "openvino"),
+def bundle_for(bm: BenchModel, *, formats: tuple[str, ...] | None = None,
                precisions: tuple[str, ...] = ("fp32", "int8-static"), cache: str | None = None,
                log=print) -> Any:
     """The model converted by ``edge_sdk.convert`` (cached by config and weights); artifacts that fail
@@ -148,6 +151,9 @@ def bundle_for(bm: BenchModel, *, formats: tuple[str, ...] = ("onnx", "openvino"
     from edge_sdk.demo import cache_root
     from edge_sdk.errors import BundleError
 
+    import torch
+
+    formats = formats or bm.formats
     root = Path(cache or os.environ.get("EDGE_SDK_BENCH_CACHE") or cache_root() / "bench")
     path = root / f"{bm.name}-{edge_sdk.__version__}-{'_'.join(formats)}-{'_'.join(precisions)}-{bm.key()}"
     if path.exists():
@@ -157,6 +163,9 @@ def bundle_for(bm: BenchModel, *, formats: tuple[str, ...] = ("onnx", "openvino"
             pass
     root.mkdir(parents=True, exist_ok=True)
     rep = ConvertReport(None)
+    # One torch thread: on a shared 2-core machine two spinning OpenMP threads were measured 15x
+    # slower than one (RESULTS.md), and export + calibration is torch-bound.
+    torch.set_num_threads(1)
     log(f"converting {bm.name} to {', '.join(formats)} x {', '.join(precisions)} (once; cached in {path})")
     # An explicit validation bar, recorded in the manifest: the benchmarks measure int8 quality on the
     # final image (PSNR vs fp32), so an int8 artifact is kept even when its per-call error is over

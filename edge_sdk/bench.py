@@ -65,6 +65,7 @@ class BenchResult:
     end_to_end_ms: float | None = None  # median of the timed generations
     end_to_end_p90_ms: float | None = None
     end_to_end_min_ms: float | None = None  # the least disturbed run: a busy machine inflates the median
+    cpu_ms: float | None = None  # median CPU time of this process per generation (all its threads)
     runs: int = 0  # timed generations (at least ``repeats``, more for quick models)
     per_step_ms: float | None = None  # median over generations of the denoise loop time / steps
     first_run_ms: float | None = None  # the warm-up generation: sessions created, caches cold
@@ -282,15 +283,16 @@ def measure_plan(bundle_path: str, plan_json: dict[str, Any], *, steps: int, see
             result = gen.generate(**kw)
         first = (time.perf_counter() - t0) / max(1, warmup)
         timer.times.clear()
-        walls, per_step = [], []
+        walls, cpus, per_step = [], [], []
         t_start = time.perf_counter()
         # At least ``repeats`` runs and ``min_seconds`` of them: quick models get enough samples for
         # a median that a busy machine's scheduling hiccups do not decide.
         while len(walls) < max(1, repeats) or (time.perf_counter() - t_start < min_seconds
                                                  and len(walls) < MAX_REPEATS):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             result = gen.generate(**kw)
             walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
             n = int(result.info.get("steps_run") or steps or 1)
             if "denoise" in result.timings:
                 per_step.append(result.timings["denoise"] / max(1, n))
@@ -301,6 +303,7 @@ def measure_plan(bundle_path: str, plan_json: dict[str, Any], *, steps: int, see
              for c, ts in timer.times.items() if ts}
     return {"components": comps, "end_to_end_ms": statistics.median(walls) * 1e3,
             "end_to_end_p90_ms": _pct(walls, 90) * 1e3, "end_to_end_min_ms": min(walls) * 1e3, "runs": n,
+            "cpu_ms": statistics.median(cpus) * 1e3,
             "per_step_ms": statistics.median(per_step) * 1e3 if per_step else None,
             "first_run_ms": first * 1e3, "peak_rss_mb": peak_rss_bytes() / 2**20, "base_rss_mb": base / 2**20,
             "image": np.asarray(result.raw, dtype=np.float32), "notes": notes,
@@ -334,7 +337,7 @@ def psnr(reference: np.ndarray, image: np.ndarray, value_range: Sequence[float] 
 
 
 def _fill(result: BenchResult, data: dict[str, Any]) -> None:
-    for key in ("components", "end_to_end_ms", "end_to_end_p90_ms", "end_to_end_min_ms", "runs", "per_step_ms", "first_run_ms", "peak_rss_mb",
+    for key in ("components", "end_to_end_ms", "end_to_end_p90_ms", "end_to_end_min_ms", "runs", "cpu_ms", "per_step_ms", "first_run_ms", "peak_rss_mb",
                 "base_rss_mb", "notes", "image"):
         setattr(result, key, data[key])
 
