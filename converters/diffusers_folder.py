@@ -134,15 +134,18 @@ def _tokenizer_json(folder: Path, work: Path) -> Path:
     if (folder / "tokenizer.json").is_file():
         return folder / "tokenizer.json"
     try:
-        from transformers import CLIPTokenizerFast
+        import transformers
 
+        # transformers 5 made CLIPTokenizer the tokenizers-backed one; 4.x calls it CLIPTokenizerFast.
+        cls = getattr(transformers, "CLIPTokenizerFast", None) or transformers.CLIPTokenizer
         with _offline():
-            tok = CLIPTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+            tok = cls.from_pretrained(str(folder), local_files_only=True)
+        backend = getattr(tok, "backend_tokenizer", None) or tok._tokenizer
     except Exception as e:  # noqa: BLE001
         raise ModelSourceError(f"cannot build tokenizer.json from {folder}: {str(e).splitlines()[0][:300]}",
                                hint="the folder needs tokenizer.json, or vocab.json + merges.txt") from None
     out = work / "tokenizer.json"
-    tok.backend_tokenizer.save(str(out))
+    backend.save(str(out))
     return out
 
 

@@ -18,6 +18,21 @@ from edge_sdk.converters.spec import ComponentSpec, ModelSpec
 from edge_sdk.errors import ModelSourceError
 
 
+class ExportedModule(torch.nn.Module):
+    """An exported program's module that tolerates ``.eval()`` (it has no train/eval modes)."""
+
+    def __init__(self, gm: torch.nn.Module) -> None:
+        super().__init__()
+        self.program = gm
+
+    def forward(self, *args: torch.Tensor):
+        return self.program(*args)
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        self.training = mode  # the graph's ops were fixed at export time; nothing to switch
+        return self
+
+
 def _axis_name(ndim: int, axis: int, input_name: str) -> str:
     if axis == 0:
         return "batch"
@@ -54,7 +69,7 @@ def load_pt2(path: str | Path, *, name: str | None = None, role: str | None = No
         val = placeholders[name_].meta.get("val")
         shape = val.shape if val is not None else t.shape
         dyn[name_] = {i: _axis_name(len(shape), i, name_) for i, s in enumerate(shape) if isinstance(s, torch.SymInt)}
-    module = ep.module()
+    module = ExportedModule(ep.module())
     from edge_sdk.converters.sources import DEFAULT_OUTPUT, default_output_dims
 
     out_names = [DEFAULT_OUTPUT.get(role, "output")]

@@ -77,7 +77,7 @@ def tiny_dcgan() -> DCGANGenerator:
 def write_clip_tokenizer(folder: Path) -> None:
     """A byte-level CLIP BPE vocabulary with no merges: valid, tiny, and built offline."""
     from transformers import CLIPTokenizer
-    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     folder.mkdir(parents=True, exist_ok=True)
     chars = list(bytes_to_unicode().values())
@@ -87,7 +87,7 @@ def write_clip_tokenizer(folder: Path) -> None:
     vocab["<|endoftext|>"] = len(vocab)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+    tok = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), model_max_length=16)
     tok.save_pretrained(str(folder))
     (folder / "tokenizer.json").unlink(missing_ok=True)  # the converter must build it itself
 
