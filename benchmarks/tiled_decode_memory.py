@@ -8,7 +8,10 @@ wider decoder), converts it to ONNX with ``edge_sdk.convert``, then generates on
 - **untiled**: the plan for a 64 GB board (whole-image decode);
 - **capped**: the plan for a board profile written here with a --cap MB memory cap (the planner
   picks tiles, sequential loading, ... so the estimate fits), run under ``MemoryWatch``;
-- **untiled under the cap**: the untiled plan run under the same cap, to show the watcher stop it.
+- **untiled under the cap**: the untiled plan run under the same cap, to show the in-process
+  watcher stop it (at the next component call: one decoder call overshoots first);
+- **untiled, child killed**: the same, watched from the parent, which kills the child the moment
+  it crosses the cap (how a supervised run is kept under it without cgroups).
 
 In each child the kernel's peak-RSS mark (VmHWM) is read at the end of denoising, reset, and read
 again after decoding, so each stage's peak is its own. Prints a table of estimate vs measured per
@@ -86,12 +89,25 @@ def write_board(path: Path, cap_mb: int, threads: int) -> None:
     path.write_text(text)
 
 
-def run_child(bundle: Path, plan, size: int, cap: int) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(bundle), json.dumps(plan.to_json()), str(size), str(cap)],
-                          capture_output=True, text=True, timeout=1800)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
+def run_child(bundle: Path, plan, size: int, cap: int, *, kill_at: int = 0) -> dict:
+    """Run CHILD; with ``kill_at`` the parent watches it and SIGKILLs it when it crosses that many bytes."""
+    from edge_sdk.errors import MemoryCapError
+    from edge_sdk.memory import MemoryWatch
+
+    argv = [sys.executable, "-c", CHILD, str(bundle), json.dumps(plan.to_json()), str(size), str(cap)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watch = MemoryWatch(kill_at, interval_s=0.002, pid=proc.pid, kill=True, where="the child run").start() \
+        if kill_at else None
+    out, err = proc.communicate(timeout=1800)
+    if watch is not None:
+        watch.stop()
+        try:
+            watch.check()
+        except MemoryCapError as e:
+            return {"killed": e.message, "watched_peak": watch.peak_bytes}
+    line = next((ln for ln in out.splitlines() if ln.startswith("RESULT")), None)
     if line is None:
-        raise SystemExit(f"child failed ({proc.returncode}): {proc.stderr[-3000:]}")
+        raise SystemExit(f"child failed ({proc.returncode}): {err[-3000:]}")
     return json.loads(line[len("RESULT"):])
 
 
@@ -121,18 +137,24 @@ def main() -> None:
         for c in p.components.values():
             c.threads = args.threads
     cap = args.cap * MB
-    runs = {"untiled": (untiled, 0), "capped": (capped, cap), "untiled under the cap": (untiled, cap)}
+    runs = {"untiled": (untiled, 0, 0), "capped": (capped, cap, 0), "untiled under the cap": (untiled, cap, 0),
+            "untiled, child killed": (untiled, 0, cap)}
     results = {}
-    for name, (p, c) in runs.items():
+    for name, (p, c, kill_at) in runs.items():
         results[name] = {"plan": {"cfg": p.cfg, "tiling": p.to_json()["decode_tiling"],
                                   "resident": {k: v.resident for k, v in p.components.items()}},
-                         "estimates": p.estimates, "measured": run_child(bundle_path, p, args.size, c)}
+                         "estimates": p.estimates,
+                         "measured": run_child(bundle_path, p, args.size, c, kill_at=kill_at)}
 
     print(f"decode of {args.size}x{args.size} px ({args.size // 4}x{args.size // 4} latent cells), "
           f"ONNX Runtime CPU, {args.threads} threads; small cap {args.cap} MB")
     print(f"{'run':24} {'stage':8} {'estimate MB':>12} {'measured MB':>12} {'est/meas':>9}")
     for name, r in results.items():
         m = r["measured"]
+        if "killed" in m:
+            print(f"{name:24} killed by the parent's watcher, highest RSS seen {m['watched_peak'] / MB:.0f} MB: "
+                  f"{m['killed']}")
+            continue
         if "stopped" in m:
             print(f"{name:24} stopped by the watcher at {m['rss_when_stopped'] / MB:.0f} MB RSS: {m['stopped']}")
             continue

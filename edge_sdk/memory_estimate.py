@@ -44,9 +44,13 @@ from edge_sdk.errors import PlanError
 
 MB = 1024 * 1024
 CACHE_ENV = "EDGE_SDK_CACHE_DIR"
-PROFILE_VERSION = 2
+PROFILE_VERSION = 4
 # Process before any session, per runtime, measured here (Python 3.11 + numpy + the runtime).
 DEFAULT_BASE = {"onnxruntime": 60 * MB, "openvino": 110 * MB, "litert": 45 * MB}
+# Session options the planner gives each runtime, and the probe measures with: ONNX Runtime's
+# memory pattern would add a second pre-planned block beside the arena after the first run
+# (2x the activations here, and no faster on CPU: 0.29 s vs 0.46 s per denoiser call measured).
+RUNTIME_OPTIONS: dict[str, dict[str, Any]] = {"onnxruntime": {"mem_pattern": False}}
 SESSION_FACTOR = 1.2  # runtime-held bytes per artifact byte, when not measured
 SESSION_FIXED = 20 * MB
 # Role defaults, calibrated on SD 1.5 (fp32): VAE decoder 3.9 KB per output pixel with 49.5M
@@ -69,12 +73,23 @@ class ComponentCost:
     c2: float  # bytes per cell**2 (attention)
     unit: str  # "out_pixel" or "cell"
     source: str  # "measured", "manifest" or "default"
-    samples: list[list[float]] = field(default_factory=list)  # [cells_side, measured activation bytes]
+    samples: list[list[float]] = field(default_factory=list)  # [cells_side, first call, later calls]
+    # The same fit for a session that has already run once at that shape (its steady state):
+    # ONNX Runtime's arena keeps the first call's buffers and adds the planned memory pattern,
+    # between 1x and 2x of the first call depending on how the sizes round. None: 2x is assumed.
+    repeated: list[float] | None = None
 
-    def activation(self, cells: int, *, down: int = 1, batch: int = 1) -> int:
-        """Activation bytes of one call on ``batch`` items of ``cells`` latent cells each."""
+    def activation(self, cells: int, *, down: int = 1, batch: int = 1, repeated: bool = False) -> int:
+        """Activation bytes of a call on ``batch`` items of ``cells`` latent cells each.
+
+        ``repeated``: what a resident session holds once it has been called more than once.
+        """
         units = cells * down * down if self.unit == "out_pixel" else cells
-        return int(batch * (self.c0 + max(self.c1 * units, self.c2 * cells * cells)))
+        c0, c1, c2 = (self.repeated if repeated and self.repeated else (self.c0, self.c1, self.c2))
+        act = batch * (c0 + max(c1 * units, c2 * cells * cells))
+        if repeated and not self.repeated:
+            act *= 2.0
+        return int(act)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,19 +170,23 @@ def _probe_feeds(inputs: list[dict[str, Any]], n: int, model: dict[str, Any]) ->
     return feeds
 
 
-def _one_size(cls, args: dict[str, Any], n: int | None) -> tuple[int, int, list[dict[str, Any]]]:
-    """Open the artifact, run it once at ``n`` cells per side: (session bytes, activation bytes, inputs)."""
+def _one_size(cls, args: dict[str, Any], n: int | None) -> tuple[int, list[int], list[dict[str, Any]]]:
+    """Open the artifact, run it twice at ``n`` cells per side: (session bytes, [first, second] peaks, inputs)."""
     from edge_sdk.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 
     before_open = rss_bytes()
-    rt = cls(args["path"], device=args["device"], threads=args.get("threads"))
+    rt = cls(args["path"], device=args["device"], threads=args.get("threads"), options=args.get("options"))
     before = rss_bytes()
     inputs = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in rt.inputs]
+    acts = []
     if n is not None:
         if not reset_peak_rss():
             before = peak_rss_bytes()  # cannot reset the mark: only growth past it is seen
-        rt.run(_probe_feeds(inputs, n, args["model"]))
-    return before - before_open, max(0, peak_rss_bytes() - before), inputs
+        feeds = _probe_feeds(inputs, n, args["model"])
+        for _ in range(2):  # the first call, then the steady state of a session that ran before
+            rt.run(feeds)
+            acts.append(max(0, peak_rss_bytes() - before))
+    return before - before_open, acts, inputs
 
 
 def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
@@ -193,8 +212,8 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
         if pid == 0:  # the forked child: measure, report, leave without cleanup
             try:
                 os.close(r)
-                _, act, _ = _one_size(cls, args, n)
-                os.write(w, str(act).encode())
+                _, acts, _ = _one_size(cls, args, n)
+                os.write(w, json.dumps(acts).encode())
             finally:
                 os._exit(0)
         os.close(w)
@@ -204,8 +223,9 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
             os.waitpid(pid, 0)
         if not text:
             break  # the size failed (too big, or the model refuses it): fit what we have
-        samples.append([n, int(text)])
-        if int(text) > args["budget"] and len(samples) >= 3:
+        acts = json.loads(text)
+        samples.append([n, *acts])
+        if acts[0] > args["budget"] and len(samples) >= 3:
             break
     return {"base": base, "session": session, "samples": samples}
 
@@ -214,7 +234,7 @@ def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "c
           sizes: tuple[int, ...] = _PROBE_SIZES, budget: int = _PROBE_BUDGET, timeout: float = 300) -> ComponentCost:
     """Measure a component's cost on ``runtime`` here, in a child process (clean peak-RSS marks)."""
     args = {"runtime": runtime, "path": str(art.path), "device": device, "threads": 1, "sizes": list(sizes),
-            "budget": budget, "model": bundle.model}
+            "budget": budget, "model": bundle.model, "options": RUNTIME_OPTIONS.get(runtime, {})}
     code = ("import json,sys; from edge_sdk.memory_estimate import _probe_child; "
             "print('EDGE_SDK_PROBE' + json.dumps(_probe_child(json.loads(sys.stdin.read()))))")
     try:
@@ -234,10 +254,13 @@ def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "c
     if component == "decoder" and has_attention(Path(art.path)) is not False:
         # AutoencoderKL-family decoders: one fp32 (fp16: half) score matrix at latent resolution.
         floor = 2.0 if art.precision == "fp16" else 4.0
-    c0, c1, c2 = fit_activation(got["samples"], down=down, c2_floor=floor)
+    first = [[x[0], x[1]] for x in got["samples"]]
+    later = [[x[0], max(x[1], x[-1])] for x in got["samples"]]
+    c0, c1, c2 = fit_activation(first, down=down, c2_floor=floor)
+    rep = fit_activation(later, down=down, c2_floor=floor)
     return ComponentCost(role=component, runtime=runtime, base=int(got["base"]), session=int(got["session"]),
                          c0=c0, c1=c1, c2=c2, unit="out_pixel" if component == "decoder" else "cell",
-                         source="measured", samples=got["samples"])
+                         source="measured", samples=got["samples"], repeated=list(rep))
 
 
 def fit_activation(samples: list[list[float]], *, down: int = 1, c2_floor: float = 0.0) -> tuple[float, float, float]:

@@ -24,7 +24,7 @@ from typing import Any
 from edge_sdk.board import BoardProfile, load_board
 from edge_sdk.bundle import Artifact, Bundle
 from edge_sdk.errors import PlanError, UsageError
-from edge_sdk.memory_estimate import ComponentCost, component_cost, default_cost
+from edge_sdk.memory_estimate import RUNTIME_OPTIONS, ComponentCost, component_cost, default_cost
 from edge_sdk.plan import PRECISION_ORDER, ComponentPlan, Plan, TilePlan, usable_runtimes
 
 MB = 1024 * 1024
@@ -36,11 +36,6 @@ BUFFER_OVERHEAD = 8 * MB  # latents, noise, sampler state, small copies
 # What a run imports beyond the probe's Python + numpy + runtime (edge_sdk's pipelines, opencv,
 # click), measured here: 24 MB.
 PIPELINE_IMPORTS = 24 * MB
-# ONNX Runtime's CPU arena keeps the first run's buffers and then allocates the planned memory
-# pattern as one block for the next runs at the same shape: a component called repeatedly (the
-# denoiser over steps, the decoder over tiles) holds ~2x one call's activations (measured here:
-# 118 MB after one 54x54-cell decoder tile, 232 MB after the second and every later one).
-REPEAT_FACTOR = {"onnxruntime": 2.0}
 # Estimates land within ~5% of measured peaks here; keep that much of the cap spare.
 FIT_MARGIN = 0.95
 
@@ -149,7 +144,7 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
                     elif device.upper() == "NPU":
                         continue
                     cp = ComponentPlan(runtime=runtime, format=fmt, precision=prec, variant=a.variant, device=device,
-                                       threads=board.threads)
+                                       threads=board.threads, options=dict(RUNTIME_OPTIONS.get(runtime, {})))
                     measure = req.measure and runtime in measure_ok
                     cost = (component_cost(bundle, role, runtime, a, device=PROBE_DEVICE.get(runtime, "cpu"))
                             if measure else default_cost(bundle, role, runtime, a))
@@ -196,23 +191,23 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
             act = c.activation(h * w)
             est["generate"] = base + held(main) + act + batch * px * IMAGE_BYTES_PER_PIXEL
         else:  # called once per step (twice with sequential CFG): the repeat factor applies
-            act = c.activation(h * w, batch=per_call)
-            if main in resident:  # a session reloaded per call starts with a fresh arena each time
-                act = int(act * REPEAT_FACTOR.get(c.runtime, 1.0))
+            # A resident session runs every step at one shape: its steady state. One reloaded per
+            # call starts with a fresh arena each time.
+            act = c.activation(h * w, batch=per_call, repeated=main in resident)
             est["denoise"] = base + held(main) + act + BUFFER_OVERHEAD
         ran(main, act)
     if "decoder" in choices:
         c = choices["decoder"].cost
         px = h * w * down * down
+        # Several decoder calls of one shape on one session (tiles, batch rows): its steady state.
+        repeated = "decoder" in resident and (batch > 1 or (rung.tile is not None and max(h, w) > rung.tile))
         if rung.tile is None:
-            act = c.activation(h * w, down=down)
+            act = c.activation(h * w, down=down, repeated=repeated)
             extra = 0
         else:
             t = rung.tile
-            act = c.activation(min(t, h) * min(t, w), down=down)
+            act = c.activation(min(t, h) * min(t, w), down=down, repeated=repeated)
             extra = px * 4  # the blend weights
-        if "decoder" in resident and (batch > 1 or (rung.tile is not None and max(h, w) > rung.tile)):
-            act = int(act * REPEAT_FACTOR.get(c.runtime, 1.0))  # several decoder calls of one shape
         est["decode"] = base + held("decoder") + act + batch * px * IMAGE_BYTES_PER_PIXEL + extra + BUFFER_OVERHEAD
     return est
 
