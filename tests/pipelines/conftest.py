@@ -280,4 +280,4 @@ def ref():
     from types import SimpleNamespace
 
     return SimpleNamespace(torch_call=torch_call, reference_loop=reference_loop, cfg=cfg, LATENT_SCALE=LATENT_SCALE,
-                           TEXT_LEN=TEXT_LEN, SCHEDULER=SCHEDULER)
+                           TEXT_LEN=TEXT_LEN, SCHEDULER=SCHEDULER, build_text_spec=build_text_spec)

@@ -47,3 +47,34 @@ def test_default_plan_covers_every_component(text_bundle):
     bundle, _ = text_bundle
     with edge_sdk.load(bundle) as g:
         assert set(g.plan.components) == {"text_encoder", "denoiser", "decoder", "encoder"}
+
+
+
+@pytest.mark.slow
+def test_mixed_precisions_and_embeddings_without_a_text_encoder(ref, tmp_path):
+    """Denoiser fp32 and decoder fp16 (ONNX on ONNX Runtime) in one plan; the bundle has no text
+    encoder, so precomputed embeddings drive it."""
+    from edge_sdk.errors import UsageError
+
+    spec, modules = ref.build_text_spec(tmp_path)
+    bundle = edge_sdk.convert(spec, tmp_path / "mixed.bundle", precisions="fp32,fp16",
+                              components=["denoiser", "decoder"])
+    ids = np.array([[2, 5, 9, 11, 3, 0, 0, 0]], dtype=np.int64)
+    cond = ref.torch_call(modules["text_encoder"], ids)
+    uncond = ref.torch_call(modules["text_encoder"], np.array([[2, 3, 0, 0, 0, 0, 0, 0]], dtype=np.int64))
+    ort32 = ComponentPlan(runtime="onnxruntime", format="onnx", precision="fp32")
+    args = dict(prompt_embeds=cond, negative_prompt_embeds=uncond, steps=3, seed=1, guidance=3.0)
+    with edge_sdk.load(bundle, plan=Plan(components={"denoiser": ort32, "decoder": ort32})) as g:
+        full = g.generate(**args)
+        with pytest.raises(UsageError, match="no text encoder"):
+            g.generate(prompt="a red cat", steps=2)
+        with pytest.raises(UsageError, match="negative_prompt_embeds"):
+            g.generate(prompt_embeds=cond, steps=2, guidance=3.0)
+    half = dataclasses.replace(ort32, precision="fp16")
+    with edge_sdk.load(bundle, plan=Plan(components={"denoiser": ort32, "decoder": half})) as g:
+        mixed = g.generate(**args)
+    np.testing.assert_array_equal(mixed.latents, full.latents)  # the denoiser ran fp32 in both
+    diff = float(np.abs(mixed.raw - full.raw).max())
+    # fp16 keeps ~3 significant digits: on outputs in [-1.3, 1.3] the decoder moves by ~1e-3; a
+    # zero difference would mean the fp16 artifact never ran.
+    assert 0 < diff < 2e-2, diff
