@@ -173,7 +173,7 @@ class SupervisedGenerator:
         self.load_timeout = load_timeout
         self.load_kwargs = load_kwargs
         self._child: _Child | None = None
-        self.plan = None
+        self.plan: Any = None  # the child's Plan (a copy: changing it here changes nothing there)
         self.manifest: dict[str, Any] | None = None
         self._start()
 
@@ -188,7 +188,9 @@ class SupervisedGenerator:
         if kind == "error":
             child.kill()
             raise _rebuild_error(payload)
-        self.plan, self.manifest = payload["plan"], payload["manifest"]
+        from edge_sdk.plan import Plan
+
+        self.plan, self.manifest = Plan.from_json(payload["plan"]), payload["manifest"]
         self._child = child
 
     @property

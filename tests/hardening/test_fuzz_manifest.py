@@ -10,7 +10,8 @@ Bounded in CI (``edge-hardening-ci``: a few hundred examples per test). By hand,
     HYPOTHESIS_PROFILE=edge-hardening-long pytest tests/hardening/test_fuzz_manifest.py \
         -p no:cacheprovider --hypothesis-show-statistics
 
-(``edge-hardening-long``: 20,000 examples per test, no per-example deadline.)
+(``edge-hardening-long``: 20,000 examples per test, or ``EDGE_SDK_FUZZ_EXAMPLES``; no per-example
+deadline.) Each test prints how many cases it ran and how many bundles were accepted/refused.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from edge_sdk.modelcheck import check_onnx_file
 settings.register_profile("edge-hardening-ci", max_examples=300, deadline=timedelta(seconds=5),
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
                           derandomize=True)
-settings.register_profile("edge-hardening-long", max_examples=20_000, deadline=None,
+settings.register_profile("edge-hardening-long", max_examples=int(os.environ.get("EDGE_SDK_FUZZ_EXAMPLES", "20000")),
+                          deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "edge-hardening-ci")
                                if os.environ.get("HYPOTHESIS_PROFILE", "").startswith("edge-hardening")
@@ -158,6 +160,8 @@ def test_mutated_manifests_never_escape_or_crash(base_bundle):
             counts["accepted"] += 1
 
         run()
+        print(f"mutated manifests: {counts['accepted'] + counts['refused']} cases, {counts['refused']} refused, "
+              f"{counts['accepted']} accepted (all usable, no path outside the bundle)")
         # The edits hit hashes, sizes, paths and required keys; most must be refused.
         assert counts["refused"] > counts["accepted"] >= 0
     finally:
@@ -170,6 +174,8 @@ def test_onnx_preparser_takes_any_mutation(base_bundle):
     try:
         target = work / "model.onnx"
 
+        seen = {"cases": 0, "refused": 0}
+
         @PROFILE
         @given(cut=st.integers(0, len(model)), edits=st.lists(
             st.tuples(st.integers(0, len(model) - 1), st.integers(0, 255)), max_size=8))
@@ -179,11 +185,13 @@ def test_onnx_preparser_takes_any_mutation(base_bundle):
                 if i < len(data):
                     data[i] = v
             target.write_bytes(bytes(data))
+            seen["cases"] += 1
             try:
                 check_onnx_file(target)
             except (ModelFileError, UnsafePathError):
-                pass
+                seen["refused"] += 1
 
         run()
+        print(f"ONNX pre-parser: {seen['cases']} cases, {seen['refused']} refused, the rest accepted, 0 other errors")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -104,3 +104,11 @@ def test_cancel_and_usage_errors_cross_the_process_boundary(tiny_bundle):
             iso.generate(steps=1, sampler="nope")
         pid = iso.pid
     assert not _alive(pid)  # close() ends the child
+
+
+def test_cli_run_isolate_writes_the_same_image(cli, tiny_bundle, tmp_path):
+    a = cli("run", str(tiny_bundle), "--steps", "2", "--seed", "4", "--threads", "1", "--out", str(tmp_path / "a.png"))
+    b = cli("run", str(tiny_bundle), "--steps", "2", "--seed", "4", "--threads", "1", "--isolate",
+            "--out", str(tmp_path / "b.png"))
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()

@@ -37,10 +37,12 @@ def parse_size(value: str | None) -> tuple[int | None, int | None]:
 @click.option("--threads", type=click.IntRange(1, 256), help="Threads per session.")
 @click.option("--board", help="Board profile NAME or PATH.toml: run the plan made for it, under its memory cap.")
 @click.option("--out", "out", default="out.png", show_default=True, type=click.Path(), help="PNG to write.")
+@click.option("--isolate", is_flag=True, help="Load and run in a watched child process: a native crash or OOM kill "
+              "there becomes an error here (edge_sdk.supervise).")
 @json_option
 @quiet_option
 def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, prompt, negative_prompt, init_image,
-            strength, runtime, precision, device, threads, board, out, as_json, quiet):
+            strength, runtime, precision, device, threads, board, out, isolate, as_json, quiet):
     """Generate with BUNDLE and write a PNG (a grid when several images)."""
     import edge_sdk
 
@@ -51,7 +53,8 @@ def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, p
         gen = load_for_board(bundle, board, height=height, width=width, batch=batch or len(class_labels) or 1,
                              guidance=guidance, runtime=runtime, precision=precision)
     else:
-        gen = edge_sdk.load(bundle, runtime=runtime, precision=precision, device=device, threads=threads)
+        gen = edge_sdk.load(bundle, runtime=runtime, precision=precision, device=device, threads=threads,
+                            isolate=isolate)
     bars: list[StepBar] = []
 
     def on_step(info) -> None:  # sized by the run itself: img2img runs fewer steps, Heun more calls
