@@ -212,7 +212,13 @@ class SupervisedGenerator:
                     if callback is not None:
                         from edge_sdk.pipelines.diffusion import StepInfo
 
-                        go = callback(StepInfo(**payload)) is not False
+                        try:
+                            go = callback(StepInfo(**payload)) is not False
+                        except BaseException:
+                            # The child waits for our answer; it cannot be resumed cleanly: end it.
+                            child.kill()
+                            self._child = None
+                            raise
                         child.send(("continue", go))
                     continue
                 break

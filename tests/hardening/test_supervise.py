@@ -112,3 +112,13 @@ def test_cli_run_isolate_writes_the_same_image(cli, tiny_bundle, tmp_path):
             "--out", str(tmp_path / "b.png"))
     assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_a_callback_that_raises_does_not_wedge_the_child(tiny_bundle):
+    with edge_sdk.load(tiny_bundle, isolate=True) as iso:
+        def boom(info):
+            raise KeyError("from the app's callback")
+
+        with pytest.raises(KeyError):
+            iso.generate(steps=3, callback=boom)
+        assert iso.generate(steps=1).images.shape == (1, 32, 32, 3)  # a fresh child serves the next call
