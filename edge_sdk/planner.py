@@ -33,9 +33,9 @@ RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "openvino": ("openvino", "onnx"), "
 PROBE_DEVICE = {"onnxruntime": "cpu", "openvino": "CPU", "litert": "cpu"}
 IMAGE_BYTES_PER_PIXEL = 32  # float32 decode output, its uint8 copy and the result's raw copy, per RGB pixel
 BUFFER_OVERHEAD = 8 * MB  # latents, noise, sampler state, small copies
-# What a run imports beyond the probe's Python + numpy + runtime (edge_sdk's pipelines, opencv,
-# click), measured here: 24 MB.
-PIPELINE_IMPORTS = 24 * MB
+# What a run holds beyond the probe's Python + numpy + runtime: edge_sdk's pipelines, opencv,
+# click, PNG encoding. Measured here: 24 MB through the Python API, 40 MB through `edge-sdk run`.
+PIPELINE_IMPORTS = 40 * MB
 # Estimates land within ~5% of measured peaks here; keep that much of the cap spare.
 FIT_MARGIN = 0.95
 
@@ -195,6 +195,8 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
             # call starts with a fresh arena each time.
             act = c.activation(h * w, batch=per_call, repeated=main in resident)
             est["denoise"] = base + held(main) + act + BUFFER_OVERHEAD
+            if "decoder" not in choices:  # pixel space: the samples are the image
+                est["denoise"] += batch * h * w * IMAGE_BYTES_PER_PIXEL
         ran(main, act)
     if "decoder" in choices:
         c = choices["decoder"].cost

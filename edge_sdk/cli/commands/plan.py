@@ -38,7 +38,7 @@ def command(bundle, board, size, batch, guidance, runtime, precision, tile, no_m
                + (" (CPU + GPU, unified)" if p.memory_unified else ""))
     click.echo(table(describe(p), ("component", "runtime", "device", "format", "precision", "threads", "resident")))
     tiling = (f"{p.decode_tiling.tile}-cell tiles, {p.decode_tiling.overlap}-cell overlap" if p.decode_tiling
-              else "whole image")
+              else "whole image" if "decoder" in p.components else "none (no decoder)")
     click.echo(f"\nCFG {p.cfg}; decode: {tiling}")
     rows = [(stage, f"{v / MB:.0f} MB", f"{100 * v / p.memory_cap_bytes:.0f}% of cap") for stage, v in p.estimates.items()]
     click.echo(table(rows, ("stage", "estimated peak", "")))
