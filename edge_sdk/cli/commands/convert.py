@@ -3,10 +3,38 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
 from edge_sdk.cli.common import emit_json, json_option, progress_enabled, quiet_option, table
+
+
+class _Progress:
+    """One line per (component, format, precision) and stage on stderr; a terminal gets the stage
+    rewritten in place, a log gets every stage on its own line. Silent with --quiet."""
+
+    def __init__(self, enabled: bool, live: bool) -> None:
+        self.enabled = enabled
+        self.live = live
+        self.t0 = time.perf_counter()
+        self._open = False
+
+    def __call__(self, component: str, fmt: str, prec: str, stage: str) -> None:
+        if not self.enabled:
+            return
+        stamp = f"{time.perf_counter() - self.t0:7.1f}s"
+        label = f"{component:<12} {fmt:<9} {prec:<18}" if component else "bundle"
+        line = f"{stamp}  {label} {stage}"
+        final = stage in ("done", "failed", "write")
+        if self.live:
+            click.echo("\r\033[K" + line, err=True, nl=final)
+        else:
+            click.echo(line, err=True)
+
+    def close(self) -> None:
+        if self.enabled and self.live:
+            click.echo("", err=True, nl=False)
 
 
 @click.command("convert")
@@ -15,42 +43,58 @@ from edge_sdk.cli.common import emit_json, json_option, progress_enabled, quiet_
 @click.option("--format", "formats", default="onnx", show_default=True,
               help="Comma-separated formats: onnx, openvino, tflite, or all.")
 @click.option("--precision", "precisions", default="fp32", show_default=True,
-              help="Comma-separated precisions: fp32, fp16, int8 (int8 = static, calibrated), int8-weight.")
+              help="Comma-separated precisions: fp32, fp16, int8 (= int8-static, calibrated), int8-weight, or all.")
 @click.option("--name", help="Bundle name (default: from the source).")
 @click.option("--tolerance", type=float, help="Accept artifacts up to this relative L2 error instead of the "
               "precision's default bar (recorded in the manifest).")
 @click.option("--samples", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Inputs each artifact is validated on.")
+@click.option("--calibration-steps", type=click.IntRange(1, 1000),
+              help="int8 calibration follows the sampler for this many steps (default: the model's default steps).")
+@click.option("--static-variant", is_flag=True,
+              help="Also write fixed-shape artifacts (for NPUs) in formats that make them (openvino).")
+@click.option("--keep-going", is_flag=True,
+              help="Write the artifacts that passed even if others failed (default: all-or-nothing).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --output (atomically).")
 @json_option
 @quiet_option
-def command(source, output, formats, precisions, name, tolerance, samples, overwrite, as_json, quiet):
+def command(source, output, formats, precisions, name, tolerance, samples, calibration_steps, static_variant,
+            keep_going, overwrite, as_json, quiet):
     """Convert SOURCE into a bundle: every artifact is checked against PyTorch.
 
     SOURCE is a `module:factory` entry point (the factory returns `(model, example_inputs)` or a
-    ModelSpec), a `torch.export` program (`.pt2`) or a local diffusers-style folder.
+    ModelSpec), a `torch.export` program (`.pt2`) or a local diffusers-style folder
+    (model_index.json with unet/, vae/, text_encoder/, tokenizer/, scheduler/). See
+    `edge-sdk formats` for what each format makes.
     """
-    from edge_sdk.converters.convert import convert
+    from edge_sdk.converters.convert import ConvertReport, convert
 
-    show = progress_enabled(quiet or as_json)
-
-    def progress(component, fmt, prec, stage):
-        if show or (not quiet and not as_json):
-            msg = f"[{stage}] {component} {fmt} {prec}".rstrip() if component else f"[{stage}] bundle"
-            click.echo(msg, err=True)
-
-    bundle = convert(source, output, formats=formats, precisions=precisions, name=name, overwrite=overwrite,
-                     tolerance=tolerance, samples=samples, progress=progress)
+    # Progress goes to stderr, so --json keeps stdout machine-readable and still shows the stages.
+    progress = _Progress(enabled=not quiet, live=progress_enabled(quiet))
+    report = ConvertReport(None)
+    try:
+        bundle = convert(source, output, formats=formats, precisions=precisions, name=name, overwrite=overwrite,
+                         tolerance=tolerance, samples=samples, calibration_steps=calibration_steps,
+                         static_variant=static_variant, keep_going=keep_going, progress=progress, report=report)
+    finally:
+        progress.close()
     rows = []
     for comp in bundle.components:
         for a in bundle.artifacts(comp):
             v = a.validation or {}
-            rows.append((comp, a.format, a.precision + (f"/{a.variant}" if a.variant else ""),
-                         f"{a.size / 1e6:.2f} MB", f"{v.get('rel_l2', float('nan')):.2e}",
-                         f"{v.get('cosine', float('nan')):.6f}"))
+            label = a.precision + (f"/{a.variant}" if a.variant else "")
+            rows.append((comp, a.format, label, a.size, v.get("rel_l2"), v.get("cosine"),
+                         report.seconds.get(f"{comp} {a.format} {label}")))
+    failures = [{"component": f.component, "format": f.format, "precision": f.precision, "variant": f.variant,
+                 "error": f.error.message} for f in report.failures]
     if as_json:
         emit_json({"bundle": str(bundle.root), "artifacts": [dict(zip(
-            ("component", "format", "precision", "size", "rel_l2", "cosine"), r)) for r in rows]})
+            ("component", "format", "precision", "size_bytes", "rel_l2", "cosine", "convert_seconds"), r))
+            for r in rows], "failures": failures})
     elif not quiet:
-        click.echo(table(rows, ("component", "format", "precision", "size", "rel L2", "cosine")))
+        click.echo(table([(c, f, p, f"{s / 1e6:.2f} MB", f"{r:.2e}", f"{cos:.6f}", f"{sec:.1f}s")
+                          for c, f, p, s, r, cos, sec in rows],
+                         ("component", "format", "precision", "size", "rel L2", "cosine", "time")))
+        for f in failures:
+            click.echo(f"skipped (--keep-going): {f['error']}", err=True)
         click.echo(f"wrote {bundle.root}", file=sys.stdout)
