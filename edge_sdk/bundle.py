@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk import __version__, manifest
-from edge_sdk.errors import BundleError, IntegrityError, UsageError
+from edge_sdk.errors import BundleError, IntegrityError, ModelFileError, UsageError
 from edge_sdk.faults import kill_point
 from edge_sdk.fsutil import atomic_write, fsync_tree, replace_dir, sha256_file
 from edge_sdk.manifest import MANIFEST_NAME, SCHEMA_VERSION, TensorSpec
@@ -84,7 +84,11 @@ class Bundle:
                     continue
                 listed = {f["path"] for f in art["files"]}
                 base = art["entry"].rsplit("/", 1)[0] if "/" in art["entry"] else ""
-                for ext in onnx_external_data(resolve_inside(self.root, art["entry"], where=f"bundle {self.root}")):
+                try:
+                    external = onnx_external_data(resolve_inside(self.root, art["entry"], where=f"bundle {self.root}"))
+                except ModelFileError:
+                    continue  # not parseable: the runtime's own pre-parse refuses it when it is opened
+                for ext in external:
                     loc = ext.get("location", "")
                     check_relpath(loc, where=f"bundle {self.root}: {art['entry']} external data")
                     rel = f"{base}/{loc}" if base else loc
