@@ -2,7 +2,8 @@
 
 Options: ``graph_optimization`` ('disable', 'basic', 'extended', 'all'; default 'all'),
 ``trt_cache_dir`` (TensorRT engine + timing cache, so the second start skips the engine build),
-``trt_fp16`` (default True), ``io_binding`` (default True; used only on CUDA/TensorRT).
+``trt_fp16`` (default True), ``io_binding`` (default True; used only on CUDA/TensorRT),
+``cpu_mem_arena`` and ``mem_pattern`` (default True; False trades some speed for a lower peak).
 
 IO binding: on CUDA/TensorRT, inputs are bound from host memory and outputs to host memory that
 ONNX Runtime allocates once per shape, which saves the per-run output allocation and lets the
@@ -113,6 +114,10 @@ class OnnxRuntime(Runtime):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[level]
         so.log_severity_level = 3
+        # The CPU arena and memory patterns keep a run's peak activations allocated between runs (fast
+        # reuse); off, peak memory falls back after each run (benchmarks/RESULTS.md: 3.3 GB -> 1.2 GB).
+        so.enable_cpu_mem_arena = bool(self.options.get("cpu_mem_arena", True))
+        so.enable_mem_pattern = bool(self.options.get("mem_pattern", True))
         if not self.path.is_file():
             raise ModelFileError(f"onnxruntime: model file {self.path} does not exist")
         try:
