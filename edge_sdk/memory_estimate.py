@@ -44,7 +44,7 @@ from edge_sdk.errors import PlanError
 
 MB = 1024 * 1024
 CACHE_ENV = "EDGE_SDK_CACHE_DIR"
-PROFILE_VERSION = 4
+PROFILE_VERSION = 6
 # Process before any session, per runtime, measured here (Python 3.11 + numpy + the runtime).
 DEFAULT_BASE = {"onnxruntime": 60 * MB, "openvino": 110 * MB, "litert": 45 * MB}
 # Session options the planner gives each runtime, and the probe measures with: ONNX Runtime's
@@ -116,7 +116,7 @@ def default_cost(bundle: Bundle, component: str, runtime: str, art) -> Component
 
 
 def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu",
-                   measure: bool = True) -> ComponentCost:
+                   threads: int | None = None, measure: bool = True) -> ComponentCost:
     """The cost model of one artifact on one runtime: recorded, cached, probed, or the role default."""
     recorded = (bundle.component(component).get("config") or {}).get("memory_profile")
     if isinstance(recorded, dict) and recorded.get("runtime") == runtime:
@@ -126,7 +126,9 @@ def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device:
             pass  # an older or foreign layout: measure instead
     if not measure:
         return default_cost(bundle, component, runtime, art)
-    key = f"{_entry_sha(bundle, component, art)}-{runtime}-{device}-v{PROFILE_VERSION}.json"
+    # Threads matter: each runtime worker thread gets its own malloc arena and stack pages.
+    threads = int(threads or os.cpu_count() or 1)
+    key = f"{_entry_sha(bundle, component, art)}-{runtime}-{device}-t{threads}-v{PROFILE_VERSION}.json"
     cached = _cache_dir() / key
     if cached.is_file():
         try:
@@ -134,7 +136,7 @@ def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device:
         except (ValueError, TypeError):
             pass
     try:
-        cost = probe(bundle, component, runtime, art, device=device)
+        cost = probe(bundle, component, runtime, art, device=device, threads=threads)
     except PlanError:
         return default_cost(bundle, component, runtime, art)
     try:
@@ -200,8 +202,21 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
 
     cls = get_runtime(args["runtime"])  # imports the engine before forking
     cls.probe()
+    # Run-time imports a real run has too (pipelines, opencv), so the base is comparable.
+    import edge_sdk.pipelines  # noqa: F401
+
     base = rss_bytes()
-    session, _, inputs = _one_size(cls, args, None)  # learns the signature; session cost in this process
+    # The first session carries the runtime's one-time set-up; a second one opened beside it is
+    # what each session costs. The set-up goes to the base.
+    one = cls(args["path"], device=args["device"], threads=args.get("threads"), options=args.get("options"))
+    first = rss_bytes() - base
+    two = cls(args["path"], device=args["device"], threads=args.get("threads"), options=args.get("options"))
+    session = rss_bytes() - base - first
+    base += max(0, first - session)
+    inputs = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in one.inputs]
+    one.close()
+    two.close()
+    del one, two
     spatial = any(len(t["shape"]) == 4 and not all(isinstance(d, int) and d > 0 for d in t["shape"][2:])
                   for t in inputs)
     fixed = [t["shape"][2] for t in inputs if len(t["shape"]) == 4 and isinstance(t["shape"][2], int)]
@@ -230,10 +245,10 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
     return {"base": base, "session": session, "samples": samples}
 
 
-def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu",
+def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu", threads: int = 1,
           sizes: tuple[int, ...] = _PROBE_SIZES, budget: int = _PROBE_BUDGET, timeout: float = 300) -> ComponentCost:
     """Measure a component's cost on ``runtime`` here, in a child process (clean peak-RSS marks)."""
-    args = {"runtime": runtime, "path": str(art.path), "device": device, "threads": 1, "sizes": list(sizes),
+    args = {"runtime": runtime, "path": str(art.path), "device": device, "threads": threads, "sizes": list(sizes),
             "budget": budget, "model": bundle.model, "options": RUNTIME_OPTIONS.get(runtime, {})}
     code = ("import json,sys; from edge_sdk.memory_estimate import _probe_child; "
             "print('EDGE_SDK_PROBE' + json.dumps(_probe_child(json.loads(sys.stdin.read()))))")

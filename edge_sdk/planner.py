@@ -33,8 +33,11 @@ RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "openvino": ("openvino", "onnx"), "
 PROBE_DEVICE = {"onnxruntime": "cpu", "openvino": "CPU", "litert": "cpu"}
 IMAGE_BYTES_PER_PIXEL = 32  # float32 decode output, its uint8 copy and the result's raw copy, per RGB pixel
 BUFFER_OVERHEAD = 8 * MB  # latents, noise, sampler state, small copies
-# What a run holds beyond the probe's Python + numpy + runtime: edge_sdk's pipelines, opencv,
-# click, PNG encoding. Measured here: 24 MB through the Python API, 40 MB through `edge-sdk run`.
+# What a run's process holds beyond the probe's base (Python, numpy, edge_sdk's pipelines, the
+# runtime's set-up) and sessions: click, PNG encoding, result copies, the runtime's thread pools
+# and malloc arenas grown in a process that has run numpy. Calibrated here against the peak RSS
+# of `edge-sdk run` on three plans (tiny pixel model, Pi Zero and Pi 4 plans of the heavy test
+# bundle): 40 MB brings all three within 2%.
 PIPELINE_IMPORTS = 40 * MB
 # Estimates land within ~5% of measured peaks here; keep that much of the cap spare.
 FIT_MARGIN = 0.95
@@ -146,7 +149,8 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
                     cp = ComponentPlan(runtime=runtime, format=fmt, precision=prec, variant=a.variant, device=device,
                                        threads=board.threads, options=dict(RUNTIME_OPTIONS.get(runtime, {})))
                     measure = req.measure and runtime in measure_ok
-                    cost = (component_cost(bundle, role, runtime, a, device=PROBE_DEVICE.get(runtime, "cpu"))
+                    cost = (component_cost(bundle, role, runtime, a, device=PROBE_DEVICE.get(runtime, "cpu"),
+                                           threads=board.threads)
                             if measure else default_cost(bundle, role, runtime, a))
                     note = "" if prec in prefs else f"{role}: {prec} (the board prefers {'/'.join(prefs)}, not in bundle)"
                     return _Choice(cp, a, cost, note)
