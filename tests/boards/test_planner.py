@@ -101,6 +101,6 @@ def test_a_planned_run_stays_under_the_cap_and_near_the_estimate(heavy_bundle, b
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["peak"] <= r["cap"]
-    # Estimate vs the kernel's peak-RSS mark of the whole process: measured 1.00-1.02 here. The
+    # Estimate vs the kernel's peak-RSS mark of the whole process: measured 1.015-1.02 here. The
     # bound (0.8-1.25) leaves room for allocator noise on other machines.
     assert 0.8 < r["estimate"] / r["peak"] < 1.25, r
