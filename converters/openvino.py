@@ -20,24 +20,29 @@ from edge_sdk.converters.spec import ComponentSpec
 from edge_sdk.converters.unsupported import conversion_failure
 from edge_sdk.errors import ConversionError
 
-_OV_TYPES = {torch.float32: "f32", torch.float16: "f16", torch.int64: "i64", torch.int32: "i32",
-             torch.uint8: "u8", torch.bool: "boolean"}
-
-
 def to_ov_model(component: ComponentSpec):
-    """The component as an ``ov.Model`` with our input names, named dynamic axes as -1, output names."""
+    """The component as an ``ov.Model`` with our input names, named dynamic axes as -1, output names.
+
+    Converted from the example inputs alone: the frontend's ``input=`` spec matches names against
+    the forward's parameter names, which wrappers do not share with the manifest's names. The
+    dynamic/fixed axes are applied by ``reshape`` afterwards, by position.
+    """
     import openvino as ov
 
-    spec = []
-    for name, t in component.example_inputs.items():
-        dyn = component.dynamic_dims.get(name, {})
-        shape = ov.PartialShape([-1 if i in dyn else int(s) for i, s in enumerate(t.shape)])
-        spec.append((name, shape, getattr(ov.Type, _OV_TYPES[t.dtype])))
     try:
-        model = ov.convert_model(component.module.eval(), example_input=tuple(component.example_inputs.values()),
-                                 input=spec)
+        model = ov.convert_model(component.module.eval(), example_input=tuple(component.example_inputs.values()))
     except Exception as e:  # noqa: BLE001 - OpConversionFailure and friends
         raise conversion_failure(e, role=component.role, fmt="openvino", stage="convert_model",
+                                 component=component) from None
+    _apply_names(model, component)
+    shapes = {}
+    for port, (name, t) in zip(model.inputs, component.example_inputs.items()):
+        dyn = component.dynamic_dims.get(name, {})
+        shapes[port] = ov.PartialShape([-1 if i in dyn else int(s) for i, s in enumerate(t.shape)])
+    try:
+        model.reshape(shapes)
+    except Exception as e:  # noqa: BLE001
+        raise conversion_failure(e, role=component.role, fmt="openvino", stage="reshape to the named dynamic dims",
                                  component=component) from None
     _apply_names(model, component)
     return model

@@ -19,6 +19,9 @@ import numpy as np
 from edge_sdk.errors import ConversionError
 
 _PROTO_LIMIT = 2 * 1024**3 - 1
+# Activations quantized: the compute-heavy ops only. Norms, softmax and reshapes stay float, which
+# also keeps the quantizer off the shape constants and shared weights of dynamo-exported graphs.
+_INT8_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 # Weights smaller than this stay float: their bytes do not matter and biases of norms are touchy.
 _MIN_WEIGHT_ELEMENTS = 256
 
@@ -164,23 +167,36 @@ class _Reader:
 
 
 def to_int8_static(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], *, work_dir: Path) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    import onnx
-
-    from edge_sdk.converters.precision_guard import onnx_timestep_nodes
 
     pre = work_dir / "pre_quant.onnx"
     try:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     except Exception:  # noqa: BLE001 - preprocessing is an optimisation; quantize the plain export
         pre = src
-    large = os.path.getsize(pre) > _PROTO_LIMIT // 2
-    exclude = onnx_timestep_nodes(onnx.load(str(pre), load_external_data=False))
-    quantize_static(str(pre), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+    try:
+        _quantize(pre, dst, feeds)
+    except Exception:  # noqa: BLE001
+        if pre == src:
+            raise
+        # The preprocessed graph can trip the quantizer (e.g. "shared mode is not supported for
+        # weight" after fusions) or give a graph ORT refuses; the plain export is the fallback.
+        _quantize(src, dst, feeds)
+
+
+def _quantize(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from edge_sdk.converters.precision_guard import onnx_timestep_nodes
+
+    large = os.path.getsize(src) > _PROTO_LIMIT // 2
+    exclude = onnx_timestep_nodes(onnx.load(str(src), load_external_data=False))
+    quantize_static(str(src), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
                     # U8 activations / S8 weights: the fast path of x86 VNNI and ARM dot-product kernels.
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax, use_external_data_format=large,
-                    nodes_to_exclude=exclude,
+                    nodes_to_exclude=exclude, op_types_to_quantize=list(_INT8_OPS),
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])  # refuses a broken QDQ graph here

@@ -45,7 +45,10 @@ def test_diffusers_folder_end_to_end_every_component_format_precision(diffusers_
         for fmt in FORMATS:
             for prec in ("fp16", "int8-weight"):
                 assert b.artifact(comp, fmt, prec).validation["rel_l2"] < BARS[prec], (comp, fmt, prec)
-        assert b.artifact(comp, "onnx", "int8-static").validation["rel_l2"] < BARS["int8-static"], comp
+    # int8-static that clears its bar on these random-weight networks (measured 0.09..0.11);
+    # NNCF and ai-edge-quantizer miss it on the UNet (0.4..0.5), which validation must catch.
+    for comp, fmt in (("denoiser", "onnx"), ("decoder", "onnx"), ("decoder", "openvino"), ("decoder", "tflite")):
+        assert b.artifact(comp, fmt, "int8-static").validation["rel_l2"] < BARS["int8-static"], (comp, fmt)
     # Whatever did not pass is int8-static only, and its error says component, format and figure.
     for f in rep.failures:
         assert f.precision == "int8-static", f.label()
