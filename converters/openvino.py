@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 from edge_sdk.converters.base import ConvertedArtifact, Converter
 from edge_sdk.converters.precision import check_supported

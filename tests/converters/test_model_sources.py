@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 
-import numpy as np
 import pytest
 import torch
 
