@@ -29,11 +29,12 @@ def export_onnx(component: ComponentSpec, path: Path) -> list[str]:
     import onnx
 
     module = component.module.eval()
-    args = tuple(component.example_inputs.values())
     names = list(component.example_inputs)
+    args = _batch_two(component)
     notes: list[str] = []
     # String names become the ONNX dim_params ('batch', 'height'); equal names mean equal sizes.
-    dyn = {n: dict(component.dynamic_dims[n]) if component.dynamic_dims.get(n) else None for n in names}
+    # By position: a dict must be keyed by the forward's parameter names, which wrappers do not share.
+    dyn = tuple(dict(component.dynamic_dims[n]) if component.dynamic_dims.get(n) else None for n in names)
     large = sum(p.numel() * p.element_size() for p in module.parameters()) > _PROTO_LIMIT // 2
     try:
         prog = torch.onnx.export(module, args, dynamo=True, input_names=names,
@@ -70,6 +71,19 @@ def export_onnx(component: ComponentSpec, path: Path) -> list[str]:
     except Exception as e:  # noqa: BLE001 - inference is best effort on custom-domain functions
         notes.append(f"ONNX shape inference incomplete: {first_line(e)}")
     return notes
+
+
+def _batch_two(component: ComponentSpec) -> tuple[torch.Tensor, ...]:
+    """The example inputs with a dynamic batch of 1 repeated to 2.
+
+    torch.export specialises a dimension of size 1 (diffusers' ``timestep.expand(batch)`` makes the
+    guard), and the dynamo exporter then refuses the dynamic 'batch'; 2 keeps it symbolic.
+    """
+    ex = component.example_inputs
+    batched = [n for n, t in ex.items() if component.dynamic_dims.get(n, {}).get(0) == "batch"]
+    if not batched or any(ex[n].shape[0] != 1 for n in batched):
+        return tuple(ex.values())
+    return tuple(t.repeat(2, *([1] * (t.ndim - 1))) if n in batched else t for n, t in ex.items())
 
 
 class OnnxConverter(Converter):
