@@ -116,3 +116,13 @@ def test_diffusers_folder_without_weights_is_a_clear_error(tmp_path, diffusers_f
     (broken / "model_index.json").write_text("{not json")
     with pytest.raises(ModelSourceError, match="not valid JSON"):
         load_source(broken)
+
+
+def test_diffusers_cross_attention_unet_converts_to_openvino(diffusers_folder, tmp_path):
+    # The wrapper's forward says (sample, timestep, cond); the IR must still say our names.
+    b = convert(diffusers_folder, tmp_path / "ov.bundle", formats="openvino", components=["denoiser"])
+    assert b.artifact("denoiser", "openvino", "fp32").validation["rel_l2"] < 1e-4  # fp32 bar
+    assert [(t.name, t.shape) for t in b.signature("denoiser")[0]] == [
+        ("sample", ("batch", 4, "height", "width")), ("timestep", ("batch",)),
+        ("encoder_hidden_states", ("batch", 16, 32))]
+    assert b.sampler["default_sampler"] == "ddim" and b.model["conditioning"] == "text"
