@@ -186,22 +186,27 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     best_plan = plans["edge-sdk best"]
     em = measure(bundle.root, best_plan, steps=msteps, seed=args.seed, width=msize, height=msize, warmup=1,
                  repeats=1, min_seconds=0)
-    # The same plan with ONNX Runtime's CPU arena and memory patterns off (runtime options): the
-    # arena keeps a run's peak activations allocated, which is speed bought with memory.
-    lean = Plan.from_json(best_plan.to_json())
-    for cp in lean.components.values():
-        if cp.runtime == "onnxruntime":
-            cp.options.update(cpu_mem_arena=False, mem_pattern=False)
-    lm = measure(bundle.root, lean, steps=msteps, seed=args.seed, width=msize, height=msize, warmup=1,
-                 repeats=1, min_seconds=0)
-    out["memory"] = {"size": msize, "steps": msteps, "pytorch": tm,
-                     "edge_sdk_best": {"peak_rss_mb": em.peak_rss_mb, "base_rss_mb": em.base_rss_mb,
-                                       "error": em.error},
-                     "edge_sdk_best_no_arena": {"peak_rss_mb": lm.peak_rss_mb, "base_rss_mb": lm.base_rss_mb,
-                                                "error": lm.error}}
-    print(f"   peak RSS at {msize}x{msize}: pytorch {tm.get('peak_rss_mb', float('nan')):.0f} MB, "
-          f"edge-sdk best {em.peak_rss_mb or float('nan'):.0f} MB, "
-          f"without ORT's arena {lm.peak_rss_mb or float('nan'):.0f} MB", flush=True)
+    # Each edge-sdk plan as it is, and with ONNX Runtime's CPU arena and memory patterns off
+    # (runtime options): the arena keeps a run's peak activations allocated, speed bought with memory.
+    mem: dict[str, Any] = {"size": msize, "steps": msteps, "pytorch": tm}
+    for key, p in (("best", plans["edge-sdk best"]), ("fp32", plans["edge-sdk fp32"])):
+        if key == "fp32" and plan_label(p) == plan_label(plans["edge-sdk best"]):
+            continue
+        lean = Plan.from_json(p.to_json())
+        for cp in lean.components.values():
+            if cp.runtime == "onnxruntime":
+                cp.options.update(cpu_mem_arena=False, mem_pattern=False)
+        for suffix, plan_ in (("", p), ("_no_arena", lean)):
+            if suffix and lean.to_json() == p.to_json():
+                continue
+            m = measure(bundle.root, plan_, steps=msteps, seed=args.seed, width=msize, height=msize, warmup=1,
+                        repeats=1, min_seconds=0)
+            mem[f"edge_sdk_{key}{suffix}"] = {"plan": plan_label(plan_), "peak_rss_mb": m.peak_rss_mb,
+                                              "base_rss_mb": m.base_rss_mb, "error": m.error}
+    out["memory"] = mem
+    print(f"   peak RSS at {msize}x{msize}: pytorch {tm.get('peak_rss_mb', float('nan')):.0f} MB; "
+          + "; ".join(f"{k} ({v['plan']}) {v['peak_rss_mb'] or float('nan'):.0f} MB"
+                      for k, v in mem.items() if k.startswith("edge_sdk")), flush=True)
     return out
 
 
