@@ -410,7 +410,12 @@ def bench(bundle: str | os.PathLike | Bundle, *, runtimes: str | Iterable[str] |
     for i, (cfg, s) in enumerate(jobs):
         if progress:
             progress(i, len(jobs), f"{cfg.label} x{s}")
-        r = measure(b.root, plan_for_config(b, cfg, threads=threads), label=cfg.label, steps=s, isolate=isolate, **kw)
+        try:
+            plan = plan_for_config(b, cfg, threads=threads)
+        except UsageError as e:  # e.g. the decoder has no artifact in this format: a failed row, not an abort
+            results.append(BenchResult(label=cfg.label, steps=s, plan={}, ok=False, error=e.message))
+            continue
+        r = measure(b.root, plan, label=cfg.label, steps=s, isolate=isolate, **kw)
         if extra_ref and cfg == ref_cfg:
             r.notes.append("fp32 reference (measured for PSNR)")
         results.append(r)
