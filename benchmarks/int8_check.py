@@ -4,11 +4,13 @@ For the denoiser of each benchmark model (``benchmarks/models.py``), on this CPU
 
 - which kernels ONNX Runtime actually runs: the op counts of its optimised graph (static QDQ int8
   should fuse into QLinearConv / QLinearMatMul; a float Conv left over means that part runs fp32);
-- bare call latency, interleaved call by call, at the same input: ORT fp32, ORT static int8 (the
-  bundle's int8-static artifact; when the converter made none, the same QDQ quantization done here,
-  calibrated on edge-sdk's own fp32 sampling trajectory, plus the final-image PSNR of the whole loop
-  with it against fp32 on an unseen seed), ORT dynamic int8 (``quantize_dynamic`` of the fp32 artifact:
-  ConvInteger, made here only for this comparison), and OpenVINO fp32 / int8 where the bundle has them;
+- bare call latency, interleaved call by call, at the same input: ORT fp32; ORT static int8: the
+  bundle's int8-static artifact when the converter made one, and the same QDQ quantization done
+  here (all ops, and Conv only), calibrated on edge-sdk's own fp32 sampling trajectory; ORT dynamic
+  int8 (``quantize_dynamic`` of the fp32 artifact: ConvInteger, made here only for this comparison);
+  OpenVINO fp32 / int8 where the bundle has them;
+- for every static int8 variant, the whole loop's final-image PSNR against fp32 on an unseen seed
+  and both loops' CPU time per image;
 - the CPU flags that decide it (VNNI / AMX: int8 dot products).
 
     python benchmarks/int8_check.py [--models sd,demo] [--threads 1] [--repeats 15] [--latent 32]
@@ -189,11 +191,10 @@ def main() -> None:
                 cands["ort fp32"] = ("onnxruntime", arts[("onnx", "fp32")])
                 cands["ort int8 dynamic (ConvInteger)"] = (
                     "onnxruntime", dynamic_int8(arts[("onnx", "fp32")], Path(tmp) / f"{name}-dyn.onnx"))
-            if ("onnx", "int8-static") in arts:
-                cands["ort int8 static (QDQ)"] = ("onnxruntime", arts[("onnx", "int8-static")])
-            elif ("onnx", "fp32") in arts:
-                # The converter made no int8-static artifact (RESULTS.md says why): quantize the fp32
-                # artifact here the same way, calibrated on edge-sdk's own fp32 sampling trajectory.
+            if ("onnx", "fp32") in arts:
+                # Beside the converter's int8-static artifact (if it made one), the same QDQ
+                # quantization done here, all ops and Conv only, calibrated on edge-sdk's own fp32
+                # sampling trajectory; each with the whole loop's final-image PSNR vs fp32.
                 from edge_sdk.bench import BenchConfig, generate_kwargs, plan_for_config
 
                 plan = plan_for_config(bundle, BenchConfig("onnxruntime", "onnx", "fp32", "cpu"), threads=args.threads)
@@ -204,13 +205,16 @@ def main() -> None:
 
                 calib = trajectory_feeds(bundle, plan, kw_for)
                 q = static_int8(arts[("onnx", "fp32")], Path(tmp) / f"{name}-qdq.onnx", calib)
-                cands["ort int8 static (QDQ, calibrated here)"] = ("onnxruntime", q)
                 # Convolutions only: attention's activation x activation MatMuls stay float.
                 qc = static_int8(arts[("onnx", "fp32")], Path(tmp) / f"{name}-qdq-conv.onnx", calib, ["Conv"])
-                cands["ort int8 static, Conv only"] = ("onnxruntime", qc)
+                int8s = {"all ops, calibrated here": q, "Conv only, calibrated here": qc}
+                if ("onnx", "int8-static") in arts:
+                    int8s = {"converter's int8-static": arts[("onnx", "int8-static")], **int8s}
                 reps = max(3, args.repeats // 3)
-                quality = {"all ops": pipeline_quality(bundle, plan, q, kw_for(10), args.threads, reps),
-                           "conv only": pipeline_quality(bundle, plan, qc, kw_for(10), args.threads, reps)}
+                quality = {}
+                for kind, path in int8s.items():
+                    cands[f"ort int8 static ({kind})"] = ("onnxruntime", path)
+                    quality[kind] = pipeline_quality(bundle, plan, path, kw_for(10), args.threads, reps)
             for prec in ("fp32", "int8-static"):
                 if ("openvino", prec) in arts:
                     cands[f"openvino {prec}"] = ("openvino", arts[("openvino", prec)])
