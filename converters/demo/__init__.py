@@ -43,7 +43,7 @@ LATENT_SIZE = IMAGE_SIZE // VAE_DOWNSAMPLE_FACTOR
 # 1 / std of the encoder's latents over the training images, rounded to 4 decimals before the
 # denoiser was trained on latents * SCALING_FACTOR. Also stored in the metadata of
 # weights/vae_encoder.safetensors; tests check the two agree.
-SCALING_FACTOR = 0.0
+SCALING_FACTOR = 0.9052
 
 # diffusers-style scheduler config the denoiser was trained with (DDPMScheduler keys).
 SCHEDULER_CONFIG: dict[str, Any] = {

@@ -268,7 +268,7 @@ Latent scaling factor (1 / std of the training latents, rounded to 4 decimals):
 **{fig['scaling_factor']}**; the denoiser sees `latent * scaling_factor`, the decoder gets
 `latent / scaling_factor`.
 
-## Training ({fig['device']}, {fig['threads']} threads)
+## Training ({fig['device']}, {fig['threads']} thread(s))
 | stage | steps x batch | final loss | wall time |
 |---|---|---:|---:|
 | VAE (L1 + MSE, latent noise std {LATENT_NOISE}, latent L2 {LATENT_PENALTY}) | {fig['vae_steps']} x {fig['vae_batch']} | {fig['vae_loss']:.4f} | {fig['vae_time']:.0f} s |
@@ -298,7 +298,7 @@ Noise schedule (diffusers keys, `SCHEDULER_CONFIG` in `converters/demo/__init__.
 Samples (one row per class 0-9): `examples/demo_model/samples.png`.
 
 ## Limits
-A toy: 32x32 digits, learned from 1437 images. Larger canvases (any multiple of 8) run, since
+A toy: 32x32 digits, learned from {fig['n_train']} images. Larger canvases (any multiple of 8) run, since
 every module is fully convolutional, but the model has only seen single centred digits.
 """
 

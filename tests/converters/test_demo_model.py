@@ -79,7 +79,7 @@ def test_module_shapes_at_training_size_and_on_a_larger_canvas(modules):
 def test_class_label_changes_the_prediction(modules):
     """The class embedding is live: digit 0, digit 7 and the null class predict differently."""
     den = modules["denoiser"]
-    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)).repeat(3, 1, 1)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)).repeat(3, 1, 1, 1)
     out = den(x, torch.full((3,), 500.0), torch.tensor([0, 7, demo.NULL_CLASS]))
     assert float((out[0] - out[1]).norm()) > 1e-2 * float(out[0].norm())
     assert float((out[0] - out[2]).norm()) > 1e-2 * float(out[0].norm())
