@@ -151,6 +151,9 @@ class OpenVinoConverter(Converter):
             ov.save_model(model, str(xml), compress_to_fp16=False)
         except ConversionError:
             raise
+        except ImportError as e:  # nncf makes both int8 precisions; it is in the `convert` extra
+            raise ConversionError(f"{component.role} openvino {precision} needs {e.name or 'nncf'}, which is not installed",
+                                  hint="pip install 'edge-sdk[convert]' (or: pip install nncf)") from None
         except Exception as e:  # noqa: BLE001 - nncf / openvino raise their own types
             raise conversion_failure(e, role=component.role, fmt=self.format, stage=precision) from None
         return ConvertedArtifact(entry=xml, files=[xml, xml.with_suffix(".bin")], static_shapes=static, notes=notes)
