@@ -19,6 +19,7 @@ from edge_sdk.bundle import Bundle, BundleWriter
 from edge_sdk.converters.base import Converter
 from edge_sdk.converters.calibrate import attach_calibration
 from edge_sdk.converters.precision import PRECISIONS, check_supported, normalize_all
+from edge_sdk.converters.quiet import quiet_exporters
 from edge_sdk.converters.registry import formats as known_formats
 from edge_sdk.converters.registry import get_converter, normalize_format
 from edge_sdk.converters.sources import load_source
@@ -159,7 +160,8 @@ def _one(writer: BundleWriter, conv: Converter, comp, fmt: str, prec: str, varia
     out_dir = writer.artifact_dir(role, fmt, prec, variant)
     t0 = time.perf_counter()
     try:
-        art = conv.convert(comp, prec, out_dir, variant=variant, calibration_steps=steps)
+        with quiet_exporters():
+            art = conv.convert(comp, prec, out_dir, variant=variant, calibration_steps=steps)
         seconds = time.perf_counter() - t0
         tell(role, fmt, label, "validate")
         metrics = validate_artifact(comp, art.entry, conv.runtime, prec, samples=samples, tolerance=tolerance,

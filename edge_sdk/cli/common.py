@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -69,6 +70,33 @@ def table(rows: list[tuple[Any, ...]], headers: tuple[str, ...] | None = None) -
 
 def progress_enabled(quiet: bool = False) -> bool:
     return not quiet and sys.stderr.isatty() and os.environ.get("EDGE_SDK_NO_PROGRESS") is None
+
+
+class StageProgress:
+    """Conversion progress: one line per (component, format, precision) and stage on stderr; a terminal gets the stage
+    rewritten in place, a log gets every stage on its own line. Silent with --quiet."""
+
+    def __init__(self, enabled: bool, live: bool) -> None:
+        self.enabled = enabled
+        self.live = live
+        self.t0 = time.perf_counter()
+        self._open = False
+
+    def __call__(self, component: str, fmt: str, prec: str, stage: str) -> None:
+        if not self.enabled:
+            return
+        stamp = f"{time.perf_counter() - self.t0:7.1f}s"
+        label = f"{component:<12} {fmt:<9} {prec:<18}" if component else "bundle"
+        line = f"{stamp}  {label} {stage}"
+        final = stage in ("done", "failed", "write")
+        if self.live:
+            click.echo("\r\033[K" + line, err=True, nl=final)
+        else:
+            click.echo(line, err=True)
+
+    def close(self) -> None:
+        if self.enabled and self.live:
+            click.echo("", err=True, nl=False)
 
 
 class StepBar:

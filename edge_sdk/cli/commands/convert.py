@@ -3,38 +3,10 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import click
 
-from edge_sdk.cli.common import emit_json, json_option, progress_enabled, quiet_option, table
-
-
-class _Progress:
-    """One line per (component, format, precision) and stage on stderr; a terminal gets the stage
-    rewritten in place, a log gets every stage on its own line. Silent with --quiet."""
-
-    def __init__(self, enabled: bool, live: bool) -> None:
-        self.enabled = enabled
-        self.live = live
-        self.t0 = time.perf_counter()
-        self._open = False
-
-    def __call__(self, component: str, fmt: str, prec: str, stage: str) -> None:
-        if not self.enabled:
-            return
-        stamp = f"{time.perf_counter() - self.t0:7.1f}s"
-        label = f"{component:<12} {fmt:<9} {prec:<18}" if component else "bundle"
-        line = f"{stamp}  {label} {stage}"
-        final = stage in ("done", "failed", "write")
-        if self.live:
-            click.echo("\r\033[K" + line, err=True, nl=final)
-        else:
-            click.echo(line, err=True)
-
-    def close(self) -> None:
-        if self.enabled and self.live:
-            click.echo("", err=True, nl=False)
+from edge_sdk.cli.common import StageProgress, emit_json, json_option, progress_enabled, quiet_option, table
 
 
 @click.command("convert")
@@ -70,7 +42,7 @@ def command(source, output, formats, precisions, name, tolerance, samples, calib
     from edge_sdk.converters.convert import ConvertReport, convert
 
     # Progress goes to stderr, so --json keeps stdout machine-readable and still shows the stages.
-    progress = _Progress(enabled=not quiet, live=progress_enabled(quiet))
+    progress = StageProgress(enabled=not quiet, live=progress_enabled(quiet))
     report = ConvertReport(None)
     try:
         bundle = convert(source, output, formats=formats, precisions=precisions, name=name, overwrite=overwrite,
