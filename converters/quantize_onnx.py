@@ -21,7 +21,12 @@ from edge_sdk.errors import ConversionError
 _PROTO_LIMIT = 2 * 1024**3 - 1
 # Activations quantized: the compute-heavy ops only. Norms, softmax and reshapes stay float, which
 # also keeps the quantizer off the shape constants and shared weights of dynamo-exported graphs.
-_INT8_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+# Gemm stays float too: in these models it is the 2-D timestep / class embedding MLP, negligible
+# work, whose rounding shifts every channel of every block. Measured on the trained demo denoiser
+# (benchmarks/int8_check.py): with Gemm quantized 1.52x faster than fp32 at 27.8 dB final-image
+# PSNR; without, 1.76x at 33.6 dB. Attention's activation x activation MatMuls stay float as well
+# (_activation_matmuls).
+_INT8_OPS = ("Conv", "ConvTranspose", "MatMul")
 # Weights smaller than this stay float: their bytes do not matter and biases of norms are touchy.
 _MIN_WEIGHT_ELEMENTS = 256
 
@@ -184,6 +189,31 @@ def to_int8_static(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], *, 
         _quantize(src, dst, feeds)
 
 
+def _activation_matmuls(model) -> list[str]:
+    """MatMul nodes with no constant operand: attention's QK^T and AV.
+
+    Quantizing those puts a QuantizeLinear on both sides of Softmax and turns each into a
+    QLinearMatMul over activations; measured 2.8x slower per UNet call than fp32 on a VNNI CPU
+    (benchmarks/RESULTS.md), so they stay float and only weight-bearing ops become int8.
+    """
+    g = model.graph
+    const = {i.name for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    passthrough = ("Transpose", "Reshape", "Cast", "Identity", "Unsqueeze", "Squeeze")
+
+    def is_const(name: str, depth: int = 0) -> bool:
+        if name in const:
+            return True
+        n = producer.get(name)
+        if n is None or depth > 8:
+            return False
+        if n.op_type == "Constant":
+            return True
+        return n.op_type in passthrough and bool(n.input) and is_const(n.input[0], depth + 1)
+
+    return [n.name for n in g.node if n.op_type == "MatMul" and not any(is_const(i) for i in n.input)]
+
+
 def _quantize(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
     import onnx
     import onnxruntime as ort
@@ -192,7 +222,8 @@ def _quantize(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
     from edge_sdk.converters.precision_guard import onnx_timestep_nodes
 
     large = os.path.getsize(src) > _PROTO_LIMIT // 2
-    exclude = onnx_timestep_nodes(onnx.load(str(src), load_external_data=False))
+    graph = onnx.load(str(src), load_external_data=False)
+    exclude = onnx_timestep_nodes(graph) + _activation_matmuls(graph)
     quantize_static(str(src), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
                     # U8 activations / S8 weights: the fast path of x86 VNNI and ARM dot-product kernels.
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

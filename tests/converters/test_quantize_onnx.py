@@ -1,0 +1,71 @@
+"""int8-static quantizes weight-bearing ops only: attention's activation x activation MatMuls and
+the 2-D Gemms of the embedding MLPs stay float (benchmarks/RESULTS.md has the speed and PSNR)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edge_sdk.converters.quantize_onnx import _activation_matmuls, to_int8_static
+
+
+def _attention_graph() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w = {n: numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+         for n, s in (("wq", (16, 16)), ("wk_t", (16, 16)), ("we", (16, 16)), ("be", (16,)))}
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"], name="q_proj"),            # weight: int8
+        helper.make_node("Transpose", ["wk_t"], ["wk"], name="wk_T", perm=[1, 0]),
+        helper.make_node("MatMul", ["x", "wk"], ["k"], name="k_proj"),            # weight behind a Transpose
+        helper.make_node("Transpose", ["k"], ["kT"], name="k_T", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kT"], ["s"], name="qk"),                # activations only
+        helper.make_node("Softmax", ["s"], ["p"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["p", "x"], ["a"], name="av"),                 # activations only
+        helper.make_node("Gemm", ["emb", "we", "be"], ["e"], name="emb_mlp"),     # 2-D embedding MLP
+        helper.make_node("Unsqueeze", ["e", "one"], ["e3"], name="e_unsq"),
+        helper.make_node("Add", ["a", "e3"], ["y"], name="add"),
+    ]
+    one = numpy_helper.from_array(np.array([1], np.int64), "one")
+    graph = helper.make_graph(
+        nodes, "attn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16]),
+         helper.make_tensor_value_info("emb", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])],
+        initializer=[*w.values(), one])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_only_matmuls_without_a_constant_operand_are_left_float():
+    assert sorted(_activation_matmuls(_attention_graph())) == ["av", "qk"]
+
+
+def test_int8_static_quantizes_projections_not_attention_or_gemm(tmp_path):
+    src, dst = tmp_path / "attn.onnx", tmp_path / "attn.int8.onnx"
+    onnx.save(_attention_graph(), str(src))
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((1, 8, 16), dtype=np.float32),
+              "emb": rng.standard_normal((1, 16), dtype=np.float32)} for _ in range(8)]
+    to_int8_static(src, dst, feeds, work_dir=tmp_path)
+    m = onnx.load(str(dst))
+    producer = {o: n for n in m.graph.node for o in n.output}
+
+    def dequantized_inputs(node_name: str) -> int:
+        node = next(n for n in m.graph.node if n.name == node_name)
+        return sum(1 for i in node.input if i in producer and producer[i].op_type == "DequantizeLinear")
+
+    # A quantized op gets Q/DQ on every input (its output is re-quantized for its consumers, so qk
+    # sees one DQ input, the q projection's); qk, av and the Gemm get none of their own.
+    assert dequantized_inputs("q_proj") == 2 and dequantized_inputs("k_proj") == 2
+    assert dequantized_inputs("qk") <= 1 and dequantized_inputs("av") <= 1 and dequantized_inputs("emb_mlp") == 0
+
+    # What runs: ONNX Runtime makes QLinearMatMul of the two projections only (it may still fuse
+    # qk, whose inputs both arrive dequantized, into MatMulIntegerToFloat: no requantization
+    # around Softmax, which was the slow part), and the Gemm stays a float Gemm.
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(dst), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    assert ops.count("QLinearMatMul") == 2 and ops.count("Gemm") == 1, ops
