@@ -23,6 +23,8 @@ def cli() -> None:
       edge-sdk convert pkg.module:factory -o model.bundle      (workstation)
       edge-sdk plan model.bundle --board rpi5-8gb --size 512x512
       edge-sdk run model.bundle --steps 8 --seed 0 --out out.png
+
+    Try it first with edge-sdk's own trained model: edge-sdk demo --out demo.png
     """
 
 
