@@ -7,10 +7,7 @@ memory per shape, so the artifact records ``static_shapes``. 64-bit integer inpu
 
 from __future__ import annotations
 
-import contextlib
-import io
 import keyword
-import logging
 import os
 from pathlib import Path
 
@@ -18,18 +15,12 @@ from torch import nn
 
 from edge_sdk.converters.base import ConvertedArtifact, Converter
 from edge_sdk.converters.precision import check_supported
+from edge_sdk.converters.quiet import quiet_exporters
 from edge_sdk.converters.spec import ComponentSpec
 from edge_sdk.converters.unsupported import conversion_failure
 from edge_sdk.errors import ConversionError
 
 SIGNATURE = "serving_default"
-
-
-@contextlib.contextmanager
-def _quiet():
-    """litert-torch and the quantizer print per-stage progress on stdout; the CLI owns the terminal."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
 
 
 def _named_inputs(module: nn.Module, names: list[str]) -> nn.Module:
@@ -48,9 +39,8 @@ def _named_inputs(module: nn.Module, names: list[str]) -> nn.Module:
 def to_tflite(component: ComponentSpec) -> bytes:
     import litert_torch
 
-    logging.getLogger("absl").setLevel(logging.ERROR)
     try:
-        with _quiet():
+        with quiet_exporters():
             # Keyword inputs name the signature's inputs after ours ('sample', 'timestep', ...).
             module = _named_inputs(component.module.eval(), list(component.example_inputs))
             model = litert_torch.convert(module, sample_kwargs=dict(component.example_inputs))
@@ -101,7 +91,7 @@ def quantize_tflite(float_model: bytes, precision: str, calibration: list[dict] 
     from edge_sdk.converters.precision_guard import tflite_timestep_tensors
 
     q = quantizer.Quantizer(bytearray(float_model), _recipe(precision, tflite_timestep_tensors(float_model)))
-    with _quiet():
+    with quiet_exporters():
         result_cal = None
         if q.need_calibration:
             result_cal = q.calibrate({SIGNATURE: calibration or []}, num_threads=max(1, (os.cpu_count() or 2) // 2))

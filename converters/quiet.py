@@ -2,13 +2,15 @@
 
 torch.export, the dynamo ONNX exporter and transformers' tracing warn through ``warnings`` and
 ``logging`` about things a user cannot act on (torchvision ops not registered, TracerWarnings,
-deprecations inside torch). A real failure still raises and is reported by the converter with
-its own message; ``EDGE_SDK_VERBOSE=1`` lets everything through for debugging an export.
+deprecations inside torch); litert-torch, ai-edge-quantizer and NNCF print their own progress
+bars on stdout and stderr. A real failure still raises and is reported by the converter with its
+own message; ``EDGE_SDK_VERBOSE=1`` lets everything through for debugging an export.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import warnings
@@ -24,7 +26,8 @@ def quiet_exporters() -> Iterator[None]:
         return
     loggers = [logging.getLogger(n) for n in _LOGGERS]
     levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         for lg in loggers:
             lg.setLevel(logging.ERROR)
