@@ -38,11 +38,11 @@ _FIELDS: dict[str, dict[str, tuple[Any, bool]]] = {
          "notes": (str, False)},
     "memory": {"ram_mb": ((int, str), True), "cap_mb": (int, False), "cap_fraction": (float, False),
                "unified": (bool, True), "source": (str, True), "cap_source": (str, True)},
-    "cpu": {"arch": (str, True), "cores": (int, True), "model": (str, True), "isa": (list, True),
+    "cpu": {"arch": (str, True), "cores": ((int, str), True), "model": (str, True), "isa": (list, True),
             "source": (str, True)},
     "runtimes": {"preference": (list, True), "source": (str, False)},
     "precision": {**{r: (list, False) for r in ROLES}, "default": (list, True), "source": (str, False)},
-    "threads": {"default": (int, True), "source": (str, False)},
+    "threads": {"default": ((int, str), True), "source": (str, False)},
     "tiling": {"min_tile": (int, True), "max_tile": (int, True), "overlap_fraction": (float, True),
                "source": (str, False)},
     "detect": {"device_tree": (list, False), "compatible": (list, False), "cpu_model": (list, False),
@@ -83,6 +83,23 @@ class BoardProfile:
         d = asdict(self)
         d["runtimes"] = [f"{r}:{dev}" for r, dev in self.runtimes]
         return d
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: taskset, cpusets), not the machine's total."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def _count_or_detect(path: str, field_name: str, value: int | str) -> int:
+    """A core or thread count: a positive integer, or "detect" for this machine's usable CPUs."""
+    if value == "detect":  # a generic host: as many as this process may use
+        return usable_cpus()
+    if isinstance(value, int) and value >= 1:
+        return value
+    raise PlanError(f"{path} {field_name}: must be a positive integer or \"detect\", got {value!r}")
 
 
 def _check(where: str, table: dict[str, Any], spec: dict[str, tuple[Any, bool]]) -> None:
@@ -136,8 +153,8 @@ def parse_profile(data: dict[str, Any], *, path: str) -> BoardProfile:
     bad_isa = [f for f in cpu["isa"] if f not in KNOWN_ISA]
     if bad_isa:
         raise PlanError(f"{path} [cpu]: unknown ISA feature(s) {bad_isa}", hint=f"known: {', '.join(sorted(KNOWN_ISA))}")
-    if cpu["cores"] < 1 or data["threads"]["default"] < 1:
-        raise PlanError(f"{path}: cpu cores and default threads must be at least 1")
+    cores = _count_or_detect(path, "[cpu] cores", cpu["cores"])
+    threads = _count_or_detect(path, "[threads] default", data["threads"]["default"])
     runtimes = []
     for item in data["runtimes"]["preference"]:
         if not isinstance(item, str) or item.count(":") != 1 or not all(item.split(":")):
@@ -171,9 +188,9 @@ def parse_profile(data: dict[str, Any], *, path: str) -> BoardProfile:
     sources["memory_cap"] = mem["cap_source"]
     return BoardProfile(
         name=data["name"], title=data["title"], family=data["family"], path=path, ram_bytes=ram_bytes,
-        cap_bytes=cap, unified=mem["unified"], cpu_arch=cpu["arch"], cpu_cores=cpu["cores"], cpu_model=cpu["model"],
+        cap_bytes=cap, unified=mem["unified"], cpu_arch=cpu["arch"], cpu_cores=cores, cpu_model=cpu["model"],
         isa=tuple(cpu["isa"]), accelerators=tuple(dict(a) for a in accels), runtimes=tuple(runtimes),
-        precision=precision, threads=data["threads"]["default"], min_tile=tiling["min_tile"],
+        precision=precision, threads=threads, min_tile=tiling["min_tile"],
         max_tile=tiling["max_tile"], overlap_fraction=float(tiling["overlap_fraction"]),
         detect=dict(data.get("detect", {})), sources=sources, notes=data.get("notes", ""))
 

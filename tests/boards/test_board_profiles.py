@@ -39,6 +39,15 @@ def test_profiles_carry_the_researched_figures():
     assert load_board("rpi4-4gb").precisions_for("denoiser")[0] == "fp32"
 
 
+def test_generic_host_detects_its_cores_and_threads():
+    # The generic profile takes the CPUs this process may use (affinity), like its RAM.
+    import os
+
+    b = load_board("x86-64-generic")
+    assert b.cpu_cores == b.threads == len(os.sched_getaffinity(0))
+    assert load_board("rpi5-8gb").threads == 4  # fixed boards keep their figure
+
+
 def _user_profile(tmp_path, **changes):
     text = resources.files("edge_sdk.boards").joinpath("rpi5-8gb.toml").read_text()
     text = text.replace('name = "rpi5-8gb"', 'name = "my-board"')
@@ -61,7 +70,8 @@ def test_a_user_profile_loads_by_path_and_from_the_board_path(tmp_path, monkeypa
 @pytest.mark.parametrize("change,message", [
     ({"cap_mb = 6656": "cap_mb = 9000"}, r"cap \(9000 MB\) must be above 0 and at most the RAM"),
     ({"threads]": "threads]\nnumber = 3"}, r"\[threads\]: unknown field 'number'"),
-    ({"cores = 4": 'cores = "four"'}, r"field 'cores' has str"),
+    ({"cores = 4": 'cores = "four"'}, r"\[cpu\] cores: must be a positive integer or \"detect\", got 'four'"),
+    ({"cores = 4": "cores = 0"}, r"\[cpu\] cores: must be a positive integer"),
     ({'"litert:cpu"': '"litert"'}, r"not RUNTIME:DEVICE"),
     ({'isa = ["neon"': 'isa = ["neon", "warp-drive"'}, r"unknown ISA feature"),
     ({"[tiling]": "[tiling\n"}, r"not valid TOML"),
