@@ -109,7 +109,7 @@ INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "dotprod", "
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, the flags that decide int8/fp16 speed, and runtime versions."""
     from edge_sdk import __version__
-    from edge_sdk.board import machine_facts
+    from edge_sdk.board import machine_facts, usable_cpus
 
     facts = machine_facts()
     flags = sorted(f for f in facts.cpu_flags if f in INT8_DOT_FLAGS or f.startswith("amx")
@@ -123,7 +123,7 @@ def machine_info() -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - a version we cannot read is reported as missing
             versions[mod] = None
     return {"cpu_model": facts.cpu_model or platform.processor(), "arch": facts.arch, "logical_cpus": os.cpu_count(),
-            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "usable_cpus": usable_cpus(),
             "ram_mb": facts.ram_bytes // 2**20, "flags": flags,
             "int8_dot_product": any(f in facts.cpu_flags for f in INT8_DOT_FLAGS),
             "python": platform.python_version(), "versions": versions}

@@ -152,7 +152,7 @@ def tune(bundle: str | os.PathLike | Bundle, board: str | None = None, *, steps:
          progress: ProgressFn | None = None) -> TuneResult:
     """Measure the candidate plans for ``board`` (default: detected) and store the fastest one whose
     final image is within ``min_psnr`` dB of the fp32 plan's. Raises PlanError if none is."""
-    from edge_sdk.board import detect_board, load_board
+    from edge_sdk.board import detect_board, load_board, usable_cpus
 
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     if not (isinstance(min_psnr, (int, float)) and min_psnr > 0):
@@ -163,8 +163,7 @@ def tune(bundle: str | os.PathLike | Bundle, board: str | None = None, *, steps:
             raise PlanError("no board profile matches this machine", hint="pass --board NAME (edge-sdk boards)")
     profile = load_board(board)
     if threads is None:  # the profile's count, but never more threads than this machine gives us
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = min(profile.threads, cpus)
+        threads = min(profile.threads, usable_cpus())
     width, height = size if size else (None, None)
     steps = int(steps or b.sampler.get("default_steps", 20))
     plans, notes = candidate_plans(b, profile, width=width, height=height, guidance=guidance, runtimes=runtimes,
