@@ -73,14 +73,16 @@ def progress_enabled(quiet: bool = False) -> bool:
 
 
 class StageProgress:
-    """Conversion progress: one line per (component, format, precision) and stage on stderr; a terminal gets the stage
-    rewritten in place, a log gets every stage on its own line. Silent with --quiet."""
+    """Conversion progress: one line per (component, format, precision) and stage on stderr.
+
+    A terminal gets the stage rewritten in place, a log every stage on its own line; silent with
+    --quiet.
+    """
 
     def __init__(self, enabled: bool, live: bool) -> None:
         self.enabled = enabled
         self.live = live
         self.t0 = time.perf_counter()
-        self._open = False
 
     def __call__(self, component: str, fmt: str, prec: str, stage: str) -> None:
         if not self.enabled:
