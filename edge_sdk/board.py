@@ -31,6 +31,11 @@ KNOWN_ISA = {"neon", "fp16", "dotprod", "i8mm", "sve", "sse4_2", "avx2", "avx512
              "amx"}
 # Extra folders of profiles, beside the built-in ones (os.pathsep-separated).
 PATH_ENV = "EDGE_SDK_BOARD_PATH"
+# Finite bounds (hardening class 6): far above any real board, far below what overflows arithmetic.
+MAX_PROFILE_BYTES = 256 * 1024
+MAX_RAM_MB = 16 * 1024 * 1024  # 16 TiB
+MAX_CPUS = 4096
+MAX_TILE = 1 << 16
 
 # Which fields a profile has: table -> {key: (type(s), required)}. Anything else is a typo.
 _FIELDS: dict[str, dict[str, tuple[Any, bool]]] = {
@@ -97,9 +102,10 @@ def _count_or_detect(path: str, field_name: str, value: int | str) -> int:
     """A core or thread count: a positive integer, or "detect" for this machine's usable CPUs."""
     if value == "detect":  # a generic host: as many as this process may use
         return usable_cpus()
-    if isinstance(value, int) and value >= 1:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_CPUS:
         return value
-    raise PlanError(f"{path} {field_name}: must be a positive integer or \"detect\", got {value!r}")
+    raise PlanError(f"{path} {field_name}: must be an integer from 1 to {MAX_CPUS} or \"detect\", "
+                    f"got {value!r}"[:300])
 
 
 def _check(where: str, table: dict[str, Any], spec: dict[str, tuple[Any, bool]]) -> None:
@@ -140,16 +146,23 @@ def parse_profile(data: dict[str, Any], *, path: str) -> BoardProfile:
         import psutil
 
         ram_bytes = int(psutil.virtual_memory().total)
-    elif isinstance(ram, int) and ram > 0:
+    elif isinstance(ram, int) and not isinstance(ram, bool) and 0 < ram <= MAX_RAM_MB:
         ram_bytes = ram * MB
     else:
-        raise PlanError(f"{path} [memory]: ram_mb must be a positive number of MB or \"detect\", got {ram!r}")
+        raise PlanError(f"{path} [memory]: ram_mb must be a number of MB from 1 to {MAX_RAM_MB} or \"detect\", "
+                        f"got {ram!r}"[:300])
     if ("cap_mb" in mem) == ("cap_fraction" in mem):
         raise PlanError(f"{path} [memory]: give exactly one of cap_mb and cap_fraction")
+    if "cap_fraction" in mem and not 0 < mem["cap_fraction"] <= 1:
+        raise PlanError(f"{path} [memory]: cap_fraction must be in (0, 1], got {mem['cap_fraction']!r}")
+    if "cap_mb" in mem and not 0 < mem["cap_mb"] <= MAX_RAM_MB:
+        raise PlanError(f"{path} [memory]: cap_mb must be from 1 to {MAX_RAM_MB}, got {mem['cap_mb']!r}")
     cap = mem["cap_mb"] * MB if "cap_mb" in mem else int(ram_bytes * float(mem["cap_fraction"]))
     if not 0 < cap <= ram_bytes:
         raise PlanError(f"{path} [memory]: the cap ({cap // MB} MB) must be above 0 and at most the RAM "
                         f"({ram_bytes // MB} MB)")
+    if not all(isinstance(f, str) for f in cpu["isa"]):
+        raise PlanError(f"{path} [cpu]: isa must be a list of strings")
     bad_isa = [f for f in cpu["isa"] if f not in KNOWN_ISA]
     if bad_isa:
         raise PlanError(f"{path} [cpu]: unknown ISA feature(s) {bad_isa}", hint=f"known: {', '.join(sorted(KNOWN_ISA))}")
@@ -169,13 +182,15 @@ def parse_profile(data: dict[str, Any], *, path: str) -> BoardProfile:
     for role, order in data["precision"].items():
         if role == "source":
             continue
+        if not isinstance(order, list) or not all(isinstance(p, str) for p in order):
+            raise PlanError(f"{path} [precision]: {role} must be a list of precision names")
         bad = [p for p in order if p not in PRECISION_ORDER]
         if bad or not order:
             raise PlanError(f"{path} [precision]: {role} lists unknown or no precisions {bad}",
                             hint=f"precisions: {', '.join(PRECISION_ORDER)}")
         precision[role] = tuple(order)
-    if not 1 <= tiling["min_tile"] <= tiling["max_tile"]:
-        raise PlanError(f"{path} [tiling]: need 1 <= min_tile <= max_tile, got {tiling['min_tile']}, {tiling['max_tile']}")
+    if not 1 <= tiling["min_tile"] <= tiling["max_tile"] <= MAX_TILE:
+        raise PlanError(f"{path} [tiling]: need 1 <= min_tile <= max_tile <= {MAX_TILE}, got {tiling['min_tile']}, {tiling['max_tile']}")
     if not 0 <= tiling["overlap_fraction"] < 0.5:
         raise PlanError(f"{path} [tiling]: overlap_fraction must be in [0, 0.5), got {tiling['overlap_fraction']}")
     accels = data.get("accelerators", [])
@@ -196,12 +211,9 @@ def parse_profile(data: dict[str, Any], *, path: str) -> BoardProfile:
 
 
 def _read(path: Path, where: str) -> BoardProfile:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise PlanError(f"board profile {where} is not valid TOML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PlanError(f"cannot read board profile {where}: {e}") from None
+    from edge_sdk.safeio import load_toml  # no link, regular file, size cap, no nan/inf
+
+    data = load_toml(path, max_bytes=MAX_PROFILE_BYTES, error=PlanError, what="board profile")
     return parse_profile(data, path=where)
 
 
@@ -230,7 +242,7 @@ def load_board(name_or_path: str | os.PathLike) -> BoardProfile:
     text = str(name_or_path)
     p = Path(text)
     if text.endswith(".toml") or os.sep in text or p.is_file():
-        if not p.is_file():
+        if not os.path.lexists(p):
             raise PlanError(f"board profile file {p} does not exist")
         return _read(p, str(p))
     files = _profile_files()

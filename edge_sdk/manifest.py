@@ -8,9 +8,11 @@ paths, safe paths, an entry listed among its artifact's files, roles matching co
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 # A manifest is metadata; anything this large is a mistake or an attack.
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_SCHEMA_ERRORS = 20
 
 
 @lru_cache(maxsize=1)
@@ -52,12 +55,16 @@ def validate(data: Any, *, source: str = MANIFEST_NAME) -> dict[str, Any]:
             f"{source}: schema_version {version} is not supported (this edge-sdk reads {SCHEMA_VERSION})",
             hint="convert the model again with this edge-sdk, or upgrade edge-sdk",
         )
-    errors = sorted(_validator().iter_errors(data), key=lambda e: (len(list(e.absolute_path)), e.message))
+    # A schema-error bomb (a manifest with millions of bad entries) must not build millions of
+    # error objects: stop after MAX_SCHEMA_ERRORS and report the first, by depth.
+    errors = sorted(islice(_validator().iter_errors(data), MAX_SCHEMA_ERRORS),
+                    key=lambda e: (len(list(e.absolute_path)), e.message))
     if errors:
         e = errors[0]
         msg = e.message if len(e.message) < 300 else e.message[:300] + "..."
+        count = f"{len(errors)}" if len(errors) < MAX_SCHEMA_ERRORS else f"at least {MAX_SCHEMA_ERRORS}"
         raise ManifestError(f"{source}: field {_where(e)}: {msg}",
-                            hint=f"{len(errors)} schema error(s); see docs/manifest.md")
+                            hint=f"{count} schema error(s); see docs/manifest.md")
     seen: set[str] = set()
     for cname, comp in data["components"].items():
         if comp["role"] != cname:
@@ -92,25 +99,15 @@ def all_files(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for comp in data["components"].values() for f in all_files_of_component(comp)]
 
 
-def _no_nan(token: str) -> Any:
-    # Python's json reads NaN/Infinity, which JSON does not have and every range check lets through.
-    raise ValueError(f"{token} is not a JSON number")
-
-
 def load(path: Path) -> dict[str, Any]:
-    """Read and validate ``path`` (a manifest.json)."""
+    """Read and validate ``path`` (a manifest.json): regular file, no link, size cap, strict JSON."""
+    from edge_sdk.safeio import loads_json, read_regular
+
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: no manifest.json here", hint="is this an edge-sdk bundle folder?") from None
-    if size > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"{path}: manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} byte limit")
-    raw = path.read_bytes()
-    try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_no_nan)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
-        raise ManifestError(f"{path}: not valid JSON ({e})".replace("\n", " ")) from None
+    if not os.path.lexists(path):
+        raise ManifestError(f"{path}: no manifest.json here", hint="is this an edge-sdk bundle folder?")
+    raw = read_regular(path, max_bytes=MAX_MANIFEST_BYTES, error=ManifestError, what="manifest")
+    data = loads_json(raw, source=str(path), error=ManifestError)
     return validate(data, source=str(path))
 
 
