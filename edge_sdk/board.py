@@ -104,8 +104,8 @@ def _count_or_detect(path: str, field_name: str, value: int | str) -> int:
         return usable_cpus()
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_CPUS:
         return value
-    raise PlanError(f"{path} {field_name}: must be an integer from 1 to {MAX_CPUS} or \"detect\", "
-                    f"got {value!r}"[:300])
+    raise PlanError(f"{path} {field_name}: must be a positive integer or \"detect\", got {value!r}"[:300]
+                    + f" (at most {MAX_CPUS})")
 
 
 def _check(where: str, table: dict[str, Any], spec: dict[str, tuple[Any, bool]]) -> None:

@@ -208,8 +208,10 @@ class BundleWriter:
 
     def __init__(self, target: str | os.PathLike, *, name: str, overwrite: bool = False) -> None:
         self.target = Path(target).absolute()
-        if self.target.exists() and not overwrite:
-            raise UsageError(f"output {self.target} already exists", hint="pass --overwrite or choose another -o")
+        if os.path.lexists(self.target):
+            if not overwrite:
+                raise UsageError(f"output {self.target} already exists", hint="pass --overwrite or choose another -o")
+            check_replaceable(self.target)
         parent = self.target.parent
         if not parent.is_dir():
             raise UsageError(f"output folder {parent} does not exist")
@@ -317,6 +319,23 @@ class BundleWriter:
         replace_dir(self.stage, self.target)
         self._committed = True
         return Bundle(self.target, data)
+
+
+def check_replaceable(target: Path) -> None:
+    """Refuse to replace ``target`` unless edge-sdk made it: a real folder (not a link) holding a
+    manifest.json that reads as a bundle manifest. Anything else may be the user's files."""
+    st = os.lstat(target)
+    if stat.S_ISLNK(st.st_mode):
+        raise UsageError(f"output {target} is a symbolic link; --overwrite replaces only bundle folders",
+                         hint="remove the link yourself or choose another -o")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"output {target} is a file, not a bundle; --overwrite replaces only bundle folders",
+                         hint="choose another -o")
+    try:
+        manifest.load(target / MANIFEST_NAME)
+    except BundleError as e:
+        raise UsageError(f"output {target} is not an edge-sdk bundle ({e.message}); --overwrite replaces "
+                         "only folders edge-sdk wrote", hint="choose another -o, or move the folder away") from None
 
 
 def _remove_stale_temps(parent: Path) -> None:
