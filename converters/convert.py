@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_sdk import interrupt
 from edge_sdk.bundle import Bundle, BundleWriter
 from edge_sdk.converters.base import Converter
 from edge_sdk.converters.calibrate import attach_calibration
@@ -84,6 +85,7 @@ def _combined_error(failures: list[Failure], converted: dict[str, list[str]]) ->
     return err
 
 
+@interrupt.stops_on_signals
 def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | None = None,
             precisions: str | Iterable[str] | None = None, name: str | None = None, overwrite: bool = False,
             tolerance: float | None = None, samples: int = 3, components: Iterable[str] | None = None,
@@ -129,6 +131,7 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
                         for prec in precs:
                             done = _one(writer, conv, comp, fmt, prec, variant, steps, samples, tolerance, tell, rep)
                             kill_point("convert:artifact")  # interruption tests (edge_sdk.faults)
+                            interrupt.check()
                             if done is not None:
                                 passed.append(done)
                                 if fmt not in converted.setdefault(role, []):
@@ -143,6 +146,7 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
             if rep.failures and (not keep_going or not any(converted.values())):
                 raise _combined_error(rep.failures, converted)
             tell("", "", "", "write")
+            interrupt.check()  # never publish a bundle after a signal, whatever swallowed it
             bundle = writer.commit()
     finally:
         for conv in converters.values():
@@ -167,6 +171,7 @@ def _one(writer: BundleWriter, conv: Converter, comp, fmt: str, prec: str, varia
         metrics = validate_artifact(comp, art.entry, conv.runtime, prec, samples=samples, tolerance=tolerance,
                                     where=f"{role} {fmt} {label}", options=dict(conv.validation_options))
     except EdgeSDKError as e:
+        interrupt.check()  # a signal wrapped into a conversion error stops everything, not one artifact
         tell(role, fmt, label, "failed")
         log.info("%s %s %s failed: %s", role, fmt, label, e.message)
         rep.failures.append(Failure(role, fmt, prec, variant, e))

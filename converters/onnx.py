@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edge_sdk import interrupt
 from edge_sdk.converters.base import ConvertedArtifact, Converter
 from edge_sdk.converters.precision import check_supported
 from edge_sdk.converters.spec import ComponentSpec
@@ -42,6 +43,7 @@ def export_onnx(component: ComponentSpec, path: Path) -> list[str]:
                                  external_data=large, verbose=False, optimize=True)
         prog.save(str(path), external_data=large)
     except Exception as e:  # the dynamo exporter raises many types; fall back once, say so
+        interrupt.check()  # a Ctrl-C the exporter wrapped in its own error is not an export failure
         first = first_line(e)
         log.warning("dynamo ONNX export failed for %s (%s); falling back to the TorchScript exporter",
                     component.role, first)
@@ -54,6 +56,7 @@ def export_onnx(component: ComponentSpec, path: Path) -> list[str]:
             torch.onnx.export(module, args, str(path), dynamo=False, input_names=names,
                               output_names=component.output_names, dynamic_axes=axes, opset_version=18)
         except Exception as e2:
+            interrupt.check()
             err = conversion_failure(e, role=component.role, fmt="onnx", stage="export", component=component)
             if not isinstance(err, UnsupportedOpError):
                 err = conversion_failure(e2, role=component.role, fmt="onnx", stage="export", component=component)

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from edge_sdk.errors import EdgeSDKError, MemoryCapError
+from edge_sdk.interrupt import Interrupted
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
@@ -25,9 +26,16 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
     except EdgeSDKError as e:
         click.echo(f"error: {e.message}" + (f"\n  hint: {e.hint}" if e.hint else ""), err=True)
         return e.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, Interrupted):  # click turns every KeyboardInterrupt into Abort
+            click.echo(f"interrupted ({cause}); nothing was written, an existing output is unchanged", err=True)
+            return cause.exit_code
         click.echo("aborted", err=True)
         return 130
+    except Interrupted as e:  # SIGINT/SIGTERM during convert: nothing was published
+        click.echo(f"interrupted ({e}); nothing was written, an existing output is unchanged", err=True)
+        return e.exit_code
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
