@@ -9,6 +9,7 @@ returns the failures in ``ConvertReport.failures`` (a component left with no art
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk import interrupt
-from edge_sdk.bundle import Bundle, BundleWriter
+from edge_sdk.bundle import Bundle, BundleWriter, check_replaceable
 from edge_sdk.converters.base import Converter
 from edge_sdk.converters.calibrate import attach_calibration
 from edge_sdk.converters.precision import PRECISIONS, check_supported, normalize_all
@@ -106,6 +107,8 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
             check_supported(f, p)  # before any work
     if tolerance is not None and not tolerance > 0:
         raise UsageError(f"tolerance must be a positive number, got {tolerance}")
+    if overwrite and os.path.lexists(output):  # before the (slow) source load: refuse a non-bundle early
+        check_replaceable(Path(output).absolute())
     spec = load_source(source, name=name)
     wanted = list(components) if components else list(spec.components)
     for role in wanted:

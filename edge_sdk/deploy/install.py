@@ -28,7 +28,9 @@ import json
 import os
 import secrets
 import shutil
+import re
 import signal
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -53,6 +55,9 @@ DEFAULT_ROOT = "~/edge-sdk"
 KILL_ENV = "EDGE_SDK_TEST_KILL_AT"
 STAGES = ("verified", "extracting", "extracted", "released", "link-created", "switched")
 _CHUNK = 1 << 20
+MAX_STATE_BYTES = 1 << 20
+MAX_HISTORY = 10_000
+_RELEASE_ID = re.compile(r"[0-9a-f]{16}")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -91,10 +96,9 @@ def _read_member(stream, member: Member, limit: int, where: str) -> bytes:
 
 
 def _parse_doc(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], set[str]]:
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DeployError(f"{where}: package.json is not valid JSON ({e})") from None
+    from edge_sdk.safeio import loads_json  # duplicate keys, NaN, overflow refused
+
+    doc = loads_json(raw, source=f"{where}: package.json", error=DeployError)
     if not isinstance(doc, dict) or doc.get("format") != PACKAGE_FORMAT:
         raise DeployError(f"{where}: package.json is not an edge-sdk package manifest")
     if doc.get("package_version") != PACKAGE_VERSION:
@@ -230,7 +234,15 @@ class _Lock:
         self.path, self.timeout, self.fd = root / LOCK, timeout, -1
 
     def __enter__(self) -> _Lock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:  # O_NOFOLLOW: a .lock that is a link (to /etc/passwd, say) is refused, not opened
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as e:
+            raise DeployError(f"cannot open lock file {self.path}: "
+                              + ("it is a symbolic link" if e.errno == errno.ELOOP else (e.strerror or str(e))),
+                              hint="remove it; edge-sdk creates it as a plain file") from None
+        if not stat.S_ISREG(os.fstat(self.fd).st_mode):
+            os.close(self.fd)
+            raise DeployError(f"lock file {self.path} is not a regular file", hint="remove it")
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -251,7 +263,21 @@ def _root(root: str | os.PathLike | None) -> Path:
     return Path(os.path.expanduser(str(root if root is not None else DEFAULT_ROOT))).absolute()
 
 
+def _check_releases_dir(root: Path) -> None:
+    """``releases/`` must be a real folder: a link would make install and prune write and delete elsewhere."""
+    rel = root / RELEASES
+    try:
+        st = os.lstat(rel)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise DeployError(f"{rel} is {'a symbolic link' if stat.S_ISLNK(st.st_mode) else 'not a folder'}; "
+                          "edge-sdk does not follow links it did not make",
+                          hint="replace it with a plain folder, or choose another --root")
+
+
 def _prepare_root(root: Path) -> None:
+    _check_releases_dir(root)
     try:
         (root / RELEASES).mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -277,13 +303,23 @@ def current_release(root: str | os.PathLike | None = None) -> str | None:
 
 
 def _read_state(root: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((root / STATE).read_text())
-        if isinstance(data, dict) and isinstance(data.get("history"), list):
-            return data
-    except (FileNotFoundError, ValueError):
-        pass
-    return {"history": []}
+    """state.json: {"history": [release ids]}; strict (safeio), one DeployError naming file and field."""
+    from edge_sdk.safeio import load_json
+
+    path = root / STATE
+    if not os.path.lexists(path):
+        return {"history": []}
+    data = load_json(path, max_bytes=MAX_STATE_BYTES, error=DeployError, what="install state")
+    if not isinstance(data, dict):
+        raise DeployError(f"{path}: must be a JSON object", hint="move it away; the next install writes a new one")
+    history = data.get("history", [])
+    if not isinstance(history, list) or len(history) > MAX_HISTORY:
+        raise DeployError(f"{path}: field history must be a list of at most {MAX_HISTORY} release ids")
+    for i, h in enumerate(history):
+        if not (isinstance(h, str) and _RELEASE_ID.fullmatch(h)):
+            raise DeployError(f"{path}: field history/{i} is not a release id: {h!r}"[:300],
+                              hint="move it away; the next install writes a new one")
+    return {**data, "history": history}
 
 
 def _write_state(root: Path, state: dict[str, Any]) -> None:
@@ -320,18 +356,31 @@ def _clean_stale(root: Path) -> None:
 
 
 def _prune(root: Path, keep: int, history: list[str]) -> list[str]:
-    """Delete releases beyond the current one and the ``keep`` before it; return what was removed."""
+    """Delete releases beyond the current one and the ``keep`` before it; return what was removed.
+
+    Only releases this install root recorded (in state.json's history) and that are still what
+    edge-sdk made (a real folder with package.json) are removed; anything else under ``releases/``
+    is someone else's and is left alone."""
+    _check_releases_dir(root)
     cur = current_release(root)
     keep_ids = set(history[-(keep + 1):]) | ({cur} if cur else set())
     removed = []
-    for p in sorted((root / RELEASES).iterdir()):
-        if p.name.startswith(".") or p.name in keep_ids or p.is_symlink():
+    for rid in history:
+        p = root / RELEASES / rid
+        if rid in keep_ids or not _is_our_release(p):
             continue
         shutil.rmtree(p, ignore_errors=True)
-        removed.append(p.name)
+        removed.append(rid)
     if removed:
         fsync_dir(root / RELEASES)
     return removed
+
+
+def _is_our_release(p: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(p).st_mode) and stat.S_ISREG(os.lstat(p / PACKAGE_JSON).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _check_runtimes(info: PackageInfo) -> None:
@@ -410,7 +459,10 @@ def install(package: str | os.PathLike, root: str | os.PathLike | None = None, *
             _extract(info, incoming)
             Bundle.open(incoming / BUNDLE_DIR, verify=True)
             _fault("extracted")
-            if final.exists():  # left by an install killed before its switch, or rolled away from
+            if os.path.lexists(final):  # left by an install killed before its switch, or rolled away from
+                if not _is_our_release(final):
+                    raise DeployError(f"{final} exists and is not a release edge-sdk made",
+                                      hint="move it away, then install again")
                 shutil.rmtree(final)
             os.rename(incoming, final)
             fsync_dir(releases)
@@ -451,6 +503,7 @@ def _health(release: Path, steps: int, timeout: float) -> dict[str, Any]:
 def rollback(root: str | os.PathLike | None = None, *, to: str | None = None) -> dict[str, Any]:
     """Make the release before the current one (or ``to``) current again, after verifying it."""
     root_p = _root(root)
+    _check_releases_dir(root_p)
     if not (root_p / RELEASES).is_dir():
         raise DeployError(f"nothing is installed under {root_p}", hint="give the --root you installed into")
     with _Lock(root_p):
@@ -493,9 +546,13 @@ def list_releases(root: str | os.PathLike | None = None) -> list[dict[str, Any]]
     for p in rel_dir.iterdir():
         if p.name.startswith(".") or not p.is_dir():
             continue
+        from edge_sdk.safeio import load_json
+
         try:
-            doc = json.loads((p / PACKAGE_JSON).read_text())
-        except (OSError, ValueError):
+            doc = load_json(p / PACKAGE_JSON, max_bytes=MAX_PACKAGE_JSON, error=DeployError, what="package.json")
+        except DeployError:
+            doc = {}
+        if not isinstance(doc, dict):
             doc = {}
         out.append({"release": p.name, "name": doc.get("name"), "sdk_version": doc.get("sdk_version"),
                     "board": (doc.get("requirements") or {}).get("board"), "current": p.name == cur,
