@@ -28,6 +28,7 @@ from edge_sdk.converters.sources import load_source
 from edge_sdk.converters.validate import validate_artifact
 from edge_sdk.errors import ConversionError, EdgeSDKError, UnsupportedOpError, UsageError
 from edge_sdk.faults import kill_point
+from edge_sdk.names import check_name, sanitize
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[str, str, str, str], None]  # (component, format, precision[/variant], stage)
@@ -109,7 +110,10 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
         raise UsageError(f"tolerance must be a positive number, got {tolerance}")
     if overwrite and os.path.lexists(output):  # before the (slow) source load: refuse a non-bundle early
         check_replaceable(Path(output).absolute())
+    if name is not None:  # a given name must already be valid; a derived one is made valid
+        check_name(name, what="bundle name")
     spec = load_source(source, name=name)
+    spec.name = sanitize(spec.name)
     wanted = list(components) if components else list(spec.components)
     for role in wanted:
         if role not in spec.components:

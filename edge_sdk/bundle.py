@@ -21,6 +21,7 @@ from edge_sdk import __version__, manifest
 from edge_sdk.errors import BundleError, IntegrityError, ModelFileError, UsageError
 from edge_sdk.faults import kill_point
 from edge_sdk.fsutil import atomic_write, fsync_tree, replace_dir, sha256_file
+from edge_sdk.names import check_name
 from edge_sdk.manifest import MANIFEST_NAME, SCHEMA_VERSION, TensorSpec
 from edge_sdk.paths import check_relpath, resolve_inside
 
@@ -207,6 +208,7 @@ class BundleWriter:
     """
 
     def __init__(self, target: str | os.PathLike, *, name: str, overwrite: bool = False) -> None:
+        check_name(name, what="bundle name", where=f"output {target}")
         self.target = Path(target).absolute()
         if os.path.lexists(self.target):
             if not overwrite:

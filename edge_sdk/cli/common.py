@@ -13,6 +13,7 @@ import click
 
 from edge_sdk.errors import EdgeSDKError, MemoryCapError
 from edge_sdk.interrupt import Interrupted
+from edge_sdk.names import for_terminal, for_terminal_lines
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
@@ -24,7 +25,8 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
         group.main(args=argv, prog_name="edge-sdk", standalone_mode=False)
         return 0
     except EdgeSDKError as e:
-        click.echo(f"error: {e.message}" + (f"\n  hint: {e.hint}" if e.hint else ""), err=True)
+        click.echo(f"error: {for_terminal(e.message)}" + (f"\n  hint: {for_terminal(e.hint)}" if e.hint else ""),
+                   err=True)
         return e.exit_code
     except click.exceptions.Abort as e:
         cause = e.__cause__ or e.__context__
@@ -58,6 +60,12 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
                    "  hint: this is a bug in edge-sdk; rerun with EDGE_SDK_DEBUG=1 for the traceback "
                    "and report it", err=True)
         return 70
+
+
+def say(message: Any = "", **kwargs: Any) -> None:
+    """click.echo for human output: control characters in names, paths and messages are shown as
+    escapes (names.for_terminal), so a crafted bundle or package cannot drive the terminal."""
+    click.echo(for_terminal_lines(str(message)), **kwargs)
 
 
 def emit_json(data: Any) -> None:

@@ -8,14 +8,18 @@ expansion escaped), so a path with spaces or a literal ``%`` reaches the app unc
 from __future__ import annotations
 
 import re
+import unicodedata
 import shlex
 from importlib import resources
 
 from edge_sdk import __version__
 from edge_sdk.errors import DeployError
+from edge_sdk.names import check_name
 
 TEMPLATE = "edge-sdk-app.service"
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.\\-]+\.service$")
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_TARGET = re.compile(r"[A-Za-z0-9_.@-]{1,200}\.target")
 
 
 def unit_name(package_name: str) -> str:
@@ -51,6 +55,13 @@ def exec_start(app: str, bundle: str) -> str:
 def render_unit(*, name: str, root: str, bundle: str, app: str, oneshot: bool = False, user: str | None = None,
                 memory_max: str | None = None, wanted_by: str = "multi-user.target") -> str:
     """The unit file text for running ``app`` against the board's current bundle."""
+    # Every value that lands in the unit verbatim is checked against a strict pattern first: a name
+    # with a newline would otherwise add lines such as ExecStartPre= (code run as the unit's user).
+    check_name(name, what="app name", where="service unit", error=DeployError)
+    if user is not None and not _USER.fullmatch(user):
+        raise DeployError(f"service unit: user {user!r} is not a valid user name")
+    if not _TARGET.fullmatch(wanted_by):
+        raise DeployError(f"service unit: WantedBy {wanted_by!r} is not a systemd target name")
     template = resources.files("edge_sdk.deploy").joinpath(f"templates/{TEMPLATE}").read_text()
     extra = []
     if user:
@@ -60,8 +71,9 @@ def render_unit(*, name: str, root: str, bundle: str, app: str, oneshot: bool = 
             raise DeployError(f"--memory-max {memory_max!r} is not a systemd size (e.g. 6G, 80%)")
         extra.append(f"MemoryMax={memory_max}")
     for value, what in ((root, "root"), (bundle, "bundle path")):
-        if "\n" in value or '"' in value:
-            raise DeployError(f"the {what} {value!r} has a newline or a double quote")
+        if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value) or '"' in value \
+                or "\\" in value:
+            raise DeployError(f"the {what} {value!r} has a control character, a quote or a backslash")
     return template.format(
         sdk_version=__version__, name=name, root=root.replace("%", "%%"), bundle=bundle.replace("%", "%%"),
         type="oneshot" if oneshot else "exec", exec_start=exec_start(app, bundle),

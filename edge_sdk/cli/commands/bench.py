@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import emit_json, json_option, quiet_option, table
+from edge_sdk.cli.common import emit_json, json_option, quiet_option, say, table
 
 
 def parse_size(value: str | None) -> tuple[int, int] | None:
@@ -35,7 +35,7 @@ def parse_steps(value: str | None) -> list[int] | None:
 def progress_printer(quiet: bool):
     def tell(i: int, n: int, label: str) -> None:
         if not quiet and i < n:
-            click.echo(f"[{i + 1}/{n}] {label}", err=True)
+            say(f"[{i + 1}/{n}] {label}", err=True)
 
     return tell
 
@@ -83,11 +83,11 @@ def command(bundle, runtimes, precisions, formats, steps, size, seed, guidance, 
     if quiet:
         return
     m = report.machine
-    click.echo(f"{m['cpu_model']} ({m['arch']}, {m['usable_cpus']} CPUs usable; int8 dot product: "
+    say(f"{m['cpu_model']} ({m['arch']}, {m['usable_cpus']} CPUs usable; int8 dot product: "
                f"{'yes' if m['int8_dot_product'] else 'no'}), threads per session: {threads or 'runtime default'}")
     rows, headers = report_rows(report)
-    click.echo(table(rows, headers))
-    click.echo(f"PSNR: final image vs {report.settings['reference']} on seed {seed}; times in ms, "
+    say(table(rows, headers))
+    say(f"PSNR: final image vs {report.settings['reference']} on seed {seed}; times in ms, "
                f"medians of >= {repeats} runs after {warmup} warm-up")
     if chart_path:
-        click.echo(f"chart: {chart_path}")
+        say(f"chart: {chart_path}")

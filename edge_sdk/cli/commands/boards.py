@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import emit_json, json_option, table
+from edge_sdk.cli.common import emit_json, json_option, say, table
 
 MB = 1024 * 1024
 
@@ -25,7 +25,7 @@ def command(ctx, as_json):
         return
     rows = [(b.name, b.title, f"{b.ram_bytes // MB}", f"{b.cap_bytes // MB}" + (" (unified)" if b.unified else ""),
              f"{b.cpu_cores}x {b.cpu_arch}", f"{b.runtimes[0][0]}:{b.runtimes[0][1]}") for b in boards]
-    click.echo(table(rows, ("name", "board", "RAM MB", "cap MB", "cpu", "first runtime")))
+    say(table(rows, ("name", "board", "RAM MB", "cap MB", "cpu", "first runtime")))
 
 
 @command.command("show")
@@ -39,9 +39,9 @@ def show(name, as_json):
     if as_json:
         emit_json(b.to_json())
         return
-    click.echo(f"{b.name}: {b.title}  ({b.path})")
+    say(f"{b.name}: {b.title}  ({b.path})")
     if b.notes:
-        click.echo(f"  {b.notes}")
+        say(f"  {b.notes}")
     rows = [
         ("RAM", f"{b.ram_bytes // MB} MB", b.sources.get("memory", "")),
         ("memory cap", f"{b.cap_bytes // MB} MB" + (" (CPU + GPU, unified)" if b.unified else ""),
@@ -57,4 +57,4 @@ def show(name, as_json):
         ("decode tiles", f"{b.min_tile}..{b.max_tile} latent cells, overlap {b.overlap_fraction:.0%}",
          b.sources.get("tiling", "")),
     ]
-    click.echo(table(rows, ("field", "value", "source")))
+    say(table(rows, ("field", "value", "source")))

@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from edge_sdk.cli.common import StageProgress, emit_json, json_option, progress_enabled, quiet_option, table
+from edge_sdk.cli.common import (StageProgress, emit_json, json_option, progress_enabled, quiet_option, say,
+                                 table)
 
 
 @click.command("convert")
@@ -64,9 +65,9 @@ def command(source, output, formats, precisions, name, tolerance, samples, calib
             ("component", "format", "precision", "size_bytes", "rel_l2", "cosine", "convert_seconds"), r))
             for r in rows], "failures": failures})
     elif not quiet:
-        click.echo(table([(c, f, p, f"{s / 1e6:.2f} MB", f"{r:.2e}", f"{cos:.6f}", f"{sec:.1f}s")
+        say(table([(c, f, p, f"{s / 1e6:.2f} MB", f"{r:.2e}", f"{cos:.6f}", f"{sec:.1f}s")
                           for c, f, p, s, r, cos, sec in rows],
                          ("component", "format", "precision", "size", "rel L2", "cosine", "time")))
         for f in failures:
-            click.echo(f"skipped (--keep-going): {f['error']}", err=True)
-        click.echo(f"wrote {bundle.root}", file=sys.stdout)
+            say(f"skipped (--keep-going): {f['error']}", err=True)
+        say(f"wrote {bundle.root}", file=sys.stdout)

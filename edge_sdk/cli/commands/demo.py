@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import StageProgress, StepBar, emit_json, json_option, progress_enabled, quiet_option, table
+from edge_sdk.cli.common import (StageProgress, StepBar, emit_json, json_option, progress_enabled, quiet_option,
+                                 say, table)
 
 
 @click.command("demo")
@@ -60,17 +61,17 @@ def command(board, formats, precisions, steps, sampler, guidance, per_class, see
         return
     if quiet:
         return
-    click.echo(f"board    {report.board or 'none matched'}" + (f"  ({'; '.join(report.board_reasons)})"
+    say(f"board    {report.board or 'none matched'}" + (f"  ({'; '.join(report.board_reasons)})"
                                                                if report.board_reasons else ""))
-    click.echo(f"bundle   {report.bundle}" + (f"  (converted in {report.convert_seconds:.1f} s)"
+    say(f"bundle   {report.bundle}" + (f"  (converted in {report.convert_seconds:.1f} s)"
                                                if report.convert_seconds else "  (cached)"))
     rows = [(name, c["runtime"], c["format"], c["precision"], c["device"], "yes" if c["resident"] else "no")
             for name, c in data["plan"].items()]
-    click.echo(table(rows, ("component", "runtime", "format", "precision", "device", "resident")))
+    say(table(rows, ("component", "runtime", "format", "precision", "device", "resident")))
     tiling = data["decode_tiling"]
-    click.echo(f"cfg      {data['cfg']}; decode tiling {'off' if not tiling else tiling}")
+    say(f"cfg      {data['cfg']}; decode tiling {'off' if not tiling else tiling}")
     stages = [(k, f"{v * 1000:.1f} ms") for k, v in report.timings.items()]
     stages.append(("peak RSS", f"{data['peak_rss_mb']} MB"))
-    click.echo(table(stages, ("stage", "time / memory")))
-    click.echo(f"wrote {report.out}: {report.images} images ({data['sampler']}, {data['steps']} steps, "
+    say(table(stages, ("stage", "time / memory")))
+    say(f"wrote {report.out}: {report.images} images ({data['sampler']}, {data['steps']} steps, "
                f"guidance {data['guidance']}, seed {data['seed']})")

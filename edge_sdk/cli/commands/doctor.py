@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import emit_json, json_option, table
+from edge_sdk.cli.common import emit_json, json_option, say, table
 
 
 def _devices(info: dict) -> str:
@@ -27,13 +27,13 @@ def command(as_json):
         emit_json(r)
         return
     cpu = r["cpu"]
-    click.echo(f"edge-sdk {r['edge_sdk']}  python {r['python']}  {r['platform']}")
-    click.echo(f"cpu      {cpu['model']} ({cpu['machine']}, {cpu['cores']} logical cores)")
-    click.echo(f"features {' '.join(cpu['features']) or 'none of interest'}")
+    say(f"edge-sdk {r['edge_sdk']}  python {r['python']}  {r['platform']}")
+    say(f"cpu      {cpu['model']} ({cpu['machine']}, {cpu['cores']} logical cores)")
+    say(f"features {' '.join(cpu['features']) or 'none of interest'}")
     if r["board"] is not None:
         b = r["board"]
-        click.echo(f"board: {b['name'] or 'unknown'} ({'; '.join(b['reasons']) or 'no reasons given'})")
-    click.echo("")
+        say(f"board: {b['name'] or 'unknown'} ({'; '.join(b['reasons']) or 'no reasons given'})")
+    say("")
     rows = []
     for name, info in r["runtimes"].items():
         if info.get("available"):
@@ -45,6 +45,6 @@ def command(as_json):
             why = f"{why}; install: {info['install']}" if why else f"install: {info['install']}"
         notes = "; ".join(info.get("notes") or [])
         rows.append((name, info.get("version") or "-", usable, _devices(info), "; ".join(x for x in (why, notes) if x)))
-    click.echo(table(rows, ("runtime", "version", "usable", "devices [providers]", "notes")))
+    say(table(rows, ("runtime", "version", "usable", "devices [providers]", "notes")))
     if not r["usable_device_runtimes"]:
-        click.echo("\nno device runtime is usable here: pip install 'edge-sdk[onnxruntime]' (or [openvino], [litert])")
+        say("\nno device runtime is usable here: pip install 'edge-sdk[onnxruntime]' (or [openvino], [litert])")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import emit_json, json_option, quiet_option
+from edge_sdk.cli.common import emit_json, json_option, quiet_option, say
 
 
 @click.command("flash")
@@ -45,7 +45,7 @@ def command(package, host, port, root, identity, ssh_config, ssh_options, remote
     """
     from edge_sdk.deploy.flash import flash
 
-    say = (lambda m: None) if (quiet or as_json) else (lambda m: click.echo(f"... {m}", err=True))
+    say = (lambda m: None) if (quiet or as_json) else (lambda m: say(f"... {m}", err=True))
     s = flash(package, host, port=port, root=root, identity=identity, ssh_config=ssh_config,
               ssh_options=list(ssh_options), remote_edge_sdk=remote_edge_sdk, keep=keep, verify_key=verify_key,
               remote_verify_key=remote_verify_key, health_check=health_check, health_steps=health_steps,
@@ -55,11 +55,11 @@ def command(package, host, port, root, identity, ssh_config, ssh_options, remote
     if as_json:
         emit_json(s)
     elif not quiet:
-        click.echo(f"{host}: current -> releases/{s['release']} ({s['name']}, {s['status']})"
+        say(f"{host}: current -> releases/{s['release']} ({s['name']}, {s['status']})"
                    + (f", was {s['previous']}" if s["previous"] and s["previous"] != s["release"] else ""))
-        click.echo(f"sent {s['bytes_sent'] / 1e6:.2f} MB of {s['package_bytes'] / 1e6:.2f} MB by {s['transfer']}"
+        say(f"sent {s['bytes_sent'] / 1e6:.2f} MB of {s['package_bytes'] / 1e6:.2f} MB by {s['transfer']}"
                    + (f", resumed at {s['resumed_from'] / 1e6:.2f} MB" if s["resumed_from"] else "")
                    + f", {s['seconds']:.1f} s")
         if s.get("service"):
             sv = s["service"]
-            click.echo(f"unit {sv['path']} written" + (", started" if sv["started"] else ", not started"))
+            say(f"unit {sv['path']} written" + (", started" if sv["started"] else ", not started"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import emit_json, json_option, table
+from edge_sdk.cli.common import emit_json, json_option, say, table
 
 
 @click.command("formats")
@@ -20,4 +20,4 @@ def command(as_json):
         return
     rows = [(fmt, p, f"{DEFAULT_TOLERANCE[p]:g}", how) for fmt, methods in matrix.items()
             for p in PRECISIONS if (how := methods.get(p))]
-    click.echo(table(rows, ("format", "precision", "rel-L2 bar", "how")))
+    say(table(rows, ("format", "precision", "rel-L2 bar", "how")))

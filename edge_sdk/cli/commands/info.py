@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import emit_json, json_option, table
+from edge_sdk.cli.common import emit_json, json_option, say, table
 
 
 @click.command("info")
@@ -20,22 +20,22 @@ def command(bundle, no_verify, as_json):
         emit_json(b.manifest)
         return
     m = b.manifest
-    click.echo(f"bundle   {b.name}  (schema {m['schema_version']}, made by edge-sdk {m['sdk_version']})")
-    click.echo(f"verified {'every file sha256' if not no_verify else 'no (--no-verify)'}")
+    say(f"bundle   {b.name}  (schema {m['schema_version']}, made by edge-sdk {m['sdk_version']})")
+    say(f"verified {'every file sha256' if not no_verify else 'no (--no-verify)'}")
     model = ", ".join(f"{k}={v}" for k, v in m["model"].items() if k != "class_names")
-    click.echo(f"model    {model}")
+    say(f"model    {model}")
     s = m.get("sampler", {})
     if s:
-        click.echo(f"sampler  {s.get('default_sampler', '-')} x {s.get('default_steps', '-')} steps, "
+        say(f"sampler  {s.get('default_sampler', '-')} x {s.get('default_steps', '-')} steps, "
                    f"guidance {s.get('default_guidance', '-')}")
-    click.echo("")
+    say("")
     sig_rows = []
     for name, c in m["components"].items():
         for io, tensors in (("in", c["inputs"]), ("out", c["outputs"])):
             for t in tensors:
                 sig_rows.append((name, io, t["name"], t["dtype"], "[" + ", ".join(map(str, t["shape"])) + "]"))
-    click.echo(table(sig_rows, ("component", "io", "tensor", "dtype", "shape")))
-    click.echo("")
+    say(table(sig_rows, ("component", "io", "tensor", "dtype", "shape")))
+    say("")
     rows = []
     for name in b.components:
         for a in b.artifacts(name):
@@ -43,4 +43,4 @@ def command(bundle, no_verify, as_json):
             rows.append((name, a.format, a.precision + (f"/{a.variant}" if a.variant else ""), f"{a.size / 1e6:.2f} MB",
                          f"{v['rel_l2']:.2e}" if v else "-", f"{v['max_abs']:.2e}" if v else "-",
                          f"{v['cosine']:.6f}" if v else "-", v.get("runtime", "-") if v else "-"))
-    click.echo(table(rows, ("component", "format", "precision", "size", "rel L2", "max abs", "cosine", "checked on")))
+    say(table(rows, ("component", "format", "precision", "size", "rel L2", "max abs", "cosine", "checked on")))

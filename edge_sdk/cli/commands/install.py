@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import emit_json, json_option, quiet_option
+from edge_sdk.cli.common import emit_json, json_option, quiet_option, say
 
 
 @click.command("install")
@@ -32,9 +32,9 @@ def command(package, root, keep, verify_key, expect_sha256, health_check, health
         emit_json(s)
     elif not quiet:
         if s["status"] == "already-current":
-            click.echo(f"release {s['release']} ({s['name']}) is already current under {s['root']}")
+            say(f"release {s['release']} ({s['name']}) is already current under {s['root']}")
         else:
-            click.echo(f"installed {s['name']} as release {s['release']}; current -> releases/{s['release']}"
+            say(f"installed {s['name']} as release {s['release']}; current -> releases/{s['release']}"
                        + (f" (was {s['previous']})" if s["previous"] else ""))
         if s.get("health"):
-            click.echo(f"health check passed in {s['health']['seconds']:.2f} s")
+            say(f"health check passed in {s['health']['seconds']:.2f} s")

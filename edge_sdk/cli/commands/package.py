@@ -6,7 +6,7 @@ import warnings
 
 import click
 
-from edge_sdk.cli.common import emit_json, json_option, quiet_option
+from edge_sdk.cli.common import emit_json, json_option, quiet_option, say
 
 
 @click.command("package")
@@ -31,12 +31,12 @@ def command(bundle, board, output, compress, sign_key, overwrite, as_json, quiet
         warnings.simplefilter("always")
         summary = package(bundle, board, output, compress=compress, sign_key=sign_key, overwrite=overwrite)
     for w in caught:
-        click.echo(f"warning: {w.message}", err=True)
+        say(f"warning: {w.message}", err=True)
     if as_json:
         emit_json(summary)
     elif not quiet:
         req = summary["requirements"]
-        click.echo(f"wrote {summary['package']} ({summary['size'] / 1e6:.2f} MB, {summary['files']} files"
+        say(f"wrote {summary['package']} ({summary['size'] / 1e6:.2f} MB, {summary['files']} files"
                    f"{', signed' if summary['signed'] else ''})")
-        click.echo(f"sha256  {summary['sha256']}")
-        click.echo(f"board   {board}: needs {' or '.join(req['runtimes']) or '-'} ({req['source']})")
+        say(f"sha256  {summary['sha256']}")
+        say(f"board   {board}: needs {' or '.join(req['runtimes']) or '-'} ({req['source']})")

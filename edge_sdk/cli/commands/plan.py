@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import emit_json, json_option, table
+from edge_sdk.cli.common import emit_json, json_option, say, table
 
 MB = 1024 * 1024
 
@@ -34,13 +34,13 @@ def command(bundle, board, size, batch, guidance, runtime, precision, tile, no_m
         emit_json(plan_summary(p))
         return
     h, w = p.size or (None, None)
-    click.echo(f"plan for {b.name} on {p.board} at {w}x{h}, batch {batch}: memory cap {p.memory_cap_bytes // MB} MB"
+    say(f"plan for {b.name} on {p.board} at {w}x{h}, batch {batch}: memory cap {p.memory_cap_bytes // MB} MB"
                + (" (CPU + GPU, unified)" if p.memory_unified else ""))
-    click.echo(table(describe(p), ("component", "runtime", "device", "format", "precision", "threads", "resident")))
+    say(table(describe(p), ("component", "runtime", "device", "format", "precision", "threads", "resident")))
     tiling = (f"{p.decode_tiling.tile}-cell tiles, {p.decode_tiling.overlap}-cell overlap" if p.decode_tiling
               else "whole image" if "decoder" in p.components else "none (no decoder)")
-    click.echo(f"\nCFG {p.cfg}; decode: {tiling}")
+    say(f"\nCFG {p.cfg}; decode: {tiling}")
     rows = [(stage, f"{v / MB:.0f} MB", f"{100 * v / p.memory_cap_bytes:.0f}% of cap") for stage, v in p.estimates.items()]
-    click.echo(table(rows, ("stage", "estimated peak", "")))
+    say(table(rows, ("stage", "estimated peak", "")))
     for n in p.notes:
-        click.echo(f"  note: {n}")
+        say(f"  note: {n}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import emit_json, json_option, quiet_option, table
+from edge_sdk.cli.common import emit_json, json_option, quiet_option, say, table
 
 
 @click.command("rollback")
@@ -22,7 +22,7 @@ def command(root, to, list_only, as_json, quiet):
         if as_json:
             emit_json(rows)
         else:
-            click.echo(table([("*" if r["current"] else "", r["release"], r["name"] or "-", r["board"] or "-",
+            say(table([("*" if r["current"] else "", r["release"], r["name"] or "-", r["board"] or "-",
                                r["sdk_version"] or "-") for r in rows],
                              ("", "release", "name", "board", "sdk")))
         return
@@ -31,6 +31,6 @@ def command(root, to, list_only, as_json, quiet):
         emit_json(s)
     elif not quiet:
         if s["status"] == "already-current":
-            click.echo(f"release {s['current']} is already current")
+            say(f"release {s['current']} is already current")
         else:
-            click.echo(f"current -> releases/{s['current']} (was {s['previous']})")
+            say(f"current -> releases/{s['current']} (was {s['previous']})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import StepBar, emit_json, json_option, progress_enabled, quiet_option
+from edge_sdk.cli.common import StepBar, emit_json, json_option, progress_enabled, quiet_option, say
 
 
 def parse_size(value: str | None) -> tuple[int | None, int | None]:
@@ -82,5 +82,5 @@ def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, p
     if as_json:
         emit_json(summary)
     elif not quiet:
-        click.echo(f"wrote {path} ({summary['images']} image(s), {result.images.shape[2]}x{result.images.shape[1]}) "
+        say(f"wrote {path} ({summary['images']} image(s), {result.images.shape[2]}x{result.images.shape[1]}) "
                    f"in {sum(result.timings.values()):.2f} s")

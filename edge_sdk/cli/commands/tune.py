@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from edge_sdk.cli.commands.bench import parse_size, progress_printer
-from edge_sdk.cli.common import emit_json, json_option, quiet_option, table
+from edge_sdk.cli.common import emit_json, json_option, quiet_option, say, table
 
 
 @click.command("tune")
@@ -52,8 +52,8 @@ def command(bundle, board, steps, size, min_psnr, runtimes, precisions, threads,
             continue
         rows.append((mark, c.label, f"{c.end_to_end_ms:.1f}", f"{c.peak_rss_mb:.0f}", fmt_psnr(c.psnr_db),
                      "yes" if c.psnr_db is not None and c.psnr_db >= min_psnr else "no"))
-    click.echo(f"board {res.board}, {res.settings['steps']} steps, {res.settings['threads']} threads; "
+    say(f"board {res.board}, {res.settings['steps']} steps, {res.settings['threads']} threads; "
                f"reference {res.settings['reference']}")
-    click.echo(table(rows, ("", "plan", "e2e ms", "peak MB", "PSNR dB", f">= {min_psnr:g} dB")))
+    say(table(rows, ("", "plan", "e2e ms", "peak MB", "PSNR dB", f">= {min_psnr:g} dB")))
     where = f"stored in {res.path}" if res.path else "not stored (--dry-run)"
-    click.echo(f"chosen: {res.chosen.label} ({where})")
+    say(f"chosen: {res.chosen.label} ({where})")
