@@ -42,6 +42,8 @@ class Artifact:
     static_shapes: dict[str, tuple[int, ...]] | None
     validation: dict[str, Any] | None
     size: int  # bytes over all its files
+    # (absolute path, size, sha256) of every file, for runtimes to verify the bytes they load
+    files: tuple[tuple[Path, int, str], ...] = ()
 
 
 class Bundle:
@@ -81,6 +83,13 @@ class Bundle:
 
         for comp in self.manifest["components"].values():
             for art in comp["artifacts"]:
+                listed = {f["path"] for f in art["files"]}
+                if art["entry"].endswith(".xml"):  # an IR reads its weights from the .bin beside it
+                    weights = art["entry"][:-4] + ".bin"
+                    if weights not in listed:
+                        raise IntegrityError(f"bundle {self.root}: {art['entry']} reads weights {weights!r}, "
+                                             "which the manifest does not list",
+                                             hint="the bundle was altered or built by hand; convert it again")
                 if not art["entry"].endswith(".onnx"):
                     continue
                 listed = {f["path"] for f in art["files"]}
@@ -154,7 +163,9 @@ class Bundle:
                 component=component, format=a["format"], precision=a["precision"], variant=a.get("variant", ""),
                 path=resolve_inside(self.root, a["entry"], where=f"bundle {self.root}"),
                 static_shapes={k: tuple(v) for k, v in shapes.items()} if shapes else None,
-                validation=a.get("validation"), size=sum(f["size"] for f in a["files"])))
+                validation=a.get("validation"), size=sum(f["size"] for f in a["files"]),
+                files=tuple((resolve_inside(self.root, f["path"], where=f"bundle {self.root}"), f["size"], f["sha256"])
+                            for f in a["files"])))
         return out
 
     def artifact(self, component: str, format: str | None = None, precision: str | None = None,

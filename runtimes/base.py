@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -10,6 +11,20 @@ import numpy as np
 
 from edge_sdk.errors import InputError
 from edge_sdk.manifest import TensorSpec
+
+
+def read_verified(path: Path, size: int, digest: str) -> bytes:
+    """Read ``path`` (no link, regular file) once and check its size and sha256 against the manifest."""
+    import hashlib
+
+    from edge_sdk.errors import IntegrityError
+    from edge_sdk.safeio import read_regular
+
+    data = read_regular(path, max_bytes=size, error=IntegrityError, what="model file")
+    if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+        raise IntegrityError(f"model file {path} changed after the bundle was verified (size or sha256 differs)",
+                             hint="something modified the bundle while it was in use; copy it again")
+    return data
 
 
 class Runtime(ABC):
@@ -26,8 +41,13 @@ class Runtime(ABC):
     devices: ClassVar[tuple[str, ...]] = ("auto", "cpu")
 
     def __init__(self, path: str | Path, *, device: str = "auto", threads: int | None = None,
-                 options: dict[str, Any] | None = None) -> None:
+                 options: dict[str, Any] | None = None,
+                 verified: Iterable[tuple[Path, int, str]] | None = None) -> None:
         self.path = Path(path)
+        # Hardening (issue 14, class 4): with ``verified`` (path, size, sha256) records, every file is
+        # read once into memory here, hashed, and the engine is given those bytes, never the path, so
+        # a file replaced after Bundle.open verified it cannot be what runs.
+        self._bytes: dict[Path, bytes] = {}
         self.device = device
         self.threads = threads
         self.options = dict(options or {})
@@ -38,7 +58,16 @@ class Runtime(ABC):
         from edge_sdk.modelcheck import preflight
 
         preflight(self.path, self.formats[0] if len(self.formats) == 1 else None)
-        self._open()
+        for fpath, size, digest in verified or ():
+            self._bytes[Path(fpath)] = read_verified(Path(fpath), size, digest)
+        try:
+            self._open()
+        finally:
+            self._bytes.clear()  # the engine holds its own copy now
+
+    def verified_bytes(self, path: Path) -> bytes | None:
+        """The verified bytes of ``path`` (when the runtime was opened with ``verified``), else None."""
+        return self._bytes.get(Path(path))
 
     # -- what the engine offers here -----------------------------------------------------------
     @classmethod

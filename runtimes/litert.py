@@ -88,7 +88,8 @@ class LiteRtRuntime(Runtime):
                              hint="devices: cpu, or 'delegate' with options['delegates']")
         verify_tflite(self.path)
         delegates = self._delegates(mod)
-        kwargs: dict[str, Any] = {"model_path": str(self.path)}
+        data = self.verified_bytes(self.path)
+        kwargs: dict[str, Any] = {"model_content": data} if data is not None else {"model_path": str(self.path)}
         if delegates:
             kwargs["experimental_delegates"] = delegates
         if self.threads:

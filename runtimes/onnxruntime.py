@@ -121,7 +121,11 @@ class OnnxRuntime(Runtime):
         if not self.path.is_file():
             raise ModelFileError(f"onnxruntime: model file {self.path} does not exist")
         try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=so, providers=self._providers())
+            data = self.verified_bytes(self.path)
+            # From the verified bytes when the model is one file; a model with external data is
+            # loaded by path (ORT resolves it beside the file) right after its files were verified.
+            source = data if data is not None and len(self._bytes) == 1 else str(self.path)
+            self._session = ort.InferenceSession(source, sess_options=so, providers=self._providers())
         except (RuntimeUnavailableError, UsageError):
             raise
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types

@@ -148,6 +148,23 @@ class OpenVinoRuntime(Runtime):
             cfg["PERFORMANCE_HINT"] = str(self.options["performance_hint"]).upper()
         return cfg
 
+    def _read_model(self, core, ov):
+        """From the verified bytes (IR .xml + .bin, or a one-file .onnx) when the runtime has them."""
+        data = self.verified_bytes(self.path)
+        if data is None:
+            return core.read_model(str(self.path))
+        if self.path.suffix == ".xml":
+            weights = self.verified_bytes(self.path.with_suffix(".bin"))
+            if weights is None:
+                raise ModelFileError(f"openvino: {self.path.with_suffix('.bin').name} is not listed with "
+                                     f"{self.path.name} in the manifest", hint="convert the model again")
+            import numpy as np
+
+            return core.read_model(data.decode("utf-8"), ov.Tensor(np.frombuffer(weights, dtype=np.uint8).copy()))
+        if len(self._bytes) == 1:
+            return core.read_model(data)
+        return core.read_model(str(self.path))
+
     def _open(self) -> None:
         ov = _ov()
         if not self.path.is_file():
@@ -157,7 +174,7 @@ class OpenVinoRuntime(Runtime):
         core = ov.Core()
         dev = self._device_name(core)
         try:
-            model = core.read_model(str(self.path))
+            model = self._read_model(core, ov)
         except Exception as e:  # openvino raises RuntimeError/GeneralFailure for any parse problem
             raise ModelFileError(f"openvino cannot read {self.path}: {_first_line(e)}",
                                  hint="the file is corrupt or not an OpenVINO IR / ONNX model; convert it again") from None

@@ -42,7 +42,7 @@ from edge_sdk.deploy.archive import Member, check_name, iter_members, open_strea
 from edge_sdk.deploy.package import BUNDLE_DIR, MAX_PACKAGE_JSON, PACKAGE_FORMAT, PACKAGE_JSON, PACKAGE_VERSION
 from edge_sdk.errors import DeployError, EdgeSDKError, IntegrityError, UnsafePathError
 from edge_sdk.fsutil import atomic_write, fsync_dir, sha256_file
-from edge_sdk.names import check_name
+from edge_sdk.names import check_name as check_valid_name
 
 RELEASES = "releases"
 CURRENT = "current"
@@ -102,7 +102,7 @@ def _parse_doc(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, dict[s
     doc = loads_json(raw, source=f"{where}: package.json", error=DeployError)
     if not isinstance(doc, dict) or doc.get("format") != PACKAGE_FORMAT:
         raise DeployError(f"{where}: package.json is not an edge-sdk package manifest")
-    check_name(doc.get("name"), what="package name", where=f"{where}: package.json field name", error=DeployError)
+    check_valid_name(doc.get("name"), what="package name", where=f"{where}: package.json field name", error=DeployError)
     if doc.get("package_version") != PACKAGE_VERSION:
         raise DeployError(f"{where}: package version {doc.get('package_version')!r} is not supported "
                           f"(this edge-sdk reads {PACKAGE_VERSION})", hint="upgrade edge-sdk on this board")

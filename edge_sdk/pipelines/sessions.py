@@ -28,8 +28,9 @@ class Sessions:
         if component not in self._open:
             cp = self.plan.components[component]
             art = self.bundle.artifact(component, cp.format, cp.precision, cp.variant)
+            # verified=: the runtime hashes the bytes it loads, so a file swapped since load() is refused
             self._open[component] = open_artifact(art.path, cp.runtime, device=cp.device, threads=cp.threads,
-                                                  options=cp.options)
+                                                  options=cp.options, verified=art.files)
         return self._open[component]
 
     @contextmanager

@@ -1,0 +1,120 @@
+"""Hardening round two, classes 3 and 4: the bytes that run are the bytes that were verified, and
+nothing is loaded because it sits nearby (issue 14).
+
+``load()`` verifies every file; the runtime later reads each file once into memory, hashes it
+against the manifest and hands the engine those bytes (never the path). A file swapped between
+``load()`` and the first ``generate()`` (in place, by rename, by a symlink) is an IntegrityError;
+the run never uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import edge_sdk
+from edge_sdk.bundle import Bundle
+from edge_sdk.errors import BundleError, IntegrityError, UnsafePathError
+
+MODEL = "denoiser/onnx/fp32/model.onnx"
+
+
+def _flip(data: bytes) -> bytes:
+    i = len(data) // 2
+    return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+
+
+def _in_place(p: Path, tmp: Path) -> None:
+    with open(p, "r+b") as f:  # same inode, same size
+        data = f.read()
+        f.seek(0)
+        f.write(_flip(data))
+
+
+def _by_rename(p: Path, tmp: Path) -> None:
+    new = p.with_name(".new")
+    new.write_bytes(_flip(p.read_bytes()))
+    os.replace(new, p)
+
+
+def _by_symlink(p: Path, tmp: Path) -> None:
+    other = tmp / "other.onnx"
+    other.write_bytes(_flip(p.read_bytes()))
+    p.unlink()
+    p.symlink_to(other)
+
+
+SWAPS = {"in-place": _in_place, "rename": _by_rename, "symlink": _by_symlink}
+
+
+@pytest.mark.parametrize("swap", sorted(SWAPS))
+def test_swap_between_load_and_generate(swap, tiny_bundle_copy, tmp_path):
+    gen = edge_sdk.load(tiny_bundle_copy)  # verifies every file
+    try:
+        SWAPS[swap](tiny_bundle_copy / MODEL, tmp_path)
+        with pytest.raises(BundleError) as e:
+            gen.generate(steps=1, seed=0)
+        # a link is refused on the way (UnsafePathError); changed bytes fail the hash at session creation
+        assert type(e.value) is (UnsafePathError if swap == "symlink" else IntegrityError), e.value
+        assert "model.onnx" in str(e.value)
+    finally:
+        gen.close()
+
+
+SCRIPT = """
+import os, sys, edge_sdk
+b, model = sys.argv[1], sys.argv[2]
+gen = edge_sdk.load(b)
+data = open(model, "rb").read()
+i = len(data) // 2
+open(model, "r+b").write(data[:i] + bytes([data[i] ^ 1]))
+gen.generate(steps=1, seed=0)
+"""
+
+
+def test_swap_in_a_separate_process(tiny_bundle_copy):
+    """The same through a fresh interpreter and edge-sdk's CLI error path: exit 3, one line, no traceback."""
+    code = "from edge_sdk.cli.common import run_cli\nimport click, sys\n" \
+           "@click.command()\ndef c():\n" + "\n".join("    " + line for line in SCRIPT.strip().splitlines()) + \
+           "\nsys.argv=[sys.argv[0]]+sys.argv[1:3]\nsys.exit(run_cli(c, []))\n"
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_bundle_copy), str(tiny_bundle_copy / MODEL)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr
+    assert "changed after the bundle was verified" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unswapped_runs_and_matches(tiny_bundle_copy):
+    import numpy as np
+
+    with edge_sdk.load(tiny_bundle_copy) as gen:
+        a = gen.generate(steps=1, seed=0)
+    with edge_sdk.load(tiny_bundle_copy) as gen:
+        b = gen.generate(steps=1, seed=0)
+    assert np.array_equal(np.asarray(a.images), np.asarray(b.images))  # deterministic, bytes path works
+
+
+def test_openvino_weights_must_be_listed(tiny_bundle_copy, cli):
+    """Class 3: an IR whose .bin the manifest does not list is refused at open (nothing loaded from beside)."""
+    m = tiny_bundle_copy / "manifest.json"
+    data = json.loads(m.read_text())
+    comp = data["components"]["denoiser"]
+    art = dict(comp["artifacts"][0])
+    art.update(format="openvino", entry="denoiser/openvino/fp32/model.xml")
+    (tiny_bundle_copy / "denoiser/openvino/fp32").mkdir(parents=True)
+    xml = tiny_bundle_copy / art["entry"]
+    xml.write_text('<?xml version="1.0"?><net name="x" version="11"><layers/></net>')
+    (tiny_bundle_copy / "denoiser/openvino/fp32/model.bin").write_bytes(b"\0" * 64)  # sits nearby, unlisted
+    from edge_sdk.fsutil import sha256_file
+
+    art["files"] = [{"path": art["entry"], "size": xml.stat().st_size, "sha256": sha256_file(xml)}]
+    comp["artifacts"].append(art)
+    m.write_text(json.dumps(data))
+    proc = cli("info", str(tiny_bundle_copy))
+    assert proc.returncode == 3 and "does not list" in proc.stderr, proc.stderr
+    with pytest.raises(IntegrityError, match="model.bin"):
+        Bundle.open(tiny_bundle_copy)
