@@ -39,6 +39,10 @@ DEFAULT_MIN_PSNR = 30.0
 ProgressFn = Callable[[int, int, str], None]
 
 
+# Runtime options that load a shared library, import a module or read engines/caches from a path.
+NATIVE_OPTIONS = frozenset({"delegates", "module", "cache_dir", "trt_cache_dir", "custom_ops", "extensions"})
+
+
 def tuned_plan_path(bundle_root: str | os.PathLike, board: str) -> Path:
     """Where the tuned plan of ``bundle_root`` for ``board`` lives: a sibling of the bundle folder."""
     root = Path(bundle_root).resolve()
@@ -252,16 +256,28 @@ def load_tuned_plan(bundle: Bundle, board: str | None = None, *, required: bool 
             raise PlanError(f"bundle {bundle.name} has no tuned plan for board {board} ({path} is missing)",
                             hint=f"run: edge-sdk tune {bundle.root} --board {board}")
         return None
+    from edge_sdk.safeio import load_json
+
     try:
-        doc = json.loads(path.read_text())
+        doc = load_json(path, error=PlanError, what="tuned plan")
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
         if doc.get("kind") != "edge-sdk-tuned-plan" or doc.get("schema") != TUNED_SCHEMA:
             raise ValueError(f"not a tuned plan of schema {TUNED_SCHEMA}")
         plan = Plan.from_json(doc["plan"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, PlanError) as e:
         if required:
             raise PlanError(f"tuned plan {path} cannot be read: {e}",
                             hint=f"delete it and run edge-sdk tune {bundle.root} --board {board} again") from None
         return None
+    for name, cp in plan.components.items():
+        # Hardening (class 3): a file beside the bundle must not make a run load native code or
+        # files; options naming libraries, modules or caches come only from the caller's own flags.
+        bad = sorted(set(cp.options) & NATIVE_OPTIONS) if isinstance(cp.options, dict) else ["options"]
+        if bad:
+            raise PlanError(f"tuned plan {path}: component {name} sets {', '.join(bad)}, which a plan file may "
+                            "not set (it would load native code or files from beside the bundle)",
+                            hint=f"delete it and run edge-sdk tune {bundle.root} again; pass such options yourself")
     if doc.get("manifest_sha256") != _manifest_sha(bundle):
         if required:
             raise PlanError(f"tuned plan {path} was made for another version of bundle {bundle.name}",

@@ -118,3 +118,25 @@ def test_openvino_weights_must_be_listed(tiny_bundle_copy, cli):
     assert proc.returncode == 3 and "does not list" in proc.stderr, proc.stderr
     with pytest.raises(IntegrityError, match="model.bin"):
         Bundle.open(tiny_bundle_copy)
+
+
+@pytest.mark.parametrize("option", ["delegates", "module", "trt_cache_dir"])
+def test_plan_file_beside_bundle_cannot_load_native_code(option, tiny_bundle_copy, tmp_path, cli):
+    """Class 3: a tuned plan planted next to the bundle (picked up automatically by load()) that names a
+    delegate library, a module or an engine cache is refused; nothing is loaded from it."""
+    from edge_sdk.errors import PlanError
+    from edge_sdk.plan import default_plan
+    from edge_sdk.tune import TUNED_SCHEMA, _manifest_sha, tuned_plan_path
+
+    b = Bundle.open(tiny_bundle_copy)
+    plan = default_plan(b).to_json()
+    plan["components"]["denoiser"]["options"][option] = [str(tmp_path / "libevil.so")]
+    path = tuned_plan_path(b.root, "x86-64-generic")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"kind": "edge-sdk-tuned-plan", "schema": TUNED_SCHEMA,
+                                "manifest_sha256": _manifest_sha(b), "plan": plan}))
+    proc = cli("run", str(tiny_bundle_copy), "--steps", "1", "--out", str(tmp_path / "o.png"))
+    assert proc.returncode == PlanError.exit_code and option in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o.png").exists()
+    with pytest.raises(PlanError, match=option):
+        edge_sdk.load(tiny_bundle_copy)
