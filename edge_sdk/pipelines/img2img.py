@@ -31,10 +31,13 @@ def read_image(image: ImageLike, channels: int = 3) -> np.ndarray:
             raise UsageError(f"init image array must be HxWxC uint8 with C in 1, 3, 4; got {arr.shape} {arr.dtype}")
         arr = arr[:, :, :3]
     else:
+        from edge_sdk.pipelines.image_check import read_checked
+
         path = os.fspath(image)
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):
             raise UsageError(f"init image {path} does not exist")
-        arr = cv2.imread(path, cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
+        data = read_checked(path)  # header, size and completeness checked before any decoding
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
         if arr is None:
             raise UsageError(f"init image {path} cannot be decoded", hint="give a PNG, JPEG, BMP or WebP file")
         arr = arr[:, :, None] if arr.ndim == 2 else arr[:, :, ::-1]  # OpenCV reads BGR
