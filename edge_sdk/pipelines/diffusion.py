@@ -22,7 +22,7 @@ from edge_sdk.pipelines.labels import class_labels_for, null_labels_for
 from edge_sdk.pipelines.result import GenerationResult, to_uint8
 from edge_sdk.pipelines.seeds import RowNoise
 from edge_sdk.pipelines.sessions import Sessions
-from edge_sdk.pipelines.text import Prompt, TextConditioner
+from edge_sdk.pipelines.text import Prompt, TextConditioner, check_prompt
 from edge_sdk.plan import Plan
 from edge_sdk.samplers import get_sampler, guided_output, sampler_for_config
 
@@ -179,6 +179,9 @@ class DiffusionPipeline:
         timings: dict[str, float] = {}
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
             raise UsageError(f"steps must be a positive integer, got {steps!r}")
+        for value, what in ((prompt, "prompt"), (negative_prompt, "negative prompt")):  # text first (class 8)
+            for p in ([value] if isinstance(value, str) else []):
+                check_prompt(p, what)
         if self.conditioning != "text" and any(v is not None for v in
                                                 (prompt, negative_prompt, prompt_embeds, negative_prompt_embeds)):
             raise UsageError(f"bundle {self.bundle.name} is not text-conditioned; it takes no prompt")

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from edge_sdk.bundle import Bundle
-from edge_sdk.errors import BundleError, RuntimeUnavailableError, UsageError
+from edge_sdk.errors import BundleError, InputError, RuntimeUnavailableError, UsageError
 from edge_sdk.pipelines.sessions import Sessions
 
 TOKENIZER_FILE = "tokenizer.json"
+MAX_PROMPT_CHARS = 16_384
 Prompt = str | Sequence[str]
 
 
@@ -27,14 +28,32 @@ def prompt_list(prompt: Prompt | None, batch: int, what: str = "prompt") -> list
     """One string per row: a single string repeats, a list must have one per row."""
     if prompt is None:
         return None
-    if isinstance(prompt, str):
-        return [prompt] * batch
-    items = list(prompt)
+    items = [prompt] if isinstance(prompt, str) else list(prompt)
     if not all(isinstance(p, str) for p in items):
         raise UsageError(f"{what} must be a string or a list of strings")
+    for i, p in enumerate(items):
+        check_prompt(p, what if len(items) == 1 else f"{what} {i}")
+    if isinstance(prompt, str):
+        return [prompt] * batch
     if len(items) != batch:
         raise UsageError(f"{len(items)} {what}s for a batch of {batch}", hint=f"give one {what} per image, or one for all")
     return items
+
+
+def check_prompt(text: str, what: str = "prompt") -> None:
+    """A prompt must be valid UTF-8 text (no lone surrogates, which is how Python carries undecodable
+    bytes from argv or a file) without NUL, and of bounded length: the tokenizer's native regex engine
+    gets nothing it could panic or spin on. The encoder truncates to its sequence length anyway."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UsageError(f"{what} is not valid UTF-8 (undecodable byte at character {e.start})",
+                         hint="give the prompt as UTF-8 text") from None
+    if "\x00" in text:
+        raise UsageError(f"{what} contains a NUL character")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise UsageError(f"{what} is {len(text)} characters, over the {MAX_PROMPT_CHARS} limit",
+                         hint="the text encoder reads only its first few dozen tokens")
 
 
 class TextConditioner:
@@ -95,7 +114,18 @@ class TextConditioner:
 
     def tokenize(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(input_ids, attention_mask), both int64 (batch, sequence_length)."""
-        encs = self.tokenizer.encode_batch(prompts)
+        tok = self.tokenizer
+        for p in prompts:
+            check_prompt(p)
+        try:
+            encs = tok.encode_batch(prompts)
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as e:  # noqa: BLE001 - a Rust panic arrives as pyo3's PanicException(BaseException)
+            raise InputError(f"bundle {self.bundle.name}: the tokenizer failed on the prompt "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})",
+                             hint="simplify the prompt (plain text); if it persists the bundle's "
+                                  f"{TOKENIZER_FILE} is faulty") from None
         return (np.array([e.ids for e in encs], dtype=np.int64),
                 np.array([e.attention_mask for e in encs], dtype=np.int64))
 
