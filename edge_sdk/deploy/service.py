@@ -73,7 +73,7 @@ def render_unit(*, name: str, root: str, bundle: str, app: str, oneshot: bool = 
     for value, what in ((root, "root"), (bundle, "bundle path")):
         if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value) or '"' in value \
                 or "\\" in value:
-            raise DeployError(f"the {what} {value!r} has a control character, a quote or a backslash")
+            raise DeployError(f"the {what} {value!r} has a newline or other control character, a quote or a backslash")
     return template.format(
         sdk_version=__version__, name=name, root=root.replace("%", "%%"), bundle=bundle.replace("%", "%%"),
         type="oneshot" if oneshot else "exec", exec_start=exec_start(app, bundle),

@@ -45,13 +45,13 @@ def command(package, host, port, root, identity, ssh_config, ssh_options, remote
     """
     from edge_sdk.deploy.flash import flash
 
-    say = (lambda m: None) if (quiet or as_json) else (lambda m: say(f"... {m}", err=True))
+    progress = (lambda m: None) if (quiet or as_json) else (lambda m: say(f"... {m}", err=True))
     s = flash(package, host, port=port, root=root, identity=identity, ssh_config=ssh_config,
               ssh_options=list(ssh_options), remote_edge_sdk=remote_edge_sdk, keep=keep, verify_key=verify_key,
               remote_verify_key=remote_verify_key, health_check=health_check, health_steps=health_steps,
               health_timeout=health_timeout, transfer=transfer, bwlimit=bwlimit, service=service, app=app,
               unit_dir=unit_dir, service_start=service_start, memory_max=memory_max,
-              connect_timeout=connect_timeout, progress=say)
+              connect_timeout=connect_timeout, progress=progress)
     if as_json:
         emit_json(s)
     elif not quiet:
