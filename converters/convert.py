@@ -109,6 +109,10 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
     for role in wanted:
         if role not in spec.components:
             raise UsageError(f"model has no component {role!r}", hint=f"it has {', '.join(spec.components)}")
+    if spec.sampler:  # the sampler `run` will build from this section must accept it
+        from edge_sdk.converters.scheduler_config import check_sampler
+
+        check_sampler(spec.sampler, f"model {spec.name}")
     steps = int(calibration_steps or spec.sampler.get("default_steps") or 20)
     attach_calibration(spec)
     tell = progress or (lambda *a: None)

@@ -24,12 +24,7 @@ from edge_sdk.converters.spec import ComponentSpec, ModelSpec
 from edge_sdk.errors import ModelSourceError
 
 MODEL_INDEX = "model_index.json"
-# diffusers scheduler class -> our sampler name (edge_sdk.samplers accepts class names as well).
-_SAMPLERS = {"DDIMScheduler": "ddim", "DDPMScheduler": "ddpm", "EulerDiscreteScheduler": "euler",
-             "EulerAncestralDiscreteScheduler": "euler_ancestral", "HeunDiscreteScheduler": "heun",
-             "DPMSolverMultistepScheduler": "dpmpp_2m", "UniPCMultistepScheduler": "unipc",
-             "LCMScheduler": "lcm", "PNDMScheduler": "ddim"}
-_DEFAULT_STEPS = {"lcm": 4}
+
 
 
 def is_diffusers_folder(path: Path) -> bool:
@@ -254,11 +249,9 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
 
     sched_path = root / "scheduler" / "scheduler_config.json"
     if sched_path.is_file():
-        sc = _read_json(sched_path)
-        cls_name = str(sc.get("_class_name", "DDIMScheduler"))
-        sname = _SAMPLERS.get(cls_name, "ddim")
-        config = {k: v for k, v in sc.items() if not k.startswith("_")}
-        sampler = {"config": config, "default_sampler": sname, "default_steps": _DEFAULT_STEPS.get(sname, 20)}
+        from edge_sdk.converters.scheduler_config import read_scheduler_config
+
+        sampler = read_scheduler_config(sched_path)
         if conditioning == "text":
             sampler["default_guidance"] = 7.5
     return ModelSpec(name=name or root.resolve().name, components=comps, model=model, sampler=sampler,
