@@ -104,20 +104,21 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _load(cls, folder: Path, what: str):
+def _load(cls, folder: Path, what: str, variant: str | None = None):
     if not folder.is_dir():
         raise ModelSourceError(f"diffusers folder has no {folder.name}/ for the {what}")
-    has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
-    if not has_weights:
-        raise ModelSourceError(f"{folder} holds no weights (*.safetensors or *.bin)",
-                               hint="save the model with save_pretrained(..., safe_serialization=True)")
     from edge_sdk.checkpoints import check_safetensors
+    from edge_sdk.converters.weight_files import check_indexes, pick_variant
 
+    variant = pick_variant(folder, variant, what)
+    check_indexes(folder)
     for f in folder.glob("*.safetensors"):  # our header checks (caps, duplicate keys) before safetensors'
         check_safetensors(f)
     try:
         with _offline():
-            return cls.from_pretrained(str(folder), local_files_only=True).eval()
+            # float32 whatever the files hold (fp16 variants): exports and validation run in fp32.
+            return cls.from_pretrained(str(folder), local_files_only=True, variant=variant,
+                                       torch_dtype=torch.float32).eval()
     except ModelSourceError:
         raise
     except Exception as e:  # noqa: BLE001 - diffusers/transformers raise OSError, ValueError, ...
@@ -159,8 +160,12 @@ def _pad_token_id(folder: Path, tokenizer_json: Path) -> int | None:
     return Tokenizer.from_file(str(tokenizer_json)).token_to_id(pad)
 
 
-def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_batch: int = 1) -> ModelSpec:
-    """A ModelSpec with every component the folder has (denoiser, decoder, encoder, text_encoder)."""
+def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_batch: int = 1,
+                          variant: str | None = None) -> ModelSpec:
+    """A ModelSpec with every component the folder has (denoiser, decoder, encoder, text_encoder).
+
+    ``variant`` picks ``*.<variant>.safetensors`` weights (e.g. fp16); without it a component
+    whose only weights are one variant loads that one."""
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 
     root = Path(path)
@@ -172,7 +177,7 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
     unet_cls = (index.get("unet") or [None, None])[1] if isinstance(index.get("unet"), list) else None
     unet_cfg = _read_json(root / "unet" / "config.json")
     cls = UNet2DConditionModel if (unet_cls or unet_cfg.get("_class_name")) == "UNet2DConditionModel" else UNet2DModel
-    unet = _load(cls, root / "unet", "denoiser")
+    unet = _load(cls, root / "unet", "denoiser", variant)
     cfg = unet.config
     size = cfg.sample_size if isinstance(cfg.sample_size, (list, tuple)) else (cfg.sample_size, cfg.sample_size)
     size = [int(s) for s in size]
@@ -207,7 +212,7 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
         model["max_text_length"] = text_len
 
     if (root / "vae").is_dir():
-        vae = _load(AutoencoderKL, root / "vae", "VAE")
+        vae = _load(AutoencoderKL, root / "vae", "VAE", variant)
         vcfg = vae.config
         vdown = 2 ** (len(vcfg.block_out_channels) - 1)
         model.update(latent_scale_factor=float(vcfg.scaling_factor), vae_downsample=vdown,
@@ -232,7 +237,7 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
     if (root / "text_encoder").is_dir():
         from transformers import CLIPTextModel
 
-        te = _load(CLIPTextModel, root / "text_encoder", "text encoder")
+        te = _load(CLIPTextModel, root / "text_encoder", "text encoder", variant)
         length = int(te.config.max_position_embeddings)
         ids = torch.randint(0, int(te.config.vocab_size), (b, length), generator=torch.Generator().manual_seed(4))
         extra: dict[str, Path] = {}
