@@ -28,10 +28,15 @@ from edge_sdk.cli.common import StageProgress, emit_json, json_option, progress_
 @click.option("--keep-going", is_flag=True,
               help="Write the artifacts that passed even if others failed (default: all-or-nothing).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --output (atomically).")
+@click.option("--variant", help="Diffusers folders: load *.<VARIANT>.safetensors weights (e.g. fp16); "
+              "default: plain weights, else the only variant present.")
+@click.option("--kind", type=click.Choice(["generator", "denoiser"]),
+              help="module:factory sources: what the returned module is (default: one input whose output is "
+                   "shaped unlike it = generator).")
 @json_option
 @quiet_option
 def command(source, output, formats, precisions, name, tolerance, samples, calibration_steps, static_variant,
-            keep_going, overwrite, as_json, quiet):
+            keep_going, overwrite, variant, kind, as_json, quiet):
     """Convert SOURCE into a bundle: every artifact is checked against PyTorch.
 
     SOURCE is a `module:factory` entry point (the factory returns `(model, example_inputs)` or a
@@ -47,7 +52,8 @@ def command(source, output, formats, precisions, name, tolerance, samples, calib
     try:
         bundle = convert(source, output, formats=formats, precisions=precisions, name=name, overwrite=overwrite,
                          tolerance=tolerance, samples=samples, calibration_steps=calibration_steps,
-                         static_variant=static_variant, keep_going=keep_going, progress=progress, report=report)
+                         static_variant=static_variant, keep_going=keep_going, progress=progress, report=report,
+                         variant=variant, kind=kind)
     finally:
         progress.close()
     rows = []
