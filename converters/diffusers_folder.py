@@ -148,11 +148,11 @@ def _tokenizer_json(folder: Path, work: Path) -> Path:
 def _pad_token_id(folder: Path, tokenizer_json: Path) -> int | None:
     """The pad token's id from tokenizer_config.json: the pipeline pads prompts with it when
     tokenizer.json itself has no padding setting (CLIP's usually has none)."""
-    cfg = folder / "tokenizer_config.json"
-    if not cfg.is_file():
-        return None
-    pad = _read_json(cfg).get("pad_token")
-    pad = pad.get("content") if isinstance(pad, dict) else pad
+    pad = None
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):  # older folders: only the map
+        if pad is None and (folder / name).is_file():
+            pad = _read_json(folder / name).get("pad_token")
+            pad = pad.get("content") if isinstance(pad, dict) else pad
     if not isinstance(pad, str):
         return None
     from tokenizers import Tokenizer

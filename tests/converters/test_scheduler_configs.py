@@ -47,27 +47,12 @@ def _save(name: str, folder: Path) -> Path:
     return folder / "scheduler_config.json"
 
 
-@pytest.fixture(scope="session")
-def dpm_bundle(tmp_path_factory, arch) -> Path:
-    """The issue's case (the one real convert here, ~40 s): an SD-layout folder whose scheduler is DPMSolverMultistepScheduler."""
-    from diffusers import DPMSolverMultistepScheduler
-
-    from edge_sdk.converters.convert import convert
-
-    root = arch.write_diffusers_folder(tmp_path_factory.mktemp("dpm") / "sd-dpm")
-    shutil.rmtree(root / "scheduler")
-    DPMSolverMultistepScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                use_karras_sigmas=True).save_pretrained(str(root / "scheduler"))
-    assert "-Infinity" in (root / "scheduler" / "scheduler_config.json").read_text()
-    out = tmp_path_factory.mktemp("dpm-bundle") / "b"
-    convert(root, out, components=["denoiser", "decoder", "text_encoder"], samples=1)
-    return out
-
-
 @pytest.mark.slow
-def test_dpm_solver_folder_converts_opens_and_generates(dpm_bundle):
+def test_dpm_solver_folder_converts_opens_and_generates(hub_sd_bundle):
     from edge_sdk import api
 
+    folder, dpm_bundle = hub_sd_bundle
+    assert "-Infinity" in (folder / "scheduler" / "scheduler_config.json").read_text()
     b = Bundle.open(dpm_bundle)
     assert b.sampler["default_sampler"] == "dpmpp_2m"
     assert b.sampler["scheduler_class"] == "DPMSolverMultistepScheduler"
