@@ -170,6 +170,9 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
 
     root = Path(path)
     index = _read_json(root / MODEL_INDEX)
+    from edge_sdk.converters.folder_support import check_folder
+
+    check_folder(root, index)  # SD3/Flux transformers, ControlNet, ...: one clear error first
     comps: dict[str, ComponentSpec] = {}
     model: dict[str, Any] = {"kind": "latent_diffusion"}
     sampler: dict[str, Any] = {}

@@ -206,6 +206,9 @@ def load_source(source: Any, *, name: str | None = None, variant: str | None = N
     if isinstance(source, (str, Path)):
         text = str(source)
         path = Path(text)
+        from edge_sdk.converters.folder_support import check_single_file
+
+        check_single_file(path)
         if path.suffix == ".pt2" and path.exists():
             from edge_sdk.converters.pt2 import load_pt2
 
