@@ -161,11 +161,12 @@ def _pad_token_id(folder: Path, tokenizer_json: Path) -> int | None:
 
 
 def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_batch: int = 1,
-                          variant: str | None = None) -> ModelSpec:
+                          variant: str | None = None, loras: list | None = None) -> ModelSpec:
     """A ModelSpec with every component the folder has (denoiser, decoder, encoder, text_encoder).
 
     ``variant`` picks ``*.<variant>.safetensors`` weights (e.g. fp16); without it a component
-    whose only weights are one variant loads that one."""
+    whose only weights are one variant loads that one. ``loras``: ``FILE[:SCALE]`` LoRAs fused
+    into the UNet (recorded with sha256 and scale in the denoiser's config)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 
     root = Path(path)
@@ -181,6 +182,11 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
     unet_cfg = _read_json(root / "unet" / "config.json")
     cls = UNet2DConditionModel if (unet_cls or unet_cfg.get("_class_name")) == "UNet2DConditionModel" else UNet2DModel
     unet = _load(cls, root / "unet", "denoiser", variant)
+    lora_records = []
+    if loras:  # fused into the weights before anything is exported (converters/lora.py)
+        from edge_sdk.converters.lora import LoraRef, fuse_loras
+
+        lora_records = fuse_loras(unet, [LoraRef.parse(x) for x in loras])
     cfg = unet.config
     size = cfg.sample_size if isinstance(cfg.sample_size, (list, tuple)) else (cfg.sample_size, cfg.sample_size)
     size = [int(s) for s in size]
@@ -207,7 +213,8 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
     comps["denoiser"] = ComponentSpec(
         role="denoiser", module=den, example_inputs=inputs, output_names=["noise_pred"], dynamic_dims=dyn,
         output_dynamic_dims={"noise_pred": {0: "batch", 2: "height", 3: "width"}},
-        config={"class": cls.__name__, "in_channels": int(cfg.in_channels)})
+        config={"class": cls.__name__, "in_channels": int(cfg.in_channels),
+                **({"loras": lora_records} if lora_records else {})})
     down = 2 ** (len(cfg.block_out_channels) - 1)
     model.update(conditioning=conditioning, sample_size=size, in_channels=int(cfg.in_channels),
                  spatial_multiple=down)
