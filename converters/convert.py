@@ -89,7 +89,8 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
             tolerance: float | None = None, samples: int = 3, components: Iterable[str] | None = None,
             static_variant: bool = False, calibration_steps: int | None = None, keep_going: bool = False,
             progress: ProgressFn | None = None, report: ConvertReport | None = None,
-            variant: str | None = None, kind: str | None = None, loras: Iterable[Any] | None = None) -> Bundle:
+            variant: str | None = None, kind: str | None = None, loras: Iterable[Any] | None = None,
+            vae: str | Path | None = None) -> Bundle:
     """Convert ``source`` into a bundle at ``output``; every artifact is validated against PyTorch.
 
     An artifact over its precision's tolerance stops the convert (nothing is written) unless a
@@ -98,7 +99,8 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
     source's default step count, else 20). ``static_variant`` adds fixed-shape artifacts (for
     NPUs) in the formats that make them. ``variant`` (diffusers folders: ``fp16``, ...) and
     ``kind`` (factories: ``generator``/``denoiser``) and ``loras`` (``FILE[:SCALE]``, fused into
-    a diffusers folder's UNet) go to ``load_source``.
+    a diffusers folder's UNet) and ``vae`` (a VAE folder replacing vae/, e.g. TAESD) go to
+    ``load_source``.
     """
     fmts = [normalize_format(f) for f in _split(formats, ["onnx"], known_formats())]
     precs = normalize_all(_split(precisions, ["fp32"], list(PRECISIONS)))
@@ -107,7 +109,7 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
             check_supported(f, p)  # before any work
     if tolerance is not None and not tolerance > 0:
         raise UsageError(f"tolerance must be a positive number, got {tolerance}")
-    spec = load_source(source, name=name, variant=variant, kind=kind, loras=list(loras or []))
+    spec = load_source(source, name=name, variant=variant, kind=kind, loras=list(loras or []), vae=vae)
     wanted = list(components) if components else list(spec.components)
     for role in wanted:
         if role not in spec.components:

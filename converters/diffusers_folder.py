@@ -66,7 +66,9 @@ class VaeEncoder(nn.Module):
         self.vae = vae
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.vae.encode(image, return_dict=False)[0].mean
+        out = self.vae.encode(image, return_dict=False)[0]
+        # AutoencoderKL returns a distribution; AutoencoderTiny (TAESD) the latents themselves.
+        return out if isinstance(out, torch.Tensor) else out.mean
 
 
 class TextEncoder(nn.Module):
@@ -125,6 +127,26 @@ def _load(cls, folder: Path, what: str, variant: str | None = None):
         raise ModelSourceError(f"cannot load the {what} from {folder}: {str(e).splitlines()[0][:300]}") from None
 
 
+VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny")
+
+
+def _vae_class(folder: Path):
+    import diffusers
+
+    name = _read_json(folder / "config.json").get("_class_name", "AutoencoderKL")
+    if name not in VAE_CLASSES:
+        raise ModelSourceError(f"VAE {folder}: {name!r} is not a VAE edge-sdk converts",
+                               hint=f"use one of {', '.join(VAE_CLASSES)}")
+    return getattr(diffusers, name)
+
+
+def _vae_downsample(vae: nn.Module, latent_channels: int) -> int:
+    """Pixels per latent cell, measured by decoding an 8x8 latent (block counts differ per class)."""
+    with torch.no_grad():
+        out = vae.decode(torch.zeros(1, latent_channels, 8, 8), return_dict=False)[0]
+    return int(out.shape[-1]) // 8
+
+
 def _tokenizer_json(folder: Path, work: Path) -> Path:
     """tokenizer.json for the folder's tokenizer, built offline from vocab.json/merges.txt if needed."""
     if (folder / "tokenizer.json").is_file():
@@ -161,12 +183,15 @@ def _pad_token_id(folder: Path, tokenizer_json: Path) -> int | None:
 
 
 def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_batch: int = 1,
-                          variant: str | None = None, loras: list | None = None) -> ModelSpec:
+                          variant: str | None = None, loras: list | None = None,
+                          vae_folder: str | Path | None = None) -> ModelSpec:
     """A ModelSpec with every component the folder has (denoiser, decoder, encoder, text_encoder).
 
     ``variant`` picks ``*.<variant>.safetensors`` weights (e.g. fp16); without it a component
     whose only weights are one variant loads that one. ``loras``: ``FILE[:SCALE]`` LoRAs fused
-    into the UNet (recorded with sha256 and scale in the denoiser's config)."""
+    into the UNet (recorded with sha256 and scale in the denoiser's config). ``vae_folder``: a
+    compatible AutoencoderKL or AutoencoderTiny (TAESD) folder used instead of the folder's vae/."""
+    description_extra = ""
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 
     root = Path(path)
@@ -221,12 +246,21 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
     if text_len:
         model["max_text_length"] = text_len
 
-    if (root / "vae").is_dir():
-        vae = _load(AutoencoderKL, root / "vae", "VAE", variant)
+    vae_dir = Path(vae_folder) if vae_folder is not None else root / "vae"
+    if vae_folder is not None and not (vae_dir / "config.json").is_file():
+        raise ModelSourceError(f"--vae {vae_dir}: not a VAE folder (no config.json)",
+                               hint="give a folder written by AutoencoderKL/AutoencoderTiny.save_pretrained")
+    if vae_dir.is_dir():
+        vae = _load(_vae_class(vae_dir), vae_dir, "VAE", None if vae_folder is not None else variant)
         vcfg = vae.config
-        vdown = 2 ** (len(vcfg.block_out_channels) - 1)
+        if int(vcfg.latent_channels) != int(cfg.out_channels):
+            raise ModelSourceError(f"VAE {vae_dir}: its latents have {vcfg.latent_channels} channels, the UNet makes "
+                                   f"{cfg.out_channels}", hint="give a VAE made for this model family (--vae)")
+        vdown = _vae_downsample(vae, int(vcfg.latent_channels))
         model.update(latent_scale_factor=float(vcfg.scaling_factor), vae_downsample=vdown,
                      image_channels=int(vcfg.in_channels), output_range=[-1.0, 1.0])
+        if vae_folder is not None:
+            description_extra = f"; decoder from {vae_dir.resolve().name} ({type(vae).__name__})"
         if getattr(vcfg, "shift_factor", None) is not None:
             model["latent_shift_factor"] = float(vcfg.shift_factor)
         lat = torch.randn(b, int(vcfg.latent_channels), *size, generator=torch.Generator().manual_seed(2))
@@ -270,4 +304,4 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
         if conditioning == "text":
             sampler["default_guidance"] = 7.5
     return ModelSpec(name=name or root.resolve().name, components=comps, model=model, sampler=sampler,
-                     description=f"converted from the diffusers folder {root.resolve().name}")
+                     description=f"converted from the diffusers folder {root.resolve().name}{description_extra}")

@@ -183,7 +183,7 @@ def load_weights(module: torch.nn.Module, path: str | Path, *, strict: bool = Tr
 
 
 def load_source(source: Any, *, name: str | None = None, variant: str | None = None,
-                kind: str | None = None, loras: list | None = None) -> ModelSpec:
+                kind: str | None = None, loras: list | None = None, vae: str | Path | None = None) -> ModelSpec:
     """Resolve whatever the user gave: an entry point string, a .pt2 file, a diffusers folder,
     a ModelSpec, or a (module, example_inputs) pair.
 
@@ -195,10 +195,11 @@ def load_source(source: Any, *, name: str | None = None, variant: str | None = N
 
         raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
     folder = isinstance(source, (str, Path)) and Path(str(source)).is_dir()
-    if (variant is not None or loras) and not folder:
+    folder_only = [n for n, v in (("--variant", variant), ("--lora", loras), ("--vae", vae)) if v]
+    if folder_only and not folder:
         from edge_sdk.errors import UsageError
 
-        raise UsageError(f"{'--variant' if variant is not None else '--lora'} applies to diffusers folders only")
+        raise UsageError(f"{folder_only[0]} applies to diffusers folders only")
     if isinstance(source, ModelSpec):
         return source
     if isinstance(source, tuple):
@@ -217,7 +218,7 @@ def load_source(source: Any, *, name: str | None = None, variant: str | None = N
             from edge_sdk.converters.diffusers_folder import is_diffusers_folder, load_diffusers_folder
 
             if is_diffusers_folder(path):
-                return load_diffusers_folder(path, name=name, variant=variant, loras=loras)
+                return load_diffusers_folder(path, name=name, variant=variant, loras=loras, vae_folder=vae)
             raise ModelSourceError(f"{path} is a folder without model_index.json",
                                    hint="give a diffusers-style folder (save_pretrained), a .pt2 file or module:factory")
         if path.suffix == ".pt2":

@@ -1,6 +1,10 @@
-"""LoRA at convert time: a LoRA built with PEFT/diffusers' own APIs at test dimensions, saved with
-save_lora_weights, fused by `convert --lora FILE:SCALE`; the exported ONNX UNet equals diffusers'
-own pipeline.load_lora_weights + fuse_lora result, and the manifest records file, sha256, scale."""
+"""LoRA at convert time and a swapped-in decoder, in one convert (they are independent options):
+
+- a LoRA built with PEFT/diffusers' own APIs at test dimensions, saved with save_lora_weights, fused
+  by ``--lora FILE:SCALE``: the exported ONNX UNet equals diffusers' own pipeline.load_lora_weights +
+  fuse_lora result, and the manifest records file, sha256 and scale;
+- ``--vae`` with an AutoencoderTiny (TAESD family) folder: its decoder is exported and the bundle
+  generates through the device pipeline with it."""
 
 from __future__ import annotations
 
@@ -39,17 +43,38 @@ def test_lora_argument_parsing(tmp_path):
         LoraRef.parse("x.safetensors:inf")
 
 
+def _make_taesd(out: Path) -> Path:
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(2)
+    AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                    num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
+                    latent_channels=4).save_pretrained(str(out))
+    return out
+
+
+SCALE = 0.7
+
+
+@pytest.fixture(scope="module")
+def lora_taesd(diffusers_folder, tmp_path_factory, arch):
+    from edge_sdk.converters.convert import convert
+
+    tmp = tmp_path_factory.mktemp("lora")
+    lora = _make_lora(arch, tmp / "lora")
+    taesd = _make_taesd(tmp / "taesd")
+    b = convert(diffusers_folder, tmp / "lora.bundle", components=["denoiser", "decoder"], samples=1,
+                loras=[f"{lora}:{SCALE}"], vae=taesd)
+    return b, lora, taesd
+
+
 @pytest.mark.slow
-def test_lora_fused_into_exported_unet_equals_diffusers_fuse_lora(diffusers_folder, tmp_path, arch):
+def test_lora_fused_into_exported_unet_equals_diffusers_fuse_lora(diffusers_folder, lora_taesd):
     import onnxruntime as ort
     from diffusers import StableDiffusionPipeline
 
-    from edge_sdk.converters.convert import convert
-
-    lora = _make_lora(arch, tmp_path / "lora")
-    scale = 0.7
-    b = convert(diffusers_folder, tmp_path / "lora.bundle", components=["denoiser"], samples=1,
-                loras=[f"{lora}:{scale}"])
+    b, lora, _ = lora_taesd
+    scale = SCALE
     rec = b.component("denoiser")["config"]["loras"]
     assert rec == [{"file": lora.name, "sha256": hashlib.sha256(lora.read_bytes()).hexdigest(), "scale": scale}]
 
@@ -87,3 +112,36 @@ def test_bad_lora_files_are_clear_errors(diffusers_folder, tmp_path):
         load_source(diffusers_folder, loras=[str(bad)])
     with pytest.raises(UsageError, match="--lora applies to diffusers folders only"):
         load_source("examples.tiny:make", loras=[str(bad)])
+
+
+@pytest.mark.slow
+def test_tiny_vae_decoder_is_exported_and_generates(lora_taesd):
+    from diffusers import AutoencoderTiny
+
+    from edge_sdk import api
+
+    b, _, taesd = lora_taesd
+    ref_vae = AutoencoderTiny.from_pretrained(str(taesd))
+    assert b.model["latent_scale_factor"] == ref_vae.config.scaling_factor == 1.0
+    assert b.model["vae_downsample"] == 8  # TAESD: 8 px per latent cell (the SD VAE here: 2)
+    assert b.artifact("decoder", "onnx", "fp32").validation["rel_l2"] < 1e-4  # fp32 export bar
+    assert "AutoencoderTiny" in b.manifest["description"]
+    embeds = np.random.default_rng(0).standard_normal((1, 16, 32)).astype(np.float32)
+    with api.load(b) as g:
+        res = g.generate(prompt_embeds=embeds, negative_prompt_embeds=np.zeros_like(embeds), steps=2, seed=0)
+    img = np.asarray(res.images)
+    assert img.shape == (1, 64, 64, 3) and img.dtype == np.uint8 and img.std() > 0
+
+
+def test_incompatible_vae_is_a_clear_error(diffusers_folder, tmp_path):
+    from diffusers import AutoencoderTiny
+
+    from edge_sdk.converters.sources import load_source
+
+    AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
+                    num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4,
+                    latent_channels=16).save_pretrained(str(tmp_path / "t16"))
+    with pytest.raises(ModelSourceError, match="its latents have 16 channels, the UNet makes 4"):
+        load_source(diffusers_folder, vae=tmp_path / "t16")
+    with pytest.raises(ModelSourceError, match="not a VAE folder"):
+        load_source(diffusers_folder, vae=tmp_path)
