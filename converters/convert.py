@@ -109,6 +109,8 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
             check_supported(f, p)  # before any work
     if tolerance is not None and not tolerance > 0:
         raise UsageError(f"tolerance must be a positive number, got {tolerance}")
+    tell = progress or (lambda *a: None)
+    tell("", "", "", "load")  # loading a full-size folder takes minutes; say so
     spec = load_source(source, name=name, variant=variant, kind=kind, loras=list(loras or []), vae=vae)
     wanted = list(components) if components else list(spec.components)
     for role in wanted:
@@ -120,7 +122,6 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
         check_sampler(spec.sampler, f"model {spec.name}")
     steps = int(calibration_steps or spec.sampler.get("default_steps") or 20)
     attach_calibration(spec)
-    tell = progress or (lambda *a: None)
     rep = report if report is not None else ConvertReport(None)
     converters: dict[str, Converter] = {f: get_converter(f) for f in fmts}
     try:

@@ -69,8 +69,14 @@ def test_kind_overrides_the_guess_and_bad_generators_are_refused(factory_file):
 @pytest.mark.slow
 def test_dcgan_factory_converts_and_runs_through_the_cli(factory_file, tmp_path, cli):
     out = tmp_path / "gan.bundle"
-    r = cli("convert", f"{factory_file}:make", "-o", str(out), "--json", "-q")
+    r = cli("convert", f"{factory_file}:make", "-o", str(out), "--json", env={"EDGE_SDK_NO_PROGRESS": "1"})
     assert r.returncode == 0, r.stderr
+    # Per-component progress with time and memory (stderr; stdout stays JSON).
+    import re
+
+    assert re.search(r"\d+\.\ds  source load", r.stderr), r.stderr
+    m = re.search(r"\d+\.\ds  generator\s+onnx\s+fp32\s+memory rss (\d+\.\d+) GiB, peak (\d+\.\d+) GiB", r.stderr)
+    assert m and 0 < float(m.group(1)) <= float(m.group(2)), r.stderr
     png = tmp_path / "gan.png"
     r = cli("run", str(out), "--seed", "3", "--out", str(png), "--json")
     assert r.returncode == 0, r.stderr
