@@ -191,9 +191,9 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
     whose only weights are one variant loads that one. ``loras``: ``FILE[:SCALE]`` LoRAs fused
     into the UNet (recorded with sha256 and scale in the denoiser's config). ``vae_folder``: a
     compatible AutoencoderKL or AutoencoderTiny (TAESD) folder used instead of the folder's vae/."""
-    description_extra = ""
-    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+    from diffusers import UNet2DConditionModel, UNet2DModel
 
+    description_extra = ""
     root = Path(path)
     index = _read_json(root / MODEL_INDEX)
     from edge_sdk.converters.folder_support import check_folder
