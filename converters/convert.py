@@ -92,14 +92,19 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
             precisions: str | Iterable[str] | None = None, name: str | None = None, overwrite: bool = False,
             tolerance: float | None = None, samples: int = 3, components: Iterable[str] | None = None,
             static_variant: bool = False, calibration_steps: int | None = None, keep_going: bool = False,
-            progress: ProgressFn | None = None, report: ConvertReport | None = None) -> Bundle:
+            progress: ProgressFn | None = None, report: ConvertReport | None = None,
+            variant: str | None = None, kind: str | None = None, loras: Iterable[Any] | None = None,
+            vae: str | Path | None = None) -> Bundle:
     """Convert ``source`` into a bundle at ``output``; every artifact is validated against PyTorch.
 
     An artifact over its precision's tolerance stops the convert (nothing is written) unless a
     ``tolerance`` is given explicitly, in which case that bar is used and recorded. int8-static is
     calibrated on the model's own sampling trajectory at ``calibration_steps`` (default: the
     source's default step count, else 20). ``static_variant`` adds fixed-shape artifacts (for
-    NPUs) in the formats that make them.
+    NPUs) in the formats that make them. ``variant`` (diffusers folders: ``fp16``, ...) and
+    ``kind`` (factories: ``generator``/``denoiser``) and ``loras`` (``FILE[:SCALE]``, fused into
+    a diffusers folder's UNet) and ``vae`` (a VAE folder replacing vae/, e.g. TAESD) go to
+    ``load_source``.
     """
     fmts = [normalize_format(f) for f in _split(formats, ["onnx"], known_formats())]
     precs = normalize_all(_split(precisions, ["fp32"], list(PRECISIONS)))
@@ -112,15 +117,20 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
         check_replaceable(Path(output).absolute())
     if name is not None:  # a given name must already be valid; a derived one is made valid
         check_name(name, what="bundle name")
-    spec = load_source(source, name=name)
+    tell = progress or (lambda *a: None)
+    tell("", "", "", "load")  # loading a full-size folder takes minutes; say so
+    spec = load_source(source, name=name, variant=variant, kind=kind, loras=list(loras or []), vae=vae)
     spec.name = sanitize(spec.name)
     wanted = list(components) if components else list(spec.components)
     for role in wanted:
         if role not in spec.components:
             raise UsageError(f"model has no component {role!r}", hint=f"it has {', '.join(spec.components)}")
+    if spec.sampler:  # the sampler `run` will build from this section must accept it
+        from edge_sdk.converters.scheduler_config import check_sampler
+
+        check_sampler(spec.sampler, f"model {spec.name}")
     steps = int(calibration_steps or spec.sampler.get("default_steps") or 20)
     attach_calibration(spec)
-    tell = progress or (lambda *a: None)
     rep = report if report is not None else ConvertReport(None)
     converters: dict[str, Converter] = {f: get_converter(f) for f in fmts}
     try:

@@ -24,12 +24,7 @@ from edge_sdk.converters.spec import ComponentSpec, ModelSpec
 from edge_sdk.errors import ModelSourceError
 
 MODEL_INDEX = "model_index.json"
-# diffusers scheduler class -> our sampler name (edge_sdk.samplers accepts class names as well).
-_SAMPLERS = {"DDIMScheduler": "ddim", "DDPMScheduler": "ddpm", "EulerDiscreteScheduler": "euler",
-             "EulerAncestralDiscreteScheduler": "euler_ancestral", "HeunDiscreteScheduler": "heun",
-             "DPMSolverMultistepScheduler": "dpmpp_2m", "UniPCMultistepScheduler": "unipc",
-             "LCMScheduler": "lcm", "PNDMScheduler": "ddim"}
-_DEFAULT_STEPS = {"lcm": 4}
+
 
 
 def is_diffusers_folder(path: Path) -> bool:
@@ -71,7 +66,9 @@ class VaeEncoder(nn.Module):
         self.vae = vae
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.vae.encode(image, return_dict=False)[0].mean
+        out = self.vae.encode(image, return_dict=False)[0]
+        # AutoencoderKL returns a distribution; AutoencoderTiny (TAESD) the latents themselves.
+        return out if isinstance(out, torch.Tensor) else out.mean
 
 
 class TextEncoder(nn.Module):
@@ -109,24 +106,45 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _load(cls, folder: Path, what: str):
+def _load(cls, folder: Path, what: str, variant: str | None = None):
     if not folder.is_dir():
         raise ModelSourceError(f"diffusers folder has no {folder.name}/ for the {what}")
-    has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
-    if not has_weights:
-        raise ModelSourceError(f"{folder} holds no weights (*.safetensors or *.bin)",
-                               hint="save the model with save_pretrained(..., safe_serialization=True)")
     from edge_sdk.checkpoints import check_safetensors
+    from edge_sdk.converters.weight_files import check_indexes, pick_variant
 
+    variant = pick_variant(folder, variant, what)
+    check_indexes(folder)
     for f in folder.glob("*.safetensors"):  # our header checks (caps, duplicate keys) before safetensors'
         check_safetensors(f)
     try:
         with _offline():
-            return cls.from_pretrained(str(folder), local_files_only=True).eval()
+            # float32 whatever the files hold (fp16 variants): exports and validation run in fp32.
+            return cls.from_pretrained(str(folder), local_files_only=True, variant=variant,
+                                       torch_dtype=torch.float32).eval()
     except ModelSourceError:
         raise
     except Exception as e:  # noqa: BLE001 - diffusers/transformers raise OSError, ValueError, ...
         raise ModelSourceError(f"cannot load the {what} from {folder}: {str(e).splitlines()[0][:300]}") from None
+
+
+VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny")
+
+
+def _vae_class(folder: Path):
+    import diffusers
+
+    name = _read_json(folder / "config.json").get("_class_name", "AutoencoderKL")
+    if name not in VAE_CLASSES:
+        raise ModelSourceError(f"VAE {folder}: {name!r} is not a VAE edge-sdk converts",
+                               hint=f"use one of {', '.join(VAE_CLASSES)}")
+    return getattr(diffusers, name)
+
+
+def _vae_downsample(vae: nn.Module, latent_channels: int) -> int:
+    """Pixels per latent cell, measured by decoding an 8x8 latent (block counts differ per class)."""
+    with torch.no_grad():
+        out = vae.decode(torch.zeros(1, latent_channels, 8, 8), return_dict=False)[0]
+    return int(out.shape[-1]) // 8
 
 
 def _tokenizer_json(folder: Path, work: Path) -> Path:
@@ -152,11 +170,11 @@ def _tokenizer_json(folder: Path, work: Path) -> Path:
 def _pad_token_id(folder: Path, tokenizer_json: Path) -> int | None:
     """The pad token's id from tokenizer_config.json: the pipeline pads prompts with it when
     tokenizer.json itself has no padding setting (CLIP's usually has none)."""
-    cfg = folder / "tokenizer_config.json"
-    if not cfg.is_file():
-        return None
-    pad = _read_json(cfg).get("pad_token")
-    pad = pad.get("content") if isinstance(pad, dict) else pad
+    pad = None
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):  # older folders: only the map
+        if pad is None and (folder / name).is_file():
+            pad = _read_json(folder / name).get("pad_token")
+            pad = pad.get("content") if isinstance(pad, dict) else pad
     if not isinstance(pad, str):
         return None
     from tokenizers import Tokenizer
@@ -164,12 +182,23 @@ def _pad_token_id(folder: Path, tokenizer_json: Path) -> int | None:
     return Tokenizer.from_file(str(tokenizer_json)).token_to_id(pad)
 
 
-def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_batch: int = 1) -> ModelSpec:
-    """A ModelSpec with every component the folder has (denoiser, decoder, encoder, text_encoder)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_batch: int = 1,
+                          variant: str | None = None, loras: list | None = None,
+                          vae_folder: str | Path | None = None) -> ModelSpec:
+    """A ModelSpec with every component the folder has (denoiser, decoder, encoder, text_encoder).
 
+    ``variant`` picks ``*.<variant>.safetensors`` weights (e.g. fp16); without it a component
+    whose only weights are one variant loads that one. ``loras``: ``FILE[:SCALE]`` LoRAs fused
+    into the UNet (recorded with sha256 and scale in the denoiser's config). ``vae_folder``: a
+    compatible AutoencoderKL or AutoencoderTiny (TAESD) folder used instead of the folder's vae/."""
+    from diffusers import UNet2DConditionModel, UNet2DModel
+
+    description_extra = ""
     root = Path(path)
     index = _read_json(root / MODEL_INDEX)
+    from edge_sdk.converters.folder_support import check_folder
+
+    check_folder(root, index)  # SD3/Flux transformers, ControlNet, ...: one clear error first
     comps: dict[str, ComponentSpec] = {}
     model: dict[str, Any] = {"kind": "latent_diffusion"}
     sampler: dict[str, Any] = {}
@@ -177,7 +206,12 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
     unet_cls = (index.get("unet") or [None, None])[1] if isinstance(index.get("unet"), list) else None
     unet_cfg = _read_json(root / "unet" / "config.json")
     cls = UNet2DConditionModel if (unet_cls or unet_cfg.get("_class_name")) == "UNet2DConditionModel" else UNet2DModel
-    unet = _load(cls, root / "unet", "denoiser")
+    unet = _load(cls, root / "unet", "denoiser", variant)
+    lora_records = []
+    if loras:  # fused into the weights before anything is exported (converters/lora.py)
+        from edge_sdk.converters.lora import LoraRef, fuse_loras
+
+        lora_records = fuse_loras(unet, [LoraRef.parse(x) for x in loras])
     cfg = unet.config
     size = cfg.sample_size if isinstance(cfg.sample_size, (list, tuple)) else (cfg.sample_size, cfg.sample_size)
     size = [int(s) for s in size]
@@ -204,19 +238,29 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
     comps["denoiser"] = ComponentSpec(
         role="denoiser", module=den, example_inputs=inputs, output_names=["noise_pred"], dynamic_dims=dyn,
         output_dynamic_dims={"noise_pred": {0: "batch", 2: "height", 3: "width"}},
-        config={"class": cls.__name__, "in_channels": int(cfg.in_channels)})
+        config={"class": cls.__name__, "in_channels": int(cfg.in_channels),
+                **({"loras": lora_records} if lora_records else {})})
     down = 2 ** (len(cfg.block_out_channels) - 1)
     model.update(conditioning=conditioning, sample_size=size, in_channels=int(cfg.in_channels),
                  spatial_multiple=down)
     if text_len:
         model["max_text_length"] = text_len
 
-    if (root / "vae").is_dir():
-        vae = _load(AutoencoderKL, root / "vae", "VAE")
+    vae_dir = Path(vae_folder) if vae_folder is not None else root / "vae"
+    if vae_folder is not None and not (vae_dir / "config.json").is_file():
+        raise ModelSourceError(f"--vae {vae_dir}: not a VAE folder (no config.json)",
+                               hint="give a folder written by AutoencoderKL/AutoencoderTiny.save_pretrained")
+    if vae_dir.is_dir():
+        vae = _load(_vae_class(vae_dir), vae_dir, "VAE", None if vae_folder is not None else variant)
         vcfg = vae.config
-        vdown = 2 ** (len(vcfg.block_out_channels) - 1)
+        if int(vcfg.latent_channels) != int(cfg.out_channels):
+            raise ModelSourceError(f"VAE {vae_dir}: its latents have {vcfg.latent_channels} channels, the UNet makes "
+                                   f"{cfg.out_channels}", hint="give a VAE made for this model family (--vae)")
+        vdown = _vae_downsample(vae, int(vcfg.latent_channels))
         model.update(latent_scale_factor=float(vcfg.scaling_factor), vae_downsample=vdown,
                      image_channels=int(vcfg.in_channels), output_range=[-1.0, 1.0])
+        if vae_folder is not None:
+            description_extra = f"; decoder from {vae_dir.resolve().name} ({type(vae).__name__})"
         if getattr(vcfg, "shift_factor", None) is not None:
             model["latent_shift_factor"] = float(vcfg.shift_factor)
         lat = torch.randn(b, int(vcfg.latent_channels), *size, generator=torch.Generator().manual_seed(2))
@@ -237,7 +281,7 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
     if (root / "text_encoder").is_dir():
         from transformers import CLIPTextModel
 
-        te = _load(CLIPTextModel, root / "text_encoder", "text encoder")
+        te = _load(CLIPTextModel, root / "text_encoder", "text encoder", variant)
         length = int(te.config.max_position_embeddings)
         ids = torch.randint(0, int(te.config.vocab_size), (b, length), generator=torch.Generator().manual_seed(4))
         extra: dict[str, Path] = {}
@@ -254,12 +298,10 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
 
     sched_path = root / "scheduler" / "scheduler_config.json"
     if sched_path.is_file():
-        sc = _read_json(sched_path)
-        cls_name = str(sc.get("_class_name", "DDIMScheduler"))
-        sname = _SAMPLERS.get(cls_name, "ddim")
-        config = {k: v for k, v in sc.items() if not k.startswith("_")}
-        sampler = {"config": config, "default_sampler": sname, "default_steps": _DEFAULT_STEPS.get(sname, 20)}
+        from edge_sdk.converters.scheduler_config import read_scheduler_config
+
+        sampler = read_scheduler_config(sched_path)
         if conditioning == "text":
             sampler["default_guidance"] = 7.5
     return ModelSpec(name=name or root.resolve().name, components=comps, model=model, sampler=sampler,
-                     description=f"converted from the diffusers folder {root.resolve().name}")
+                     description=f"converted from the diffusers folder {root.resolve().name}{description_extra}")

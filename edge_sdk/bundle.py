@@ -327,6 +327,9 @@ class BundleWriter:
             json.dump(data, f, indent=2, sort_keys=False)
             f.write("\n")
         kill_point("commit:manifest")  # interruption tests (edge_sdk.faults); a no-op otherwise
+        # Open it with the reader `run` uses before publishing: a bundle that cannot be opened is
+        # never put in place (the writer must not accept what the reader refuses).
+        Bundle.open(self.stage)
         fsync_tree(self.stage)
         kill_point("commit:synced")
         replace_dir(self.stage, self.target)

@@ -104,9 +104,19 @@ class StageProgress:
         if not self.enabled:
             return
         stamp = f"{time.perf_counter() - self.t0:7.1f}s"
-        label = f"{component:<12} {fmt:<9} {prec:<18}" if component else "bundle"
+        label = f"{component:<12} {fmt:<9} {prec:<18}" if component else ("source" if stage == "load" else "bundle")
         line = f"{stamp}  {label} {stage}"
-        final = stage in ("done", "failed", "write")
+        if stage not in ("done", "failed", "write"):
+            self._echo(line, final=False)
+            return
+        # Memory after each artifact: big models (SD at full size) are bounded by RAM, not time.
+        from edge_sdk.memory import peak_rss_bytes, rss_bytes
+
+        mem = f"{stamp}  {label} memory rss {rss_bytes() / 2**30:.2f} GiB, peak {peak_rss_bytes() / 2**30:.2f} GiB"
+        for ln in ((mem, line) if stage == "write" else (line, mem)):  # the write line stays last
+            self._echo(ln, final=True)
+
+    def _echo(self, line: str, final: bool) -> None:
         if self.live:
             click.echo("\r\033[K" + line, err=True, nl=final)
         else:

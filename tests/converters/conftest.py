@@ -127,3 +127,102 @@ def arch():
 
     return SimpleNamespace(unet2d=tiny_unet2d, unet_cond=tiny_unet_cond, vae=tiny_vae, clip=tiny_clip,
                            dcgan=tiny_dcgan, rel_l2=rel_l2, write_diffusers_folder=write_diffusers_folder)
+
+
+# A small English corpus for a CLIP-format BPE (vocab.json + merges.txt), learned here because no
+# hub is reachable; the tokenizer files then have real merges, as SD 1.x/2.x/SDXL folders ship them.
+_CORPUS = ("a photograph of an astronaut riding a horse on the moon, highly detailed, sharp focus, "
+           "a painting of a cat sitting in the garden, oil on canvas, trending on artstation, "
+           "portrait of a woman with red hair, studio lighting, 4k, the quick brown fox jumps over the lazy dog")
+
+
+def write_clip_bpe_tokenizer(folder: Path, *, pad_token: str = "<|endoftext|>", merges: int = 150,
+                             model_max_length: int = 77) -> None:
+    """vocab.json + merges.txt in CLIP's format (byte-level symbols, '</w>' word ends, BOS/EOS last),
+    with BPE merges learned on _CORPUS, and the tokenizer_config transformers writes for them."""
+    import re
+    from collections import Counter
+
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    folder.mkdir(parents=True, exist_ok=True)
+    b2u = bytes_to_unicode()
+    chars = list(b2u.values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(vocab) + i for i, c in enumerate(chars)})
+    words = Counter(re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", _CORPUS.lower()))
+    split = {w: [b2u[b] for b in w.encode()][:-1] + [b2u[w.encode()[-1]] + "</w>"] for w in words}
+    merge_list = []
+    for _ in range(merges):
+        pairs = Counter()
+        for w, n in words.items():
+            s = split[w]
+            for a, b in zip(s, s[1:]):
+                pairs[a, b] += n
+        if not pairs:
+            break
+        (a, b), _n = pairs.most_common(1)[0]
+        merge_list.append(f"{a} {b}")
+        vocab.setdefault(a + b, len(vocab))
+        for w in words:
+            s, out, i = split[w], [], 0
+            while i < len(s):
+                if i + 1 < len(s) and s[i] == a and s[i + 1] == b:
+                    out.append(a + b)
+                    i += 2
+                else:
+                    out.append(s[i])
+                    i += 1
+            split[w] = out
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merge_list) + "\n")
+    tok = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"),
+                        model_max_length=model_max_length, pad_token=pad_token)
+    tok.save_pretrained(str(folder))
+    (folder / "tokenizer.json").unlink(missing_ok=True)  # SD layout: vocab.json + merges.txt only
+
+
+def write_hub_sd_folder(root: Path, *, scheduler=None, pad_token: str = "<|endoftext|>") -> Path:
+    """The SD 1.x hub layout at test dimensions: 77-token CLIP text encoder over a BPE tokenizer with
+    merges, UNet, VAE, and ``scheduler`` (default DDIM as SD ships it), all via save_pretrained."""
+    from diffusers import DDIMScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    root.mkdir(parents=True, exist_ok=True)
+    write_clip_bpe_tokenizer(root / "tokenizer", pad_token=pad_token)
+    n_vocab = len(json.loads((root / "tokenizer" / "vocab.json").read_text()))
+    torch.manual_seed(0)
+    te = CLIPTextModel(CLIPTextConfig(vocab_size=n_vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, max_position_embeddings=77,
+                                      bos_token_id=n_vocab - 2, eos_token_id=n_vocab - 1)).eval()
+    te.save_pretrained(str(root / "text_encoder"))
+    tiny_unet_cond().save_pretrained(str(root / "unet"))
+    tiny_vae().save_pretrained(str(root / "vae"))
+    (scheduler or DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                set_alpha_to_one=False, steps_offset=1)).save_pretrained(str(root / "scheduler"))
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", type(scheduler).__name__ if scheduler else "DDIMScheduler"]}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def hub_sd_bundle(tmp_path_factory) -> tuple[Path, Path]:
+    """(folder, bundle): the SD 1.x hub layout with DPMSolverMultistepScheduler as diffusers writes it
+    (``lambda_min_clipped: -Infinity``, the issue's case), converted once to ONNX fp32 (denoiser,
+    decoder, text encoder). Read-only: copy before changing."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from edge_sdk.converters.convert import convert
+
+    dpm = DPMSolverMultistepScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                      use_karras_sigmas=True)
+    root = write_hub_sd_folder(tmp_path_factory.mktemp("hub") / "sd-dpm", scheduler=dpm)
+    out = tmp_path_factory.mktemp("hub-bundle") / "sd-dpm.bundle"
+    convert(root, out, components=["denoiser", "decoder", "text_encoder"], samples=1)
+    return root, out

@@ -29,10 +29,21 @@ from edge_sdk.cli.common import (StageProgress, emit_json, json_option, progress
 @click.option("--keep-going", is_flag=True,
               help="Write the artifacts that passed even if others failed (default: all-or-nothing).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --output (atomically).")
+@click.option("--variant", help="Diffusers folders: load *.<VARIANT>.safetensors weights (e.g. fp16); "
+              "default: plain weights, else the only variant present.")
+@click.option("--lora", "loras", multiple=True, metavar="FILE[:SCALE]",
+              help="Diffusers folders: fuse this LoRA (diffusers/PEFT .safetensors) into the UNet at SCALE "
+                   "(default 1); repeatable. Recorded with its sha256 in the manifest.")
+@click.option("--vae", type=click.Path(exists=True, file_okay=False),
+              help="Diffusers folders: use this VAE folder (AutoencoderKL, or AutoencoderTiny/TAESD for small "
+                   "boards) instead of the folder's vae/.")
+@click.option("--kind", type=click.Choice(["generator", "denoiser"]),
+              help="module:factory sources: what the returned module is (default: one input whose output is "
+                   "shaped unlike it = generator).")
 @json_option
 @quiet_option
 def command(source, output, formats, precisions, name, tolerance, samples, calibration_steps, static_variant,
-            keep_going, overwrite, as_json, quiet):
+            keep_going, overwrite, variant, loras, vae, kind, as_json, quiet):
     """Convert SOURCE into a bundle: every artifact is checked against PyTorch.
 
     SOURCE is a `module:factory` entry point (the factory returns `(model, example_inputs)` or a
@@ -48,7 +59,8 @@ def command(source, output, formats, precisions, name, tolerance, samples, calib
     try:
         bundle = convert(source, output, formats=formats, precisions=precisions, name=name, overwrite=overwrite,
                          tolerance=tolerance, samples=samples, calibration_steps=calibration_steps,
-                         static_variant=static_variant, keep_going=keep_going, progress=progress, report=report)
+                         static_variant=static_variant, keep_going=keep_going, progress=progress, report=report,
+                         variant=variant, kind=kind, loras=loras, vae=vae)
     finally:
         progress.close()
     rows = []
