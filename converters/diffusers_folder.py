@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edge_sdk.converters import families
 from edge_sdk.converters.spec import ComponentSpec, ModelSpec
 from edge_sdk.errors import ModelSourceError
 
@@ -32,16 +33,26 @@ def is_diffusers_folder(path: Path) -> bool:
 
 
 class UNetDenoiser(nn.Module):
-    """(sample, timestep[, class_labels | encoder_hidden_states]) -> noise_pred as a plain tensor."""
+    """(sample, timestep[, class_labels | encoder_hidden_states][, extras...]) -> noise_pred as a plain tensor.
 
-    def __init__(self, unet: nn.Module, conditioning: str) -> None:
+    ``extras`` names the UNet's further inputs in order: ``text_embeds`` and ``time_ids`` (SDXL's
+    ``added_cond_kwargs``), ``timestep_cond`` (an LCM-distilled UNet's guidance embedding).
+    """
+
+    def __init__(self, unet: nn.Module, conditioning: str, extras: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.unet = unet
         self.conditioning = conditioning
+        self.extras = extras
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor | None = None,
+                *extra: torch.Tensor) -> torch.Tensor:
+        kw = dict(zip(self.extras, extra))
+        added = {k: kw.pop(k) for k in ("text_embeds", "time_ids") if k in kw}
+        if added:
+            kw["added_cond_kwargs"] = added
         if self.conditioning == "text":
-            return self.unet(sample, timestep, encoder_hidden_states=cond, return_dict=False)[0]
+            return self.unet(sample, timestep, encoder_hidden_states=cond, return_dict=False, **kw)[0]
         if self.conditioning == "class":
             return self.unet(sample, timestep, class_labels=cond, return_dict=False)[0]
         return self.unet(sample, timestep, return_dict=False)[0]
@@ -78,6 +89,21 @@ class TextEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, return_dict=False)[0]
+
+
+class DualTextEncoder(nn.Module):
+    """SDXL's two CLIP encoders as one component: (input_ids, input_ids_2) -> (the penultimate hidden
+    states of both, concatenated on the feature axis; text_embeds, the second one's pooled projection)."""
+
+    def __init__(self, model: nn.Module, model_2: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.model_2 = model_2
+
+    def forward(self, input_ids: torch.Tensor, input_ids_2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h1 = self.model(input_ids=input_ids, output_hidden_states=True).hidden_states[-2]
+        out2 = self.model_2(input_ids=input_ids_2, output_hidden_states=True)
+        return torch.cat([h1, out2.hidden_states[-2]], dim=-1), out2.text_embeds
 
 
 @contextlib.contextmanager
@@ -221,24 +247,44 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
     conditioning = "none"
     dyn: dict[str, dict[int, str]] = {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"}}
     text_len = None
+    family = families.family_of(root, index, unet_cfg)
+    extras: dict[str, torch.Tensor] = {}
     if cls is UNet2DConditionModel:
         conditioning = "text"
         te_cfg_path = root / "text_encoder" / "config.json"
+        if not te_cfg_path.is_file():
+            te_cfg_path = root / "text_encoder_2" / "config.json"
         text_len = int(_read_json(te_cfg_path).get("max_position_embeddings", 77)) if te_cfg_path.is_file() else 77
         dim = int(cfg.cross_attention_dim if not isinstance(cfg.cross_attention_dim, (list, tuple))
                   else cfg.cross_attention_dim[0])
         inputs["encoder_hidden_states"] = torch.randn(b, text_len, dim, generator=torch.Generator().manual_seed(1))
         dyn["encoder_hidden_states"] = {0: "batch"}
+        if getattr(cfg, "addition_embed_type", None) == "text_time":
+            # SDXL: pooled text embeds + 6 time ids (original size, crop top-left, target size).
+            pooled = int(cfg.projection_class_embeddings_input_dim) - 6 * int(cfg.addition_time_embed_dim)
+            extras["text_embeds"] = torch.randn(b, pooled, generator=torch.Generator().manual_seed(5))
+            extras["time_ids"] = torch.tensor([[size[0] * 8.0, size[1] * 8.0, 0.0, 0.0, size[0] * 8.0,
+                                                size[1] * 8.0]] * b)
+        elif getattr(cfg, "addition_embed_type", None) is not None:
+            raise ModelSourceError(f"{root / 'unet'}: addition_embed_type {cfg.addition_embed_type!r} is not "
+                                   "supported", hint="supported: none, or 'text_time' (SDXL)")
+        if getattr(cfg, "time_cond_proj_dim", None):
+            # LCM-distilled UNet: the guidance scale's sinusoidal embedding is an input.
+            extras["timestep_cond"] = torch.randn(b, int(cfg.time_cond_proj_dim),
+                                                  generator=torch.Generator().manual_seed(6))
+        for k in extras:
+            inputs[k] = extras[k]
+            dyn[k] = {0: "batch"}
     elif getattr(cfg, "num_class_embeds", None):
         conditioning = "class"
         inputs["class_labels"] = torch.zeros(b, dtype=torch.int64)
         dyn["class_labels"] = {0: "batch"}
         model["num_classes"] = int(cfg.num_class_embeds)
-    den = UNetDenoiser(unet, conditioning).eval()
+    den = UNetDenoiser(unet, conditioning, tuple(extras)).eval()
     comps["denoiser"] = ComponentSpec(
         role="denoiser", module=den, example_inputs=inputs, output_names=["noise_pred"], dynamic_dims=dyn,
         output_dynamic_dims={"noise_pred": {0: "batch", 2: "height", 3: "width"}},
-        config={"class": cls.__name__, "in_channels": int(cfg.in_channels),
+        config={"class": cls.__name__, "in_channels": int(cfg.in_channels), "family": family,
                 **({"loras": lora_records} if lora_records else {})})
     down = 2 ** (len(cfg.block_out_channels) - 1)
     model.update(conditioning=conditioning, sample_size=size, in_channels=int(cfg.in_channels),
@@ -279,29 +325,54 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
         model["image_channels"] = int(cfg.out_channels)
 
     if (root / "text_encoder").is_dir():
-        from transformers import CLIPTextModel
-
-        te = _load(CLIPTextModel, root / "text_encoder", "text encoder", variant)
-        length = int(te.config.max_position_embeddings)
-        ids = torch.randint(0, int(te.config.vocab_size), (b, length), generator=torch.Generator().manual_seed(4))
-        extra: dict[str, Path] = {}
-        if (root / "tokenizer").is_dir():
-            work = Path(tempfile.mkdtemp(prefix="edge-sdk-tok-"))
-            extra["tokenizer.json"] = _tokenizer_json(root / "tokenizer", work)
-            pad_id = _pad_token_id(root / "tokenizer", extra["tokenizer.json"])
-        comps["text_encoder"] = ComponentSpec(
-            role="text_encoder", module=TextEncoder(te).eval(), example_inputs={"input_ids": ids},
-            output_names=["last_hidden_state"], dynamic_dims={"input_ids": {0: "batch"}},
-            output_dynamic_dims={"last_hidden_state": {0: "batch"}}, extra_files=extra,
-            config={"vocab_size": int(te.config.vocab_size), "max_length": length,
-                    **({"pad_token_id": pad_id} if extra and pad_id is not None else {})})
+        comps["text_encoder"] = _text_encoder(root, index, b, variant)
 
     sched_path = root / "scheduler" / "scheduler_config.json"
     if sched_path.is_file():
         from edge_sdk.converters.scheduler_config import read_scheduler_config
 
-        sampler = read_scheduler_config(sched_path)
-        if conditioning == "text":
-            sampler["default_guidance"] = 7.5
+        sampler = families.sampler_section(family, index, read_scheduler_config(sched_path), conditioning)
     return ModelSpec(name=name or root.resolve().name, components=comps, model=model, sampler=sampler,
                      description=f"converted from the diffusers folder {root.resolve().name}{description_extra}")
+
+
+def _tokenizer_files(folder: Path) -> tuple[Path, int | None]:
+    work = Path(tempfile.mkdtemp(prefix="edge-sdk-tok-"))
+    tj = _tokenizer_json(folder, work)
+    return tj, _pad_token_id(folder, tj)
+
+
+def _text_encoder(root: Path, index: dict[str, Any], b: int, variant: str | None) -> ComponentSpec:
+    """text_encoder/ (CLIPTextModel), or with text_encoder_2/ beside it SDXL's pair as one component."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    te = _load(CLIPTextModel, root / "text_encoder", "text encoder", variant)
+    length = int(te.config.max_position_embeddings)
+    ids = torch.randint(0, int(te.config.vocab_size), (b, length), generator=torch.Generator().manual_seed(4))
+    extra: dict[str, Path] = {}
+    config: dict[str, Any] = {"vocab_size": int(te.config.vocab_size), "max_length": length}
+    if (root / "tokenizer").is_dir():
+        extra["tokenizer.json"], pad_id = _tokenizer_files(root / "tokenizer")
+        if pad_id is not None:
+            config["pad_token_id"] = pad_id
+    if not (root / "text_encoder_2").is_dir():
+        return ComponentSpec(
+            role="text_encoder", module=TextEncoder(te).eval(), example_inputs={"input_ids": ids},
+            output_names=["last_hidden_state"], dynamic_dims={"input_ids": {0: "batch"}},
+            output_dynamic_dims={"last_hidden_state": {0: "batch"}}, extra_files=extra, config=config)
+    te2 = _load(CLIPTextModelWithProjection, root / "text_encoder_2", "second text encoder", variant)
+    if int(te2.config.max_position_embeddings) != length:
+        raise ModelSourceError(f"{root}: text_encoder and text_encoder_2 take {length} and "
+                               f"{te2.config.max_position_embeddings} tokens; SDXL needs them equal")
+    ids2 = torch.randint(0, int(te2.config.vocab_size), (b, length), generator=torch.Generator().manual_seed(7))
+    if (root / "tokenizer_2").is_dir():
+        extra["tokenizer_2.json"], pad2 = _tokenizer_files(root / "tokenizer_2")
+        if pad2 is not None:
+            config["pad_token_id_2"] = pad2
+    config["force_zeros_for_empty_prompt"] = bool(index.get("force_zeros_for_empty_prompt", True))
+    return ComponentSpec(
+        role="text_encoder", module=DualTextEncoder(te, te2).eval(),
+        example_inputs={"input_ids": ids, "input_ids_2": ids2}, output_names=["prompt_embeds", "text_embeds"],
+        dynamic_dims={"input_ids": {0: "batch"}, "input_ids_2": {0: "batch"}},
+        output_dynamic_dims={"prompt_embeds": {0: "batch"}, "text_embeds": {0: "batch"}}, extra_files=extra,
+        config=config)

@@ -22,6 +22,8 @@ from edge_sdk.pipelines.labels import class_labels_for, null_labels_for
 from edge_sdk.pipelines.result import GenerationResult, to_uint8
 from edge_sdk.pipelines.seeds import RowNoise
 from edge_sdk.pipelines.sessions import Sessions
+from edge_sdk.pipelines.guidance_embedding import guidance_scale_embedding
+from edge_sdk.pipelines.sdxl import DualTextConditioner, is_dual, time_ids
 from edge_sdk.pipelines.text import Prompt, TextConditioner, check_prompt
 from edge_sdk.plan import Plan
 from edge_sdk.samplers import get_sampler, guided_output, sampler_for_config
@@ -41,9 +43,15 @@ class DiffusionPipeline:
         self.conditioning = self.model.get("conditioning", "none")
         self.sessions = sessions or Sessions(bundle, plan)
         self.sampler_defaults = bundle.sampler
-        self.text = TextConditioner(bundle, self.sessions) if self.conditioning == "text" else None
+        self.text = None
+        if self.conditioning == "text":
+            self.text = (DualTextConditioner if is_dual(bundle) else TextConditioner)(bundle, self.sessions)
         self.value_range = tuple(self.model.get("output_range", (-1.0, 1.0)))
-        self._denoiser_inputs = [t.name for t in bundle.signature("denoiser")[0]]
+        den_in = bundle.signature("denoiser")[0]
+        self._denoiser_inputs = [t.name for t in den_in]
+        # An LCM-distilled UNet takes the guidance scale embedded (timestep_cond); CFG is off.
+        self._w_dim = next((int(t.shape[1]) for t in den_in if t.name == "timestep_cond"), None)
+        self._xl = "time_ids" in self._denoiser_inputs
         if self.conditioning in ("class", "text") and len(self._denoiser_inputs) < 3:
             raise BundleError(f"bundle {bundle.name}: a {self.conditioning}-conditioned denoiser needs a third input "
                               f"(it has {', '.join(self._denoiser_inputs)})", hint="convert the model again")
@@ -75,13 +83,22 @@ class DiffusionPipeline:
         return (batch, int(c), int(h), int(w))
 
     # -- model calls -----------------------------------------------------------------------------
-    def denoise(self, x: np.ndarray, t: float, context: np.ndarray | None, step: int) -> np.ndarray:
-        """One denoiser call: sample, timestep per row, and the conditioning (third input) if any."""
+    def denoise(self, x: np.ndarray, t: float, context: np.ndarray | dict[str, np.ndarray] | None,
+                step: int) -> np.ndarray:
+        """One denoiser call: sample, timestep per row, and the conditioning: one array (the third
+        input), or {input name: array} when the denoiser takes more (SDXL, LCM)."""
         names = self._denoiser_inputs
         feeds = {names[0]: x, names[1]: np.full((x.shape[0],), t, dtype=np.float32)}
-        if context is not None:
+        if isinstance(context, dict):
+            feeds.update(context)
+        elif context is not None:
             feeds[names[2]] = context
         return self.sessions.run("denoiser", feeds, step=step)
+
+    def _denoise_rows(self, table: dict[str, np.ndarray]):
+        """denoise(x, t, rows, step) for contexts given as row indices into ``table``: guidance
+        stacks contexts along axis 0, and indices stack where a dict of inputs would not."""
+        return lambda x, t, rows, step: self.denoise(x, t, {k: v[rows] for k, v in table.items()}, step)
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Scaled latents -> images in the output range, one row at a time (or tiled, as planned)."""
@@ -192,6 +209,9 @@ class DiffusionPipeline:
         config = dict(self.sampler_defaults.get("config", {}))
         s = get_sampler(sampler or self.sampler_defaults.get("default_sampler") or sampler_for_config(config), config)
         guidance = self._guidance(guidance, guidance_rescale)
+        embedded = None
+        if self._w_dim is not None:  # LCM: the scale goes into the UNet, not into CFG
+            embedded, guidance = guidance, 1.0
 
         # Conditioning: class labels or text embeddings; the unconditional branch when guided.
         cond = uncond = labels = None
@@ -202,10 +222,10 @@ class DiffusionPipeline:
             raise UsageError("this model is not class-conditional; do not pass class labels")
         if self.text is not None:
             t0 = time.perf_counter()
-            cond, uncond = self.text.condition(prompt=prompt, negative_prompt=negative_prompt,
-                                               prompt_embeds=prompt_embeds,
-                                               negative_prompt_embeds=negative_prompt_embeds,
-                                               batch=batch, guided=guidance != 1.0)
+            condition = self.text.condition_dual if isinstance(self.text, DualTextConditioner) else self.text.condition
+            cond, uncond = condition(prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
+                                     negative_prompt_embeds=negative_prompt_embeds, batch=batch,
+                                     guided=guidance != 1.0)
             timings["text"] = time.perf_counter() - t0
 
         # Starting point: pure noise, or the init image noised to the strength's timestep.
@@ -221,6 +241,21 @@ class DiffusionPipeline:
             start = 0
             x = noise.draw(shape[1:]) * np.float32(s.init_noise_sigma)
 
+        denoise = self.denoise
+        if self._xl or embedded is not None:
+            # More inputs than one context array: rows of a table, see _denoise_rows.
+            branches = [uncond, cond] if uncond is not None else [cond]
+            dicts = [b if isinstance(b, dict) else {self._denoiser_inputs[2]: b} for b in branches]
+            if self._xl:
+                ids = time_ids(shape[2] * self.downsample, shape[3] * self.downsample, batch)
+                dicts = [{**d, "time_ids": ids} for d in dicts]
+            if embedded is not None:
+                w = guidance_scale_embedding(embedded, self._w_dim, batch)
+                dicts = [{**d, "timestep_cond": w} for d in dicts]
+            table = {k: np.concatenate([d[k] for d in dicts]) for k in dicts[0]}
+            denoise = self._denoise_rows(table)
+            cond = np.arange(batch) + (batch if uncond is not None else 0)
+            uncond = np.arange(batch) if uncond is not None else None
         mode = self.plan.cfg
         total = len(s.timesteps) - start
         t0 = time.perf_counter()
@@ -228,9 +263,9 @@ class DiffusionPipeline:
             t = float(s.timesteps[i])
             xin = s.scale_model_input(x, i)
             if uncond is None:
-                out = self.denoise(xin, t, cond, i)
+                out = denoise(xin, t, cond, i)
             else:
-                out = guided_output(lambda xx, tt, cc, i=i: self.denoise(xx, tt, cc, i), xin, t, uncond, cond,
+                out = guided_output(lambda xx, tt, cc, i=i: denoise(xx, tt, cc, i), xin, t, uncond, cond,
                                     guidance, guidance_rescale, mode=mode)
             step_noise = noise.draw(shape[1:]) if s.needs_noise else None
             x = s.step(out, i, x, noise=step_noise)
@@ -246,6 +281,8 @@ class DiffusionPipeline:
         info: dict[str, Any] = {"sampler": s.name, "steps": steps, "steps_run": total, "seed": seed,
                                 "seeds": noise.seeds, "guidance": guidance,
                                 "class_labels": None if labels is None else labels.tolist()}
+        if embedded is not None:
+            info["guidance_embedded"] = embedded
         if guidance_rescale:
             info["guidance_rescale"] = guidance_rescale
         if prompt is not None:

@@ -78,6 +78,19 @@ class Sessions:
         # arena alive, so a released (non-resident) session's memory would never come back.
         return np.array(out, dtype=np.float32, copy=True)
 
+    def run_all(self, component: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output of a multi-output component (SDXL's text encoder), in signature order, as float32."""
+        with self.use(component) as rt:
+            cast = {spec.name: np.asarray(feeds[spec.name]).astype(spec.dtype, copy=False) for spec in rt.inputs}
+            outs = rt.run(cast)
+            arrays = [np.array(outs[spec.name], dtype=np.float32, copy=True) for spec in rt.outputs]
+        check_cap()
+        for spec, arr in zip(rt.outputs, arrays):
+            if not np.isfinite(arr).all():
+                raise NumericalFaultError(f"{component} output {spec.name} has NaN/Inf values",
+                                          hint="run this component in fp32 (--precision fp32)")
+        return arrays
+
     @staticmethod
     def _run_chunked(rt: Runtime, component: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run once, or in slices when the model's batch axis is fixed (static NPU artifacts)."""
