@@ -33,6 +33,8 @@ def command(as_json):
     if r["board"] is not None:
         b = r["board"]
         click.echo(f"board: {b['name'] or 'unknown'} ({'; '.join(b['reasons']) or 'no reasons given'})")
+    for note in r.get("arch_notes", []):
+        click.echo(f"note: {note}")
     click.echo("")
     rows = []
     for name, info in r["runtimes"].items():
