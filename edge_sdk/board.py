@@ -4,13 +4,12 @@ A profile says how much memory edge-sdk may use on a board (the cap; on Jetson C
 it), what the CPU can do, which runtimes and devices to prefer, which precision each component
 should run in, how many threads, and the decode tile limits. Every figure carries its source in
 the file. ``load_board`` takes a built-in name (``rpi5-8gb``) or the path of a user's own file;
-``detect_board`` guesses which built-in profile fits the machine it runs on.
+``edge_sdk.board_detect.detect_board`` guesses which built-in profile fits the machine it runs on.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -259,113 +258,10 @@ def load_board(name_or_path: str | os.PathLike) -> BoardProfile:
     return prof
 
 
-# -- detection ---------------------------------------------------------------------------------
-@dataclass
-class MachineFacts:
-    """What detection looks at; read from a root folder so tests can give a recorded one."""
+# -- detection: edge_sdk.board_detect (kept importable from here for existing callers) ----------
+def __getattr__(name: str) -> Any:
+    if name in ("MachineFacts", "machine_facts", "detect_board"):
+        from edge_sdk import board_detect
 
-    device_tree_model: str = ""
-    compatible: list[str] = field(default_factory=list)
-    jetson_release: str = ""  # e.g. "R36"
-    cpu_model: str = ""
-    cpu_flags: set[str] = field(default_factory=set)
-    arch: str = ""
-    ram_bytes: int = 0
-    devices: list[str] = field(default_factory=list)  # present accelerator device nodes
-
-
-def _text(p: Path) -> str:
-    try:
-        return p.read_bytes().replace(b"\x00", b"\n").decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-
-
-def machine_facts(root: str | os.PathLike = "/") -> MachineFacts:
-    root = Path(root)
-    f = MachineFacts()
-    f.device_tree_model = _text(root / "proc/device-tree/model") or _text(root / "sys/firmware/devicetree/base/model")
-    f.compatible = [c for c in _text(root / "proc/device-tree/compatible").splitlines() if c]
-    rel = _text(root / "etc/nv_tegra_release")
-    if rel.startswith("# R"):
-        f.jetson_release = rel[2:].split()[0]
-    for line in _text(root / "proc/cpuinfo").splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "hardware", "cpu model") and not f.cpu_model:
-            f.cpu_model = value.strip()
-        elif key in ("flags", "features"):
-            f.cpu_flags |= set(value.split())
-    for line in _text(root / "proc/meminfo").splitlines():
-        if line.startswith("MemTotal:"):
-            f.ram_bytes = int(line.split()[1]) * 1024
-    if str(root) == "/":
-        f.arch = platform.machine()
-    elif f.cpu_flags:  # a recorded tree: x86 lists "flags", ARM lists "Features"
-        f.arch = "x86_64" if "sse2" in f.cpu_flags else "aarch64"
-    for dev in ("dev/accel/accel0", "dev/nvhost-gpu", "dev/nvgpu/igpu0", "dev/rknpu", "dev/dri/renderD129"):
-        if (root / dev).exists():
-            f.devices.append("/" + dev)
-    return f
-
-
-def detect_board(root: str | os.PathLike = "/", *, facts: MachineFacts | None = None) -> tuple[str | None, list[str]]:
-    """The built-in profile that fits this machine best, and the reasons (for `edge-sdk doctor`).
-
-    Looks at the device-tree model and compatible strings (Raspberry Pi, Jetson, Rockchip), the
-    Jetson release file, the CPU model and flags, accelerator device nodes and the RAM size (to
-    tell 4 GB from 8 GB variants). Returns (None, reasons) when nothing fits.
-    """
-    f = facts or machine_facts(root)
-    reasons = []
-    if f.device_tree_model:
-        reasons.append(f"device-tree model: {f.device_tree_model!r}")
-    if f.jetson_release:
-        reasons.append(f"Jetson release file: L4T {f.jetson_release}")
-    if f.cpu_model:
-        reasons.append(f"CPU: {f.cpu_model}" + (f" ({f.arch})" if f.arch else ""))
-    if f.ram_bytes:
-        reasons.append(f"RAM: {f.ram_bytes / MB:.0f} MB")
-    if f.devices:
-        reasons.append(f"accelerator devices: {', '.join(f.devices)}")
-    best: tuple[float, str] | None = None
-    why = ""
-    for prof in list_boards():
-        d = prof.detect
-        score = 0.0
-        hits = []
-        if d.get("arch") and f.arch and f.arch not in d["arch"]:
-            continue
-        for key, value, weight in (("device_tree", f.device_tree_model, 10), ("cpu_model", f.cpu_model, 5)):
-            if d.get(key):
-                m = [s for s in d[key] if s.lower() in value.lower()]
-                if m:
-                    score, hits = score + weight, hits + [f"{key} contains {m[0]!r}"]
-                elif key == "device_tree":
-                    score -= 20  # a profile keyed on a device-tree model needs that model
-        if d.get("compatible") and any(c in f.compatible for c in d["compatible"]):
-            score, hits = score + 8, hits + ["device-tree compatible matches"]
-        if d.get("jetson_release"):
-            if any(f.jetson_release.startswith(r) for r in d["jetson_release"]):
-                score, hits = score + 3, hits + [f"L4T {f.jetson_release}"]
-            else:
-                score -= 20
-        if d.get("devices"):
-            if any(dev in f.devices for dev in d["devices"]):
-                score, hits = score + 6, hits + ["accelerator device present"]
-            else:
-                score -= 6
-        if d.get("fallback"):
-            score += 0.5
-            hits.append("generic fallback for this architecture")
-        if score <= 0:
-            continue
-        if f.ram_bytes:  # among equals, the variant whose RAM is closest (MemTotal is a bit under nominal)
-            score -= abs(prof.ram_bytes - f.ram_bytes) / prof.ram_bytes
-        if best is None or score > best[0]:
-            best, why = (score, prof.name), "; ".join(hits)
-    if best is None:
-        reasons.append("no built-in profile matches; copy the closest one from `edge-sdk boards` and pass its path")
-        return None, reasons
-    reasons.append(f"{best[1]} fits: {why}")
-    return best[1], reasons
+        return getattr(board_detect, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

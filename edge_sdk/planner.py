@@ -269,7 +269,9 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     """A plan for ``bundle`` on ``board`` whose estimated peak memory fits the board's cap, or PlanError."""
     req = request or PlanRequest()
     if isinstance(board, str):
-        board = load_board(board)
+        from edge_sdk.board_detect import resolve_board
+
+        board = load_board(resolve_board(board))  # "auto": the board detected here
     if req.batch < 1:
         raise UsageError(f"batch must be at least 1, got {req.batch}")
     if req.precision and req.precision not in PRECISION_ORDER:

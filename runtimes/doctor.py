@@ -42,16 +42,38 @@ def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     return {"model": model, "cores": os.cpu_count(), "machine": platform.machine(), "features": present}
 
 
-def board_info() -> dict[str, Any] | None:
+# What installs from PyPI on a 32-bit ARM userland (Raspberry Pi OS 32-bit), as found by
+# scripts/arm64-check --armv7 (docs/boards.md): no runtime wheel, no numpy/OpenCV wheel either.
+ARMV7_NOTES = [
+    "32-bit ARM (armv7l): PyPI has no onnxruntime, ai-edge-litert or tflite-runtime wheels for it, "
+    "and no numpy or opencv-python-headless wheels (pip would try to build them from source)",
+    "install a 64-bit OS (Raspberry Pi OS 64-bit runs on the Pi 3/4/5 and Zero 2 W) and "
+    "pip install 'edge-sdk[litert,onnxruntime]'; or, staying 32-bit, use piwheels.org "
+    "(Raspberry Pi OS's default pip index) for numpy, opencv-python-headless and tflite-runtime",
+]
+
+
+def arch_notes(machine: str | None = None) -> list[str]:
+    """What to know about installing edge-sdk's runtimes on this CPU architecture."""
+    machine = machine or platform.machine()
+    if machine in ("armv7l", "armv8l", "armv6l"):
+        return list(ARMV7_NOTES)
+    return []
+
+
+def board_info(root: str | None = None) -> dict[str, Any] | None:
     """The matching board profile and why, when the boards module is installed; None otherwise."""
     try:
-        from edge_sdk.board import detect_board
+        from edge_sdk.board_detect import detect_board, machine_facts
     except ImportError:
         return None
+    arch = platform.machine()
     try:
-        found = detect_board()
+        facts = machine_facts(root)
+        arch = facts.arch or arch
+        found = detect_board(facts=facts)
     except Exception as e:  # noqa: BLE001 - doctor reports, never raises
-        return {"name": None, "reasons": [f"board detection failed: {e}"]}
+        return {"name": None, "reasons": [f"board detection failed: {e}"], "arch": arch}
     if isinstance(found, dict):
         name, reasons = found.get("name"), found.get("reasons", [])
     elif isinstance(found, (tuple, list)) and len(found) == 2:
@@ -60,7 +82,7 @@ def board_info() -> dict[str, Any] | None:
         name, reasons = getattr(found, "name", found), getattr(found, "reasons", [])
     if isinstance(reasons, str):
         reasons = [reasons]
-    return {"name": name, "reasons": list(reasons or [])}
+    return {"name": name, "reasons": list(reasons or []), "arch": arch}
 
 
 def report() -> dict[str, Any]:
@@ -70,12 +92,14 @@ def report() -> dict[str, Any]:
         if not info.get("available"):
             info.setdefault("install", INSTALL_HINTS.get(name, "install the package that provides it"))
     device_side = [n for n, i in runtimes.items() if i.get("available") and n != "torch"]
+    board = board_info()
     return {
         "edge_sdk": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": cpu_info(),
-        "board": board_info(),
+        "board": board,
+        "arch_notes": arch_notes((board or {}).get("arch")),
         "runtimes": runtimes,
         "usable_device_runtimes": device_side,
     }

@@ -33,6 +33,8 @@ def command(as_json):
     if r["board"] is not None:
         b = r["board"]
         say(f"board: {b['name'] or 'unknown'} ({'; '.join(b['reasons']) or 'no reasons given'})")
+    for note in r.get("arch_notes", []):
+        say(f"note: {note}")
     say("")
     rows = []
     for name, info in r["runtimes"].items():

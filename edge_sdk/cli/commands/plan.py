@@ -11,7 +11,8 @@ MB = 1024 * 1024
 
 @click.command("plan")
 @click.argument("bundle", type=click.Path())
-@click.option("--board", required=True, help="Board profile NAME (see `edge-sdk boards`) or PATH.toml.")
+@click.option("--board", default="auto", show_default=True,
+              help="Board profile NAME (see `edge-sdk boards`) or PATH.toml; auto: the board detected here.")
 @click.option("--size", help="Output WIDTHxHEIGHT in pixels (default: the model's native size).")
 @click.option("--batch", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--guidance", type=float, help="CFG scale the run will use (default: the bundle's).")
