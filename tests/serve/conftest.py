@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,77 @@ def serve_factory():
     yield start
     for p in started:
         p.stop(signal.SIGKILL if p.proc.poll() is None else signal.SIGTERM, timeout=10)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0, model: str | None = None) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def mlserver_denoiser(serve_bundle, tmp_path_factory):
+    """A real MLServer (own venv) serving the bundle's denoiser through tests/serve/mlserver_runtime.
+
+    Yields (url, log path): the runtime appends every request it received to the log.
+    """
+    import shutil
+
+    from edge_sdk.bundle import Bundle
+
+    spec = importlib.util.spec_from_file_location("_mlserver_env", HERE / "mlserver_env.py")
+    mlserver_env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mlserver_env)
+    exe = mlserver_env.ensure_mlserver()
+    root = tmp_path_factory.mktemp("mlserver")
+    model_dir = root / "denoiser"
+    model_dir.mkdir()
+    shutil.copy(HERE / "mlserver_runtime" / "edge_denoiser_runtime.py", model_dir)
+    b = Bundle.open(serve_bundle)
+    ins, outs = b.signature("denoiser")
+    from edge_sdk.serve.v2 import tensor_metadata
+
+    log = root / "received.jsonl"
+    (model_dir / "model-settings.json").write_text(json.dumps({
+        "name": "denoiser", "implementation": "edge_denoiser_runtime.OnnxComponent",
+        "inputs": tensor_metadata(ins), "outputs": tensor_metadata(outs),
+        "parameters": {"uri": str(b.artifact("denoiser", "onnx", "fp32").path), "extra": {"log": str(log)}}}))
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    (root / "settings.json").write_text(json.dumps({
+        "host": "127.0.0.1", "http_port": http, "grpc_port": grpc, "metrics_port": metrics,
+        "parallel_workers": 0, "debug": False}))
+    err = tempfile.TemporaryFile("w+")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.Popen([str(exe), "start", str(root)], stdout=err, stderr=err, cwd=root, env=env)
+    url = f"http://127.0.0.1:{http}"
+    try:
+        wait_ready(url, proc, model="denoiser")
+    except RuntimeError as e:
+        proc.kill()
+        err.seek(0)
+        raise RuntimeError(f"{e}: {err.read()[-3000:]}") from None
+    yield url, log
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
