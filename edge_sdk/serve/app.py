@@ -280,11 +280,12 @@ def build_app(generator: Any, config: ServeConfig) -> Callable:
         task = asyncio.create_task(run_job(job, generate_fn(parsed["kwargs"], on_step)))
         try:
             while not (task.done() and events.empty()):
+                # uvicorn drops writes to a closed connection silently: ask, every event and tick.
+                if await request.is_disconnected():
+                    return  # the finally below cancels the run
                 try:
                     ev = await asyncio.wait_for(events.get(), timeout=0.1)
                 except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        raise asyncio.CancelledError from None
                     continue
                 yield f"event: {ev['type']}\ndata: {json.dumps(ev)}\n\n"
             try:

@@ -47,6 +47,9 @@ def limits_for(bundle: Bundle, *, board: str | None = None, max_size: tuple[int,
     first, then the size falls back to the native one.
     """
     w0, h0, mult = native_size(bundle)
+    # A sampler cannot take more steps than the schedule has timesteps.
+    train = bundle.sampler.get("config", {}).get("num_train_timesteps")
+    max_steps = min(max_steps, int(train)) if train else max_steps
     want_w, want_h = max_size or (w0, h0)
     if max_n < 1 or max_steps < 1:
         raise UsageError("--max-batch and --max-steps must be at least 1")

@@ -99,6 +99,11 @@ def command(bundle, board, host, port, token_env, max_queue, max_size, max_batch
         def handle_exit(self, sig, frame) -> None:
             app.app.state.stop_accepting()  # new requests on open connections get 503 from now on
             super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal after its graceful shutdown (exit status -15); a stop
+            # we asked for and completed is a success: exit 0.
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
 
     server = Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
                                    timeout_graceful_shutdown=shutdown_timeout, access_log=log_level == "debug"))
