@@ -28,11 +28,12 @@ def _pipeline_builders():
 
 @pytest.fixture(scope="session")
 def serve_bundle(tmp_path_factory) -> Path:
-    """The text-conditioned latent diffusion bundle (ONNX fp32): text encoder, denoiser, decoder, encoder."""
+    """The text-conditioned latent diffusion bundle (ONNX fp32): text encoder, denoiser, decoder."""
     import edge_sdk
 
     work = tmp_path_factory.mktemp("serve")
     spec, _ = _pipeline_builders().build_text_spec(work)
+    del spec.components["encoder"]  # img2img's VAE encoder: nothing here uses it (saves its conversion)
     return edge_sdk.convert(spec, work / "text.bundle").root
 
 

@@ -23,12 +23,12 @@ def ensure_mlserver() -> Path:
     root = venv_dir()
     exe = root / "bin" / "mlserver"
     py = root / "bin" / "python"
-    ok = exe.exists() and subprocess.run([str(py), "-c", "import mlserver, onnxruntime"],
-                                         capture_output=True).returncode == 0
-    if not ok:
+    marker = root / ".edge-sdk-installed"  # written after a complete install (cheaper than importing)
+    if not (exe.exists() and marker.exists() and marker.read_text() == " ".join(MLSERVER_SPEC)):
         root.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(root)], check=True, capture_output=True)
         r = subprocess.run([str(py), "-m", "pip", "install", "-q", *MLSERVER_SPEC], capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"could not install MLServer into {root}: {r.stderr[-2000:]}")
+        marker.write_text(" ".join(MLSERVER_SPEC))
     return exe
