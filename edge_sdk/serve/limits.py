@@ -39,7 +39,8 @@ def native_size(bundle: Bundle) -> tuple[int, int, int]:
 
 
 def limits_for(bundle: Bundle, *, board: str | None = None, max_size: tuple[int, int] | None = None,
-               max_n: int = 4, max_steps: int = 50) -> tuple[Limits, Plan | None]:
+               max_n: int = 4, max_steps: int = 50,
+               remote: dict[str, str] | None = None) -> tuple[Limits, Plan | None]:
     """The limits to enforce and, with ``board``, the plan to load (the one for the largest request).
 
     Without a board the caller's ``max_size`` (default: the native size) and ``max_n`` hold. With
@@ -55,6 +56,8 @@ def limits_for(bundle: Bundle, *, board: str | None = None, max_size: tuple[int,
         raise UsageError("--max-batch and --max-steps must be at least 1")
     if want_w % mult or want_h % mult or want_w <= 0 or want_h <= 0:
         raise UsageError(f"--max-size {want_w}x{want_h} does not fit this model", hint=f"use multiples of {mult} px")
+    if remote and board is None:
+        raise UsageError("--remote needs --board: the planner places components for a board")
     if board is None:
         return Limits(want_w, want_h, mult, max_n, max_steps, (w0, h0)), None
     from edge_sdk.planner import PlanRequest, plan
@@ -64,7 +67,8 @@ def limits_for(bundle: Bundle, *, board: str | None = None, max_size: tuple[int,
     for w, h in sizes:
         for n in range(max_n, 0, -1):
             try:
-                p = plan(bundle, board, PlanRequest(height=h, width=w, batch=n, installed_only=True))
+                p = plan(bundle, board, PlanRequest(height=h, width=w, batch=n, installed_only=True,
+                                                         remote=remote))
             except PlanError as e:
                 last = e
                 continue

@@ -34,13 +34,16 @@ def _size(value: str | None) -> tuple[int, int] | None:
 @click.option("--max-steps", default=50, show_default=True, type=click.IntRange(1, 10000), help="Largest steps.")
 @click.option("--shutdown-timeout", default=30.0, show_default=True, type=float,
               help="Seconds in-flight requests may take to finish on SIGTERM before they are cancelled.")
+@click.option("--remote", "remote", multiple=True, metavar="COMPONENT=URL",
+              help="Run COMPONENT on an Open Inference Protocol server (needs --board); repeatable. "
+                   "E.g. --remote denoiser=http://10.0.0.5:8000: prompts and images stay on the board.")
 @click.option("--name", default=None, help="Model name in /v1/models (default: the bundle's name).")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every file at start.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the listening address and limits as one JSON line.")
 def command(bundle, board, host, port, token_env, max_queue, max_size, max_batch, max_steps, shutdown_timeout,
-            name, no_verify, log_level, as_json):
+            remote, name, no_verify, log_level, as_json):
     """Serve BUNDLE over HTTP: one generator, loaded once, behind a bounded queue.
 
     \b
@@ -73,8 +76,15 @@ def command(bundle, board, host, port, token_env, max_queue, max_size, max_batch
     if not loopback and token is None:
         click.echo(f"warning: serving on {host} without a token: anyone who reaches this port can use the board "
                    "(set --token-env)", err=True)
+    remote_map = {}
+    for item in remote:
+        comp, sep, url = item.partition("=")
+        if not sep or not comp or not url:
+            raise UsageError(f"--remote {item!r} is not COMPONENT=URL", hint="e.g. --remote denoiser=http://10.0.0.5:8000")
+        remote_map[comp] = url
     b = Bundle.open(bundle, verify=not no_verify)
-    limits, plan = limits_for(b, board=board, max_size=_size(max_size), max_n=max_batch, max_steps=max_steps)
+    limits, plan = limits_for(b, board=board, max_size=_size(max_size), max_n=max_batch, max_steps=max_steps,
+                              remote=remote_map or None)
     gen = edge_sdk.load(b, plan=plan) if plan is not None else edge_sdk.load(b)
     config = ServeConfig(limits=limits, model_name=name or b.name, token=token, max_queue=max_queue)
     app = build_app(gen, config)

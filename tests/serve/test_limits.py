@@ -1,0 +1,42 @@
+"""Request limits from the board plan: the largest size/n whose plan fits, and the plan loaded is that one."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.errors import UsageError
+from edge_sdk.serve.limits import FieldError, check_request, limits_for, parse_size
+
+
+@pytest.mark.slow
+def test_board_limits_come_from_the_plan(serve_bundle):
+    b = Bundle.open(serve_bundle)
+    # 32x32 at n=2 fits the generic x86 profile: kept, and the plan is made for exactly that request.
+    lim, plan = limits_for(b, board="x86-64-generic", max_size=(32, 32), max_n=2, max_steps=5000)
+    assert (lim.max_width, lim.max_height, lim.max_n) == (32, 32, 2)
+    assert plan is not None and plan.size == (32, 32) and plan.board == "x86-64-generic"
+    assert lim.max_steps == 1000  # never more steps than the schedule's 1000 timesteps
+    # 4096x4096 needs far more than the board's cap at any n (attention grows with cells squared):
+    # the server falls back to the native size rather than accepting requests it cannot run.
+    lim, plan = limits_for(b, board="x86-64-generic", max_size=(4096, 4096), max_n=2)
+    assert (lim.max_width, lim.max_height) == (16, 16) and plan.size == (16, 16)
+    with pytest.raises(UsageError, match="needs --board"):
+        limits_for(b, remote={"denoiser": "http://127.0.0.1:1"})
+
+
+def test_check_request_names_the_field():
+    from edge_sdk.serve.limits import Limits
+
+    lim = Limits(max_width=64, max_height=32, multiple=8, max_n=2, max_steps=30, default_size=(32, 32))
+    check_request(lim, width=64, height=32, n=2, steps=30)
+    for kw, param in ((dict(width=72, height=32, n=1, steps=1), "size"), (dict(width=60, height=32, n=1, steps=1), "size"),
+                      (dict(width=64, height=32, n=3, steps=1), "n"), (dict(width=64, height=32, n=True, steps=1), "n"),
+                      (dict(width=64, height=32, n=1, steps=31), "steps"), (dict(width=64, height=32, n=1, steps=0), "steps")):
+        with pytest.raises(FieldError) as e:
+            check_request(lim, **kw)
+        assert e.value.param == param
+    assert parse_size(None, lim) == (32, 32) and parse_size("64x32", lim) == (64, 32)
+    for bad in ("64", "x32", "-8x8", 64, "64x32x1"):
+        with pytest.raises(FieldError):
+            parse_size(bad, lim)
