@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import UsageError
 from edge_sdk.serve.limits import FieldError, check_request, limits_for, parse_size
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @pytest.mark.slow
-def test_board_limits_come_from_the_plan(serve_bundle):
+def test_board_limits_come_from_the_plan(serve_bundle, tmp_path):
     b = Bundle.open(serve_bundle)
     # 32x32 at n=2 fits the generic x86 profile: kept, and the plan is made for exactly that request.
     lim, plan = limits_for(b, board="x86-64-generic", max_size=(32, 32), max_n=2, max_steps=5000)
     assert (lim.max_width, lim.max_height, lim.max_n) == (32, 32, 2)
     assert plan is not None and plan.size == (32, 32) and plan.board == "x86-64-generic"
     assert lim.max_steps == 1000  # never more steps than the schedule's 1000 timesteps
-    # 4096x4096 needs far more than the board's cap at any n (attention grows with cells squared):
-    # the server falls back to the native size rather than accepting requests it cannot run.
-    lim, plan = limits_for(b, board="x86-64-generic", max_size=(4096, 4096), max_n=2)
+    # A board with a 300 MB cap: 256x256 needs ~1.6 GB at n=4 (and too much at any n), so the
+    # server falls back to the native size rather than accept requests it cannot run.
+    small = tmp_path / "small.toml"
+    text = (REPO / "boards" / "x86-64-generic.toml").read_text()
+    text = text.replace('ram_mb = "detect"', "ram_mb = 400").replace('name = "x86-64-generic"', 'name = "test-small"')
+    small.write_text(text.split("[detect]")[0])
+    lim, plan = limits_for(b, board=str(small), max_size=(256, 256), max_n=4)
     assert (lim.max_width, lim.max_height) == (16, 16) and plan.size == (16, 16)
+    assert plan.memory_cap_bytes == 300 * 2**20 and plan.estimates["peak"] <= plan.memory_cap_bytes
     with pytest.raises(UsageError, match="needs --board"):
         limits_for(b, remote={"denoiser": "http://127.0.0.1:1"})
 
