@@ -62,6 +62,7 @@ def test_remote_denoiser_matches_local_and_prompt_stays_on_board(serve_bundle, m
         assert not re.search(rf"\b{word}\b", text), f"prompt word {word!r} reached the server"
 
 
+@pytest.mark.slow
 def test_remote_falls_back_to_local_artifact_when_unreachable(serve_bundle, local_result):
     import socket
 
@@ -82,6 +83,7 @@ def test_remote_falls_back_to_local_artifact_when_unreachable(serve_bundle, loca
     np.testing.assert_array_equal(res.images, local_result.images)
 
 
+@pytest.mark.slow
 def test_remote_runtime_bad_options_are_usage_errors(serve_bundle):
     from edge_sdk.errors import UsageError
     from edge_sdk.runtimes.registry import open_artifact
