@@ -21,15 +21,21 @@ def test_board_limits_come_from_the_plan(serve_bundle, tmp_path):
     assert (lim.max_width, lim.max_height, lim.max_n) == (32, 32, 2)
     assert plan is not None and plan.size == (32, 32) and plan.board == "x86-64-generic"
     assert lim.max_steps == 1000  # never more steps than the schedule's 1000 timesteps
-    # A board with a 300 MB cap: 256x256 needs ~1.6 GB at n=4 (and too much at any n), so the
-    # server falls back to the native size rather than accept requests it cannot run.
+    # A board with a 300 MB cap. At 2048x2048 every image holds 128 MB of output buffers, so n=4
+    # cannot fit: n shrinks (and the plan loaded decodes in tiles) until it does. At 4096x4096 one
+    # image alone is 512 MB: no n fits, so the native size is kept instead, rather than accepting
+    # requests the board cannot run.
     small = tmp_path / "small.toml"
     text = (REPO / "boards" / "x86-64-generic.toml").read_text()
     text = text.replace('ram_mb = "detect"', "ram_mb = 400").replace('name = "x86-64-generic"', 'name = "test-small"')
     small.write_text(text.split("[detect]")[0])
-    lim, plan = limits_for(b, board=str(small), max_size=(256, 256), max_n=4)
-    assert (lim.max_width, lim.max_height) == (16, 16) and plan.size == (16, 16)
+    lim, plan = limits_for(b, board=str(small), max_size=(2048, 2048), max_n=4)
+    assert (lim.max_width, lim.max_height) == (2048, 2048) and lim.max_n < 4 and plan.size == (2048, 2048)
     assert plan.memory_cap_bytes == 300 * 2**20 and plan.estimates["peak"] <= plan.memory_cap_bytes
+    assert plan.decode_tiling is not None
+    lim, plan = limits_for(b, board=str(small), max_size=(4096, 4096), max_n=4)
+    assert (lim.max_width, lim.max_height) == (16, 16) and plan.size == (16, 16)
+    assert plan.estimates["peak"] <= plan.memory_cap_bytes
     with pytest.raises(UsageError, match="needs --board"):
         limits_for(b, remote={"denoiser": "http://127.0.0.1:1"})
 
