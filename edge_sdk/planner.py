@@ -56,6 +56,8 @@ class PlanRequest:
     tile: int | None = None  # force a decode tile (latent cells)
     installed_only: bool = False  # only runtimes/devices usable on this machine (for running here)
     measure: bool = True  # probe components here where their runtime is installed
+    # Components to run on an Open Inference Protocol server: {component: url} (runtimes/remote.py).
+    remote: dict[str, str] | None = None
 
 
 @dataclass
@@ -280,6 +282,7 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     here = usable_runtimes()
     usable = here if req.installed_only else None
     choices = {role: _choose(bundle, board, role, req, (h, w), usable, here) for role in bundle.components}
+    remote_notes = _place_remote(choices, req.remote or {}) if req.remote else []
     model = bundle.model
     guidance = req.guidance if req.guidance is not None else float(bundle.sampler.get("default_guidance", 1.0))
     cfg_active = model.get("conditioning") in ("class", "text") and guidance != 1.0 and "denoiser" in choices
@@ -289,8 +292,10 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     fit, best = _first_fit(bundle, choices, board, (h, w), down, req.batch, cfg_active, cfg_opts, cap, req.tile)
     if fit is None:
         raise _refusal(bundle, board, req, choices, best, (h, w), down, cfg_active, cfg_opts)
-    notes = [c.note for c in choices.values() if c.note]
+    notes = [c.note for c in choices.values() if c.note] + remote_notes
     for name, c in choices.items():
+        if c.plan.runtime == "remote":
+            continue
         cost = c.cost
         notes.append(f"{name}: memory model {cost.source} ({cost.runtime}; session {cost.session / MB:.0f} MB"
                      + (f", {cost.c1:.0f} B/{cost.unit.replace('_', ' ')}" if cost.c1 else "")
@@ -310,6 +315,36 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
                 decode_tiling=TilePlan(fit.tile, _overlap(board, fit.tile)) if fit.tile is not None else None,
                 memory_cap_bytes=cap, board=board.name, estimates=estimates, notes=notes,
                 memory_unified=board.unified, size=(h * down, w * down))
+
+
+def _place_remote(choices: dict[str, _Choice], remote: dict[str, str]) -> list[str]:
+    """Put components on a server: zero local memory, the chosen local artifact as the fallback."""
+    from edge_sdk.runtimes.remote import round_trip_ms, split_url
+
+    notes = []
+    for name, url in remote.items():
+        if name not in choices:
+            raise UsageError(f"remote component {name!r} is not in this bundle", hint=f"components: {', '.join(choices)}")
+        split_url(url)
+        c = choices[name]
+        local = c.plan
+        try:
+            rtt = round_trip_ms(url, name)
+            latency = f"round trip {rtt:.1f} ms per call measured now, plus the server's compute"
+        except Exception as e:  # noqa: BLE001 - planning works offline; the run falls back
+            rtt = None
+            latency = f"server not reachable now ({type(e).__name__}); runs fall back to {local.runtime} locally"
+        opts = {"url": url, "model": name, "fallback": local.runtime, "fallback_device": local.device}
+        if rtt is not None:
+            opts["latency_ms"] = round(rtt, 2)
+        c.plan = ComponentPlan(runtime="remote", format=local.format, precision=local.precision,
+                               variant=local.variant, device="remote", threads=local.threads, options=opts)
+        # The server holds the weights and activations: nothing local beyond the tensors sent.
+        c.cost = ComponentCost(role=name, runtime="remote", base=0, session=0, c0=0.0, c1=0.0, c2=0.0,
+                               unit=c.cost.unit, source="remote")
+        notes.append(f"{name}: remote at {url} (0 MB local; {latency}); fallback {local.runtime} "
+                     f"{local.format}/{local.precision} needs {c.artifact.size / MB:.0f} MB+ not counted in the peak")
+    return notes
 
 
 def _refusal(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dict[str, _Choice],
