@@ -98,7 +98,7 @@ def write_inventory(path: Path, hosts: dict[str, Host], key: Path, known: Path, 
                  "ansible_ssh_common_args": f"-F /dev/null -o UserKnownHostsFile={known} "
                                             "-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes "
                                             "-o IdentitiesOnly=yes",
-                 "ansible_python_interpreter": sys.executable, "edge_sdk_executable": EDGE_SDK, **(extra or {})},
+                 "ansible_python_interpreter": sys.executable, "ansible_pipelining": True, "edge_sdk_executable": EDGE_SDK, **(extra or {})},
         "children": groups}}
     path.write_text(json.dumps(inv, indent=2))
     return path
@@ -127,7 +127,7 @@ def fleet(tmp_path_factory):
             "ListenAddress 127.0.0.1", f"HostKey {d / 'host_key'}", f"PidFile {d / f'sshd_{name}.pid'}",
             f"AuthorizedKeysFile {d / 'authorized_keys'}", "PermitRootLogin yes", "StrictModes no", "UsePAM no",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-            "LogLevel ERROR", "MaxSessions 20", "MaxStartups 20:30:60", ""]))
+            "LogLevel ERROR", "MaxSessions 20", "MaxStartups 20:30:60", "Subsystem sftp internal-sftp", ""]))
         hosts[name] = Host(name, board, port, d / f"root-{name}", cfg, d / f"sshd_{name}.log")
         known_lines.append(f"[127.0.0.1]:{port} {(d / 'host_key.pub').read_text().strip()}")
     (d / "known_hosts").write_text("\n".join(known_lines) + "\n")
