@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 EDGE_SDK = str(Path(sys.executable).with_name("edge-sdk"))
+# Ansible's modules run under the host's system Python, as on a board; edge-sdk lives in its own venv.
+PY = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 # Two board kinds: the package differs per board (requirements), so each kind is a different release.
 BOARDS = {"pi-a": "rpi4-4gb", "pi-b": "rpi4-4gb", "jet-a": "jetson-orin-nano-8gb"}
 
@@ -52,8 +54,18 @@ class Host:
                 time.sleep(0.1)
 
     def stop(self) -> None:
+        """Take the host off the network: the listener and every session it forked (Ansible's
+        ControlPersist master connections would otherwise keep a 'stopped' host reachable)."""
+        import psutil
+
         if self.proc is not None and self.proc.poll() is None:
+            sessions = psutil.Process(self.proc.pid).children(recursive=True)
             self.proc.terminate()
+            for child in sessions:
+                try:
+                    child.kill()
+                except psutil.NoSuchProcess:
+                    pass
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -98,7 +110,7 @@ def write_inventory(path: Path, hosts: dict[str, Host], key: Path, known: Path, 
                  "ansible_ssh_common_args": f"-F /dev/null -o UserKnownHostsFile={known} "
                                             "-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes "
                                             "-o IdentitiesOnly=yes",
-                 "ansible_python_interpreter": sys.executable, "ansible_pipelining": True, "edge_sdk_executable": EDGE_SDK, **(extra or {})},
+                 "ansible_python_interpreter": PY, "ansible_pipelining": True, "edge_sdk_executable": EDGE_SDK, **(extra or {})},
         "children": groups}}
     path.write_text(json.dumps(inv, indent=2))
     return path
