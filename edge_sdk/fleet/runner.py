@@ -97,6 +97,23 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
     return recap
 
 
+_FATAL = re.compile(r"^fatal: \[([^\]\s]+)[^\]]*\]: (FAILED|UNREACHABLE)! => (\{.*\})\s*$")
+
+
+def parse_failures(output: str) -> dict[str, str]:
+    """host -> the message of its last `fatal: [host]: FAILED!/UNREACHABLE!` line."""
+    out: dict[str, str] = {}
+    for line in output.splitlines():
+        m = _FATAL.match(line.strip())
+        if m:
+            try:
+                msg = json.loads(m.group(3)).get("msg")
+            except ValueError:
+                msg = None
+            out[m.group(1)] = str(msg or m.group(2).lower()).strip()
+    return out
+
+
 def read_records(state_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Every host's last record under STATE_DIR/results (unreadable files are skipped, not fatal)."""
     out: dict[str, dict[str, Any]] = {}
@@ -120,7 +137,7 @@ def _write_record(state_dir: Path, rec: dict[str, Any]) -> None:
 
 
 def _settle(state_dir: Path, hosts: dict[str, dict[str, Any]], before: dict[str, dict[str, Any]], run_id: str,
-            recap: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+            recap: dict[str, dict[str, int]], failures: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Complete this run's records: unreachable and never-reached hosts, health kept across `ok` runs."""
     now = read_records(state_dir)
     final: dict[str, dict[str, Any]] = {}
@@ -133,7 +150,7 @@ def _settle(state_dir: Path, hosts: dict[str, dict[str, Any]], before: dict[str,
             rec = {**{k: old.get(k) for k in ("release", "name", "health", "previous")}, "host": host,
                    "board": hv.get("edge_sdk_board", old.get("board")), "run_id": run_id,
                    "time": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), "result": result,
-                   "error": {"unreachable": "the host could not be reached over ssh (see the output above)",
+                   "error": failures.get(host) or {"unreachable": "the host could not be reached over ssh (see the output above)",
                              "failed": "failed before the release role ran (see the output above)",
                              "not-run": "the rollout stopped before this host's batch"}[result]}
             _write_record(state_dir, rec)
@@ -199,7 +216,7 @@ def deploy(inventory: str | os.PathLike, bundle: str | os.PathLike, *, serial: s
         os.unlink(f.name)
     output = "".join(lines)
     recap = parse_recap(output)
-    records = _settle(state, hosts, before, run_id, recap)
+    records = _settle(state, hosts, before, run_id, recap, parse_failures(output))
     return {"run_id": run_id, "rc": rc, "ok": rc == 0, "seconds": round(time.monotonic() - t0, 2),
             "state_dir": str(state), "canary": ev["edge_sdk_canary"], "serial": serial, "hosts": records,
             "recap": recap, "output_tail": output[-4000:] if rc != 0 else ""}

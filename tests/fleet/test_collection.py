@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge_sdk.fleet import collection_dir, collections_path, playbook
-from edge_sdk.fleet.runner import ansible_env, parse_recap
+from edge_sdk.fleet.runner import ansible_env, parse_failures, parse_recap
 
 BIN = Path(sys.executable).parent
 EDGE_SDK = str(BIN / "edge-sdk")
@@ -83,6 +83,14 @@ def test_parse_recap():
     rec = parse_recap(out)
     assert rec["pi-a"]["changed"] == 4 and rec["pi-a"]["ok"] == 16
     assert rec["pi-b"]["unreachable"] == 1 and set(rec) == {"pi-a", "pi-b"}
+
+
+def test_parse_failures():
+    out = ('fatal: [jet-a]: FAILED! => {"assertion": "edge_sdk_target.fits", "changed": false, "msg": "jet-a: too big"}\n'
+           'fatal: [pi-b]: UNREACHABLE! => {"changed": false, "msg": "Failed to connect to the host via ssh", '
+           '"unreachable": true}\n'
+           'fatal: [pi-a -> localhost]: FAILED! => {"msg": "x"}\n')
+    assert parse_failures(out) == {"jet-a": "jet-a: too big", "pi-b": "Failed to connect to the host via ssh", "pi-a": "x"}
 
 
 def _inventory(tmp_path, board=True):

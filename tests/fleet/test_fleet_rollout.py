@@ -46,7 +46,7 @@ def test_plan_that_does_not_fit_is_refused_before_any_host_is_touched(fleet, fle
     assert "jet-a" in r.stderr and "over its 1 MB cap" in r.stderr  # the plan's own reason, per host
     # No host was contacted: no root folder exists anywhere (the fleet is fresh).
     assert all(not h.root.exists() for h in fleet.hosts.values())
-    assert s["hosts"]["jet-a"]["result"] == "failed"
+    assert s["hosts"]["jet-a"]["result"] == "failed" and "over its 1 MB cap" in s["hosts"]["jet-a"]["error"]
     assert {s["hosts"][h]["result"] for h in ("pi-a", "pi-b")} == {"not-run"}
 
 
@@ -112,4 +112,4 @@ def test_unreachable_host_mid_rollout_stops_before_the_next_batch(fleet, fleet_b
     assert fleet.hosts["pi-a"].current() == s["hosts"]["pi-a"]["release"] != before["pi-a"][0]
     assert fleet.hosts["pi-a"].current() in fleet.hosts["pi-a"].releases() and before["pi-a"][0] in fleet.hosts["pi-a"].releases()
     assert _snapshot(fleet)["pi-b"] == before["pi-b"] and _snapshot(fleet)["jet-a"] == before["jet-a"]
-    assert s["recap"]["pi-b"]["unreachable"] == 1
+    assert s["recap"]["pi-b"]["unreachable"] == 1 and "ssh" in s["hosts"]["pi-b"]["error"].lower()
