@@ -12,6 +12,7 @@ file order, each starting from what the one before left on the hosts:
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,17 @@ def test_rolling_deploy_is_idempotent_and_status_reports_it(fleet, fleet_bundles
     table = fleet.cli("fleet", "status", str(fleet.inventory), "--state-dir", str(fleet.state_dir))
     assert table.returncode == 0 and "last result" in table.stdout
     assert all(f"{h}" in table.stdout and fleet.hosts[h].current() in table.stdout for h in fleet.hosts)
+
+    # The shipped status playbook asks the hosts themselves (read-only: nothing changed).
+    from edge_sdk.fleet import playbook
+    from edge_sdk.fleet.runner import ansible_command, ansible_env, parse_recap
+
+    live = subprocess.run([ansible_command("ansible-playbook"), "-i", str(fleet.inventory), str(playbook("status"))],
+                          capture_output=True, text=True, timeout=300, env=ansible_env(fleet.env))
+    assert live.returncode == 0, live.stdout[-3000:]
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in parse_recap(live.stdout).values())
+    for h in fleet.hosts.values():
+        assert f'"current": "{h.current()}"' in live.stdout
 
 
 def test_canary_failing_its_health_check_is_rolled_back_and_stops_the_run(fleet, fleet_bundles):
