@@ -81,6 +81,10 @@ def inventory_hosts(inventory: str | os.PathLike, *, limit: str | None = None) -
             walk(child, merged)
 
     walk("all", {})
+    odd = [h for h in order if "/" in h or h.startswith(".") or "\0" in h]
+    if odd:  # the host name becomes a file name under STATE_DIR/results
+        raise UsageError(f"host names with '/' or a leading '.' in {inv}: {', '.join(odd)}",
+                         hint="name the host plainly and put its address in ansible_host")
     if not order:
         raise UsageError(f"inventory {inv} has no hosts" + (f" matching --limit {limit}" if limit else ""))
     return {h: hostvars.get(h, {}) for h in order}

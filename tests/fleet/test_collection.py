@@ -104,16 +104,19 @@ def _inventory(tmp_path, board=True):
     return p
 
 
-@pytest.mark.parametrize("case", ["unknown-canary", "no-board", "bad-serial", "no-bundle"])
+@pytest.mark.parametrize("case", ["unknown-canary", "no-board", "bad-serial", "no-bundle", "odd-host"])
 def test_deploy_refuses_bad_input_before_running_ansible(case, tiny_bundle, tmp_path):
     _tool("ansible-playbook")
     inv = _inventory(tmp_path, board=case != "no-board")
+    if case == "odd-host":  # a host name that would be a path outside STATE_DIR/results
+        inv.write_text(inv.read_text().replace('"b2"', '"..%2Fx"').replace("%2F", "/"))
     bundle = str(tmp_path / "missing.bundle") if case == "no-bundle" else str(tiny_bundle)
     extra = {"unknown-canary": ["--canary", "b9"], "bad-serial": ["--serial", "0"]}.get(case, [])
     r = subprocess.run([EDGE_SDK, "fleet", "deploy", str(inv), bundle, "--state-dir", str(tmp_path / "st"), *extra],
                        capture_output=True, text=True, timeout=120, env=ansible_env())
     assert r.returncode == 2, r.stderr  # UsageError
     expect = {"unknown-canary": "--canary b9 is not a host", "no-board": "hosts without edge_sdk_board in",
-              "bad-serial": "--serial '0'", "no-bundle": "not found (no manifest.json there)"}[case]
+              "bad-serial": "--serial '0'", "no-bundle": "not found (no manifest.json there)",
+              "odd-host": "host names with '/' or a leading '.'"}[case]
     assert expect in r.stderr
     assert not (tmp_path / "st" / "results").exists()  # nothing ran

@@ -71,9 +71,14 @@ def status_cmd(inventory, state_dir, as_json):
         click.echo(_table(rows))
 
 
+def _health(h) -> str:
+    """A record's health (a dict, from deploy) or a status row's (already a word)."""
+    if isinstance(h, dict):
+        return "passed" if h.get("passed") else "failed"
+    return h or "-"
+
+
 def _table(rows: list[dict]) -> str:
-    return table([(r["host"], r.get("board") or "-", r.get("release") or "-",
-                   r["health"] if isinstance(r.get("health"), (str, type(None))) and r.get("health")
-                   else ("passed" if (r.get("health") or {}).get("passed") else "-" if not r.get("health") else "failed"),
+    return table([(r["host"], r.get("board") or "-", r.get("release") or "-", _health(r.get("health")),
                    r.get("last_result") or r.get("result") or "-", (r.get("error") or "")[:80]) for r in rows],
                  ("host", "board", "release", "health", "last result", "error"))
