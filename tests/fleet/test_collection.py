@@ -66,7 +66,8 @@ def test_collection_builds_and_installs_with_ansible_galaxy(tmp_path):
     # The installed module documents itself (its DOCUMENTATION parses).
     env_cols = {"ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "cols")}
     doc = subprocess.run([_tool("ansible-doc"), "-t", "module", "edge_sdk.fleet.edge_sdk", "--json"], capture_output=True,
-                         text=True, timeout=120, env={**ansible_env(), **env_cols})
+                         text=True, timeout=120,
+                         env={**ansible_env({"ANSIBLE_HOME": str(tmp_path / "ansible-home")}), **env_cols})
     assert doc.returncode == 0, doc.stderr
     opts = json.loads(doc.stdout)["edge_sdk.fleet.edge_sdk"]["doc"]["options"]
     assert opts["command"]["choices"] == ["doctor", "info", "install", "rollback", "releases", "run"]
@@ -113,7 +114,8 @@ def test_deploy_refuses_bad_input_before_running_ansible(case, tiny_bundle, tmp_
     bundle = str(tmp_path / "missing.bundle") if case == "no-bundle" else str(tiny_bundle)
     extra = {"unknown-canary": ["--canary", "b9"], "bad-serial": ["--serial", "0"]}.get(case, [])
     r = subprocess.run([EDGE_SDK, "fleet", "deploy", str(inv), bundle, "--state-dir", str(tmp_path / "st"), *extra],
-                       capture_output=True, text=True, timeout=120, env=ansible_env())
+                       capture_output=True, text=True, timeout=120,
+                       env=ansible_env({"ANSIBLE_HOME": str(tmp_path / "ansible-home")}))
     assert r.returncode == 2, r.stderr  # UsageError
     expect = {"unknown-canary": "--canary b9 is not a host", "no-board": "hosts without edge_sdk_board in",
               "bad-serial": "--serial '0'", "no-bundle": "not found (no manifest.json there)",
