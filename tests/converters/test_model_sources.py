@@ -82,7 +82,7 @@ def test_diffusers_folder_becomes_components_and_bundle_sections(diffusers_folde
                           "in_channels": 4, "spatial_multiple": 2, "max_text_length": 16,
                           "latent_scale_factor": 0.18215, "vae_downsample": 2, "image_channels": 3,
                           "output_range": [-1.0, 1.0]}
-    assert spec.sampler["default_sampler"] == "ddim" and spec.sampler["default_steps"] == 20
+    assert spec.sampler["default_sampler"] == "ddim" and spec.sampler["default_steps"] == 30  # the SD family default
     assert spec.sampler["config"]["beta_schedule"] == "scaled_linear"
     assert spec.sampler["config"]["steps_offset"] == 1
     den = spec.components["denoiser"]
