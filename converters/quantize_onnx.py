@@ -44,10 +44,9 @@ def _save(model, path: Path) -> None:
 
 def to_fp16(src: Path, dst: Path) -> None:
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     from edge_sdk.converters.precision_guard import onnx_timestep_nodes
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 
     model = onnx.load(str(src))
     model16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST),

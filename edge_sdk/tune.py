@@ -28,8 +28,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.bench import (DEFAULT_MIN_SECONDS, DEFAULT_REPEATS, DEFAULT_WARMUP, BenchResult, attach_quality, fmt_psnr, machine_info,
-                            measure, plan_label)
+from edge_sdk.bench import (
+    DEFAULT_MIN_SECONDS,
+    DEFAULT_REPEATS,
+    DEFAULT_WARMUP,
+    BenchResult,
+    attach_quality,
+    fmt_psnr,
+    machine_info,
+    measure,
+    plan_label,
+)
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import EdgeSDKError, PlanError, UsageError
 from edge_sdk.plan import PRECISION_ORDER, Plan, usable_runtimes
@@ -182,7 +191,7 @@ def tune(bundle: str | os.PathLike | Bundle, board: str | None = None, *, steps:
         results.append(measure(b.root, p, label=label, steps=steps, isolate=isolate, **kw))
     if progress:
         progress(len(plans), len(plans), "done")
-    ref = next((r for r, p in zip(results, plans) if r.ok and all(c.precision == "fp32"
+    ref = next((r for r, p in zip(results, plans, strict=False) if r.ok and all(c.precision == "fp32"
                                                                   for c in p.components.values())), None)
     if ref is None:
         raise PlanError(f"the fp32 reference plan of {b.name} did not run on this machine, so quality cannot be "

@@ -26,9 +26,9 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
-import re
 import signal
 import stat
 import time
