@@ -54,7 +54,8 @@ def problems(name: str, text: str, entries: dict[int, str]) -> list[str]:
     """What is wrong with the citations in one file: foreign paths, tags without a source."""
     found = [f"{name}:{i}: names {m.group(0)!r}, a path outside the repository"
              for i, line in enumerate(text.splitlines(), 1) for m in FOREIGN.finditer(line)]
-    found += [f"{name}: [src{n}] has no entry in docs/boards.md Sources" for n in sorted(cited_tags(text) - set(entries))]
+    found += [f"{name}: [src{n}] has no entry in docs/boards.md Sources"
+              for n in sorted(cited_tags(text) - set(entries))]
     found += [f"{name}: cites {p}, which is not in the repository"
               for p in sorted(set(REPO_FILE.findall(text))) if not (REPO / p).is_file()]
     return found
