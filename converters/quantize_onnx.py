@@ -4,8 +4,8 @@ fp16: ``onnxruntime.transformers.float16`` (keep_io_types, so the pipeline feeds
 int8-static: ``onnxruntime.quantization.quantize_static`` in QDQ form, per-channel weights, calibrated
 on the component's sampling-trajectory inputs. int8-weight: int8 per-channel weights behind
 DequantizeLinear, activations float. onnxruntime's weight-only tools (MatMulNBits) cover MatMul
-only, and its dynamic quantization turns Conv into ConvInteger, measured 3.7x slower than fp32
-(shared/BOARDS.md), so the conv-heavy denoisers and VAEs need this small pass of our own.
+only, and its dynamic quantization turns Conv into ConvInteger, measured 1.4-3x slower than fp32
+(benchmarks/int8_check.py), so the conv-heavy denoisers and VAEs need this small pass of our own.
 """
 
 from __future__ import annotations

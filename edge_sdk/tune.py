@@ -2,7 +2,7 @@
 that meets the quality bar, and store it next to the bundle for `run` (and ``edge_sdk.load``).
 
 Precision is chosen by measurement, never assumed: on some CPUs dynamic int8 convolutions are
-slower than fp32 while static int8 is faster (shared/BOARDS.md 5.2), and fp16 on a CPU without
+slower than fp32 while static int8 is faster (benchmarks/int8_check.py), and fp16 on a CPU without
 fp16 arithmetic is emulated. So every (runtime, precision) the bundle and the board allow is a
 candidate: the planner is asked for its plan with that runtime and precision forced (so memory
 fitting, CFG mode, tiling and residency are the planner's), and, when only some components have
