@@ -39,7 +39,8 @@ def small_conv_denoiser(path: Path) -> None:
 
     def conv_weights(name: str, cout: int, cin: int) -> list:
         w = rng.standard_normal((cout, cin, 3, 3), dtype=np.float32) * np.float32(1 / np.sqrt(9 * cin))
-        return [numpy_helper.from_array(w, f"{name}_w"), numpy_helper.from_array(np.zeros(cout, np.float32), f"{name}_b")]
+        return [numpy_helper.from_array(w, f"{name}_w"),
+                numpy_helper.from_array(np.zeros(cout, np.float32), f"{name}_b")]
 
     inits = conv_weights("c1", 32, 4) + conv_weights("c2", 32, 32) + conv_weights("c3", 4, 32)
     inits.append(numpy_helper.from_array(np.array([1e-3], np.float32), "t_scale"))

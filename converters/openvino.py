@@ -4,7 +4,8 @@ fp32 is saved as fp32 (``compress_to_fp16=False``: ``ov.save_model`` would other
 weights silently). fp16 stores weight constants (>= 256 elements) as f16 behind a decompression
 Convert, the layout ``compress_to_fp16`` makes, but by our own pass: OpenVINO's also compresses
 the timestep-frequency constants (and ignores the disable_fp16_compression mark from Python),
-which measured 3.8e-2 relative L2 on a tiny UNet against 3.7e-4 this way. The 'static' variant is the same model reshaped to the example inputs' shapes,
+which measured 3.8e-2 relative L2 on a tiny UNet against 3.7e-4 this way. The 'static' variant
+is the same model reshaped to the example inputs' shapes,
 for NPUs, which compile fixed shapes only.
 """
 
@@ -152,7 +153,8 @@ class OpenVinoConverter(Converter):
         except ConversionError:
             raise
         except ImportError as e:  # nncf makes both int8 precisions; it is in the `convert` extra
-            raise ConversionError(f"{component.role} openvino {precision} needs {e.name or 'nncf'}, which is not installed",
+            raise ConversionError(f"{component.role} openvino {precision} needs {e.name or 'nncf'}, "
+                                  "which is not installed",
                                   hint="pip install 'edge-sdk[convert]' (or: pip install nncf)") from None
         except Exception as e:  # noqa: BLE001 - nncf / openvino raise their own types
             raise conversion_failure(e, role=component.role, fmt=self.format, stage=precision) from None

@@ -16,7 +16,8 @@ def normalize(precision: str) -> str:
     p = precision.strip().lower()
     p = ALIASES.get(p, p)
     if p not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}", hint=f"precisions: {', '.join(PRECISIONS)} (int8 = int8-static)")
+        raise UsageError(f"unknown precision {precision!r}",
+                         hint=f"precisions: {', '.join(PRECISIONS)} (int8 = int8-static)")
     return p
 
 

@@ -78,7 +78,8 @@ def tflite_timestep_tensors(model: bytes) -> list[str]:
 
     it = Interpreter(model_content=model)
     names = {t["index"]: t["name"] for t in it.get_tensor_details()}
-    starts = {d["index"] for d in it.get_input_details() if len(d["shape"]) <= 1 and d["dtype"].__name__.startswith("float")}
+    starts = {d["index"] for d in it.get_input_details()
+              if len(d["shape"]) <= 1 and d["dtype"].__name__.startswith("float")}
     ops = it._get_ops_details()  # no public op list; ai-edge-quantizer reads the same flatbuffer
     stop = {"SIN", "COS", "FULLY_CONNECTED", "CONV_2D", "BATCH_MATMUL", "TRANSPOSE_CONV", "DEPTHWISE_CONV_2D"}
     reached = set(starts)

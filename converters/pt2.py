@@ -50,11 +50,13 @@ def load_pt2(path: str | Path, *, name: str | None = None, role: str | None = No
     except Exception as e:  # noqa: BLE001 - zip, version and schema errors all land here
         raise ModelSourceError(f"{p} is not a torch.export program torch {torch.__version__} can load: "
                                f"{str(e).splitlines()[0][:300] if str(e) else type(e).__name__}",
-                               hint="save it with torch.export.save(torch.export.export(model, args), 'model.pt2')") from None
+                               hint="save it with "
+                                    "torch.export.save(torch.export.export(model, args), 'model.pt2')") from None
     role = role or (p.stem if p.stem in ROLES else "denoiser")
     example = ep.example_inputs
     if example is None:
-        raise ModelSourceError(f"{p} carries no example inputs", hint="export it with a recent torch, which stores them")
+        raise ModelSourceError(f"{p} carries no example inputs",
+                               hint="export it with a recent torch, which stores them")
     args, kwargs = example
     if kwargs:
         raise ModelSourceError(f"{p}: keyword inputs are not supported; export with positional inputs only")

@@ -154,7 +154,8 @@ def normalise(raw: dict[str, Any], path: Path) -> tuple[str, dict[str, Any], lis
                 config[new] = mapping[value] if mapping else value
                 notes.append(f"legacy {key}={json.dumps(value)} read as {new}={json.dumps(config[new])}")
             continue
-        if isinstance(value, float) and math.isinf(value) and _same_nonfinite(value, _diffusers_default(class_name, key)):
+        if (isinstance(value, float) and math.isinf(value)
+                and _same_nonfinite(value, _diffusers_default(class_name, key))):
             # diffusers' own default written out (e.g. lambda_min_clipped=-inf, "no clipping"):
             # leaving the key out gives the sampler the same default.
             continue

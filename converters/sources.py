@@ -161,7 +161,8 @@ def _gan_model(comp: ComponentSpec) -> dict[str, Any]:
 
 def _pixel_model(comp: ComponentSpec) -> dict[str, Any]:
     sample = next(iter(comp.example_inputs.values()))
-    return {"kind": "pixel_diffusion", "conditioning": "none", "sample_size": [int(sample.shape[2]), int(sample.shape[3])],
+    return {"kind": "pixel_diffusion", "conditioning": "none",
+            "sample_size": [int(sample.shape[2]), int(sample.shape[3])],
             "in_channels": int(sample.shape[1]), "image_channels": int(sample.shape[1])}
 
 
@@ -220,7 +221,8 @@ def load_source(source: Any, *, name: str | None = None, variant: str | None = N
             if is_diffusers_folder(path):
                 return load_diffusers_folder(path, name=name, variant=variant, loras=loras, vae_folder=vae)
             raise ModelSourceError(f"{path} is a folder without model_index.json",
-                                   hint="give a diffusers-style folder (save_pretrained), a .pt2 file or module:factory")
+                                   hint="give a diffusers-style folder (save_pretrained), a .pt2 file "
+                                        "or module:factory")
         if path.suffix == ".pt2":
             raise ModelSourceError(f"{path} does not exist")
         if ":" in text and not Path(text).exists():

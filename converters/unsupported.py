@@ -11,7 +11,8 @@ from edge_sdk.errors import ConversionError, UnsupportedOpError
 _OP_PATTERNS = (
     re.compile(r"\b(aten(?:::|\.)[A-Za-z_][A-Za-z0-9_]*)(?:\.[A-Za-z_]+)?"),
     re.compile(r"\b(torch\.ops\.[A-Za-z_]+\.[A-Za-z_][A-Za-z0-9_]*)"),
-    re.compile(r"(?:operator|op|Op|operation)\s+['\"`]?([A-Za-z_][A-Za-z0-9_.:]*)['\"`]?\s+(?:is\s+)?(?:not supported|unsupported)"),
+    re.compile(r"(?:operator|op|Op|operation)\s+['\"`]?([A-Za-z_][A-Za-z0-9_.:]*)['\"`]?"
+               r"\s+(?:is\s+)?(?:not supported|unsupported)"),
     re.compile(r"[Uu]nsupported (?:op|operator|operation)s?[^A-Za-z0-9_]+['\"`]?([A-Za-z_][A-Za-z0-9_.:]*)"),
     re.compile(r"No conversion rule found for operations?:?\s*([A-Za-z_][A-Za-z0-9_.:]*)"),
 )

@@ -64,7 +64,8 @@ def validation_inputs(component: ComponentSpec, count: int, seed: int = 0) -> li
         for name, t in component.example_inputs.items():
             if t.dtype.is_floating_point:
                 scale = t.float().std() if t.numel() > 1 and float(t.float().std()) > 0 else t.abs().max().clamp(min=1)
-                d[name] = (torch.randn(t.shape, generator=g) * scale + (t.float().mean() if t.numel() > 1 else 0)).to(t.dtype)
+                d[name] = (torch.randn(t.shape, generator=g) * scale
+                           + (t.float().mean() if t.numel() > 1 else 0)).to(t.dtype)
             else:
                 hi = int(t.max()) + 1 if t.numel() else 1
                 d[name] = torch.randint(0, max(hi, 1), t.shape, generator=g, dtype=t.dtype)

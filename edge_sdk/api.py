@@ -44,7 +44,8 @@ class Generator:
             return self.pipeline.generate(seed=seed, batch=batch, class_labels=class_labels, callback=callback,
                                           guidance_rescale=guidance_rescale, **kwargs)
         except MemoryError as e:  # an allocation too big for this machine: a typed error (hardening)
-            raise MemoryCapError(f"not enough memory for this run ({str(e).splitlines()[0] if str(e) else 'MemoryError'})",
+            raise MemoryCapError("not enough memory for this run "
+                                 f"({str(e).splitlines()[0] if str(e) else 'MemoryError'})",
                                  hint="use a smaller --size or --batch, or a plan for this board with tiled "
                                       "decoding") from None
 

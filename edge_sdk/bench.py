@@ -158,7 +158,8 @@ def candidate_configs(bundle: Bundle, *, runtimes: str | Iterable[str] | None = 
                                                                 else bundle.components[0])
     seen: list[BenchConfig] = []
     arts = sorted((a for a in bundle.artifacts(main) if a.variant == ""),
-                  key=lambda a: (a.format, PRECISION_ORDER.index(a.precision) if a.precision in PRECISION_ORDER else 99))
+                  key=lambda a: (a.format,
+                                 PRECISION_ORDER.index(a.precision) if a.precision in PRECISION_ORDER else 99))
     for a in arts:
         if want_fmt and a.format not in want_fmt or want_prec and a.precision not in want_prec:
             continue
@@ -337,8 +338,8 @@ def psnr(reference: np.ndarray, image: np.ndarray, value_range: Sequence[float] 
 
 
 def _fill(result: BenchResult, data: dict[str, Any]) -> None:
-    for key in ("components", "end_to_end_ms", "end_to_end_p90_ms", "end_to_end_min_ms", "runs", "cpu_ms", "per_step_ms", "first_run_ms", "peak_rss_mb",
-                "base_rss_mb", "notes", "image"):
+    for key in ("components", "end_to_end_ms", "end_to_end_p90_ms", "end_to_end_min_ms", "runs", "cpu_ms",
+                "per_step_ms", "first_run_ms", "peak_rss_mb", "base_rss_mb", "notes", "image"):
         setattr(result, key, data[key])
 
 

@@ -164,7 +164,8 @@ def parse_profile(data: dict[str, Any], *, path: str) -> BoardProfile:
         raise PlanError(f"{path} [cpu]: isa must be a list of strings")
     bad_isa = [f for f in cpu["isa"] if f not in KNOWN_ISA]
     if bad_isa:
-        raise PlanError(f"{path} [cpu]: unknown ISA feature(s) {bad_isa}", hint=f"known: {', '.join(sorted(KNOWN_ISA))}")
+        raise PlanError(f"{path} [cpu]: unknown ISA feature(s) {bad_isa}",
+                        hint=f"known: {', '.join(sorted(KNOWN_ISA))}")
     cores = _count_or_detect(path, "[cpu] cores", cpu["cores"])
     threads = _count_or_detect(path, "[threads] default", data["threads"]["default"])
     runtimes = []
@@ -189,7 +190,8 @@ def parse_profile(data: dict[str, Any], *, path: str) -> BoardProfile:
                             hint=f"precisions: {', '.join(PRECISION_ORDER)}")
         precision[role] = tuple(order)
     if not 1 <= tiling["min_tile"] <= tiling["max_tile"] <= MAX_TILE:
-        raise PlanError(f"{path} [tiling]: need 1 <= min_tile <= max_tile <= {MAX_TILE}, got {tiling['min_tile']}, {tiling['max_tile']}")
+        raise PlanError(f"{path} [tiling]: need 1 <= min_tile <= max_tile <= {MAX_TILE}, "
+                        f"got {tiling['min_tile']}, {tiling['max_tile']}")
     if not 0 <= tiling["overlap_fraction"] < 0.5:
         raise PlanError(f"{path} [tiling]: overlap_fraction must be in [0, 0.5), got {tiling['overlap_fraction']}")
     accels = data.get("accelerators", [])

@@ -234,7 +234,8 @@ def cgroup_support() -> CgroupSupport:
         reasons.append("no cgroup v2 hierarchy is mounted")
     else:
         base = mount / own.lstrip("/")
-        controllers = (base / "cgroup.controllers").read_text().split() if (base / "cgroup.controllers").exists() else []
+        controllers = ((base / "cgroup.controllers").read_text().split()
+                       if (base / "cgroup.controllers").exists() else [])
         if "memory" not in controllers:
             reasons.append(f"the memory controller is not delegated to {base} (cgroup v1 or hybrid mode)")
         elif not os.access(base, os.W_OK) or not os.access(base / "cgroup.subtree_control", os.W_OK):

@@ -82,7 +82,8 @@ def default_plan(bundle: Bundle, *, runtime: str | None = None, precision: str |
     for name in bundle.components:
         arts = [a for a in bundle.artifacts(name) if a.variant == ""]
         best = None
-        for a in sorted(arts, key=lambda a: PRECISION_ORDER.index(a.precision) if a.precision in PRECISION_ORDER else 99):
+        for a in sorted(arts,
+                        key=lambda a: PRECISION_ORDER.index(a.precision) if a.precision in PRECISION_ORDER else 99):
             if format and a.format != format or precision and a.precision != precision:
                 continue
             rts = [r for r in FORMAT_RUNTIMES.get(a.format, ()) if r in usable and (runtime is None or r == runtime)]

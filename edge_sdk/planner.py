@@ -154,7 +154,8 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
                     cost = (component_cost(bundle, role, runtime, a, device=PROBE_DEVICE.get(runtime, "cpu"),
                                            threads=board.threads)
                             if measure else default_cost(bundle, role, runtime, a))
-                    note = "" if prec in prefs else f"{role}: {prec} (the board prefers {'/'.join(prefs)}, not in bundle)"
+                    note = ("" if prec in prefs
+                            else f"{role}: {prec} (the board prefers {'/'.join(prefs)}, not in bundle)")
                     return _Choice(cp, a, cost, note)
     have = ", ".join(sorted({f"{a.format}/{a.precision}{'/' + a.variant if a.variant else ''}" for a in arts}))
     want = ", ".join(f"{r}:{d}" for r, d in board.runtimes if not req.runtime or r == req.runtime)
@@ -324,7 +325,8 @@ def _place_remote(choices: dict[str, _Choice], remote: dict[str, str]) -> list[s
     notes = []
     for name, url in remote.items():
         if name not in choices:
-            raise UsageError(f"remote component {name!r} is not in this bundle", hint=f"components: {', '.join(choices)}")
+            raise UsageError(f"remote component {name!r} is not in this bundle",
+                             hint=f"components: {', '.join(choices)}")
         split_url(url)
         c = choices[name]
         local = c.plan

@@ -104,7 +104,8 @@ def _constant(token: str) -> Any:
 
 
 def loads_json(data: bytes | str, *, source: str, error: type[EdgeSDKError] = UsageError) -> Any:
-    """Parse JSON strictly: UTF-8, no duplicate keys, no NaN/Infinity, no overflow, nesting bombs (RecursionError) refused."""
+    """Parse JSON strictly: UTF-8, no duplicate keys, no NaN/Infinity, no overflow, nesting bombs
+    (RecursionError) refused."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError as e:

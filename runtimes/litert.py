@@ -105,7 +105,8 @@ class LiteRtRuntime(Runtime):
                                  hint="convert it with edge-sdk (litert-torch writes a 'serving_default' signature)")
         key = self.options.get("signature") or next(iter(sigs))
         if key not in sigs:
-            raise UsageError(f"litert model {self.path.name} has no signature {key!r}", hint=f"it has: {', '.join(sigs)}")
+            raise UsageError(f"litert model {self.path.name} has no signature {key!r}",
+                             hint=f"it has: {', '.join(sigs)}")
         self._runner = self._interp.get_signature_runner(key)
         in_det, out_det = self._runner.get_input_details(), self._runner.get_output_details()
         # Keep the signature's own order: the interpreter's dicts follow the model's tensor order.
@@ -114,8 +115,10 @@ class LiteRtRuntime(Runtime):
         out_names = _rename(out_sig, self.options.get("output_names"), "output", self.path.name)
         self._in_map = dict(zip(in_names, in_sig, strict=False))  # ours -> signature's
         self._out_map = dict(zip(out_names, out_sig, strict=False))
-        self.inputs = [TensorSpec(n, np.dtype(in_det[s]["dtype"]).name, _dims(in_det[s])) for n, s in self._in_map.items()]
-        self.outputs = [TensorSpec(n, np.dtype(out_det[s]["dtype"]).name, _dims(out_det[s])) for n, s in self._out_map.items()]
+        self.inputs = [TensorSpec(n, np.dtype(in_det[s]["dtype"]).name, _dims(in_det[s]))
+                       for n, s in self._in_map.items()]
+        self.outputs = [TensorSpec(n, np.dtype(out_det[s]["dtype"]).name, _dims(out_det[s]))
+                        for n, s in self._out_map.items()]
         self._resizable = {s: _resizable(in_det[s]) for s in in_sig}
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -90,7 +90,8 @@ class OpenVinoRuntime(Runtime):
         kinds = {d.split(".")[0] for d in present}
         notes = []
         if "GPU" not in kinds:
-            notes.append("GPU: " + ("/dev/dri has a render node but no OpenCL/Level Zero driver answered (intel-opencl-icd)"
+            notes.append("GPU: " + ("/dev/dri has a render node but no OpenCL/Level Zero driver answered "
+                                    "(intel-opencl-icd)"
                                     if glob.glob("/dev/dri/renderD*") else "no Intel GPU render node (/dev/dri)"))
         if "NPU" not in kinds:
             notes.append("NPU: " + ("/dev/accel exists but the NPU plugin found no device (linux-npu-driver version?)"
@@ -177,7 +178,8 @@ class OpenVinoRuntime(Runtime):
             model = self._read_model(core, ov)
         except Exception as e:  # openvino raises RuntimeError/GeneralFailure for any parse problem
             raise ModelFileError(f"openvino cannot read {self.path}: {_first_line(e)}",
-                                 hint="the file is corrupt or not an OpenVINO IR / ONNX model; convert it again") from None
+                                 hint="the file is corrupt or not an OpenVINO IR / ONNX model; "
+                                      "convert it again") from None
         static = dict(self.options.get("static_shapes") or {})
         if dev == "NPU" and not static and model.is_dynamic():
             dyn = [i.get_any_name() for i in model.inputs if i.get_partial_shape().is_dynamic]
@@ -219,7 +221,8 @@ class OpenVinoRuntime(Runtime):
         try:
             res = self._request.infer(feeds)
         except Exception as e:
-            raise InferenceError(f"openvino failed running {self.path.name} on {self._device}: {_first_line(e)}") from None
+            raise InferenceError(f"openvino failed running {self.path.name} on {self._device}: "
+                                 f"{_first_line(e)}") from None
         # infer() copies outputs out of the request's buffers (share_outputs=False), so the next
         # run cannot overwrite what the caller holds.
         return {spec.name: res[port] for spec, port in zip(self.outputs, self._compiled.outputs, strict=False)}

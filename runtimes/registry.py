@@ -48,7 +48,8 @@ def get_runtime(name: str) -> type[Runtime]:
                                       hint="fix or uninstall the package that provides it") from None
     if not (isinstance(cls, type) and issubclass(cls, Runtime)):
         raise RuntimeUnavailableError(f"runtime {name!r} ({ep.value}) is not an edge_sdk.runtimes.Runtime subclass",
-                                      hint="the entry point must name a class deriving from edge_sdk.runtimes.base.Runtime")
+                                      hint="the entry point must name a class deriving from "
+                                           "edge_sdk.runtimes.base.Runtime")
     return cls
 
 

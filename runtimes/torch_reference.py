@@ -26,7 +26,8 @@ def _torch():
         import torch
     except ImportError as e:
         raise RuntimeUnavailableError(f"torch is not installed ({e})",
-                                      hint="the torch reference runs on the host: pip install 'edge-sdk[convert]'") from None
+                                      hint="the torch reference runs on the host: "
+                                           "pip install 'edge-sdk[convert]'") from None
     return torch
 
 
@@ -78,7 +79,8 @@ class TorchReferenceRuntime(Runtime):
             except Exception as e:  # torch raises many types for a bad archive
                 raise ModelFileError(f"torch cannot load {self.path} as a torch.export program: "
                                      f"{str(e).splitlines()[0][:300] if str(e) else type(e).__name__}",
-                                     hint="save it with torch.export.save(torch.export.export(model, args), path)") from None
+                                     hint="save it with "
+                                          "torch.export.save(torch.export.export(model, args), path)") from None
             self._fn = ep.module()
             self.inputs = _program_inputs(ep)
             n_out = len(ep.graph_signature.user_outputs)
@@ -90,7 +92,8 @@ class TorchReferenceRuntime(Runtime):
         # Specs of an exported program hold the example shapes; only names and dtypes are binding.
         expected = [s.name for s in self.inputs]
         if sorted(feeds) != sorted(expected):
-            raise InputError(f"torch reference {self.path.name}: inputs {sorted(feeds)} do not match {sorted(expected)}")
+            raise InputError(f"torch reference {self.path.name}: inputs {sorted(feeds)} "
+                             f"do not match {sorted(expected)}")
         return {k: np.ascontiguousarray(feeds[k]) for k in expected}
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""Deploying bundles to boards: ``package`` (host), ``install`` / ``rollback`` (device), ``flash`` (host -> board over SSH).
+"""Deploying bundles to boards: ``package`` (host), ``install`` / ``rollback`` (device),
+``flash`` (host -> board over SSH).
 
 See docs/deploy.md. The device side (install, rollback) needs no torch and no network.
 """

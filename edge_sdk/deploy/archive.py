@@ -54,7 +54,8 @@ class DeterministicTarWriter:
     """Writes folders and files into a ustar stream with fixed metadata, in the order given."""
 
     def __init__(self, fileobj: BinaryIO, *, compress: bool) -> None:
-        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=fileobj, mtime=0, compresslevel=6) if compress else None
+        self._gz = (gzip.GzipFile(filename="", mode="wb", fileobj=fileobj, mtime=0, compresslevel=6)
+                    if compress else None)
         self._tar = tarfile.open(fileobj=self._gz or fileobj, mode="w", format=tarfile.USTAR_FORMAT)
 
     def _info(self, name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
@@ -95,7 +96,8 @@ def check_name(rel: str, *, where: str) -> None:
     """A relative path with no '..', no empty part and no '.' part (one spelling per file)."""
     check_relpath(rel, where=where)
     if "." in rel.split("/"):
-        raise UnsafePathError(f"{where}: path {rel!r} has a '.' part", hint="this archive was not made by `edge-sdk package`")
+        raise UnsafePathError(f"{where}: path {rel!r} has a '.' part",
+                              hint="this archive was not made by `edge-sdk package`")
 
 
 def open_stream(path: Path) -> BinaryIO:
@@ -120,7 +122,8 @@ def _read_exact(f: BinaryIO, n: int, where: str) -> bytes:
         except (OSError, EOFError, zlib.error) as e:  # corrupt or truncated gzip (BadGzipFile is an OSError)
             raise DeployError(f"{where}: the archive is corrupt ({e})", hint="copy the package again") from None
         if not b:
-            raise DeployError(f"{where}: the archive is truncated", hint="copy the package again (the upload stopped early?)")
+            raise DeployError(f"{where}: the archive is truncated",
+                              hint="copy the package again (the upload stopped early?)")
         chunks.append(b)
         left -= len(b)
     return b"".join(chunks)
@@ -167,7 +170,8 @@ def _parse_header(block: bytes, where: str) -> tuple[Member | None, int]:
         what = _TYPE_NAMES.get(kind, f"an entry of unknown type {kind!r}")
         link = _text(block[157:257], where)
         extra = f" -> {link!r}" if kind in (b"1", b"2") and link else ""
-        raise UnsafePathError(f"{where}: entry {shown!r} is {what}{extra}; packages hold only regular files and folders",
+        raise UnsafePathError(f"{where}: entry {shown!r} is {what}{extra}; "
+                              "packages hold only regular files and folders",
                               hint="this archive was not made by `edge-sdk package`, or was altered")
     if name.startswith("/"):
         raise UnsafePathError(f"{where}: entry {shown!r} has an absolute path",

@@ -180,7 +180,8 @@ def _upload_rsync(t: SshTarget, local: Path, root: str, staging_name: str, bwlim
         raise DeployError(f"upload to {t.host} did not finish within {timeout:g} s",
                           hint="run flash again: it resumes where the upload stopped") from None
     if proc.returncode != 0:
-        if proc.returncode == SSH_UNREACHABLE or "connection unexpectedly closed" in proc.stderr and "ssh:" in proc.stderr:
+        if (proc.returncode == SSH_UNREACHABLE
+                or "connection unexpectedly closed" in proc.stderr and "ssh:" in proc.stderr):
             raise unreachable(t, proc.stderr)
         low = proc.stderr.lower()
         if "no space left" in low or "disk quota" in low:
@@ -277,7 +278,8 @@ def _remote_error(stderr: str) -> tuple[str, str | None]:
         return (lines[-1] if lines else "no message"), None
     i = errs[-1]
     msg = lines[i].split(":", 1)[1].strip()
-    hint = lines[i + 1].strip().removeprefix("hint:").strip() if i + 1 < len(lines) and "hint:" in lines[i + 1] else None
+    hint = (lines[i + 1].strip().removeprefix("hint:").strip()
+            if i + 1 < len(lines) and "hint:" in lines[i + 1] else None)
     return msg, hint
 
 

@@ -27,7 +27,8 @@ def run_health_check(bundle: Path, *, steps: int = 1, timeout: float = 120.0) ->
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise DeployError(f"health check of {bundle} did not finish within {timeout:g} s",
-                          hint="the new release was not switched to; raise --health-timeout if the board is slow") from None
+                          hint="the new release was not switched to; "
+                               "raise --health-timeout if the board is slow") from None
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
         errs = [ln for ln in lines if ln.startswith("error:")]

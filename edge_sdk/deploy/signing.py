@@ -100,7 +100,8 @@ def verify(data: bytes, sig_doc: bytes | None, public_key, *, where: str) -> str
             raise IntegrityError(f"{where}: signature algorithm {doc.get('algorithm')!r} is not {ALGORITHM}")
         signature = base64.b64decode(doc["signature"], validate=True)
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise IntegrityError(f"{where}: {SIG_NAME} is malformed", hint="the package was altered; package it again") from None
+        raise IntegrityError(f"{where}: {SIG_NAME} is malformed",
+                             hint="the package was altered; package it again") from None
     try:
         public_key.verify(signature, data)
     except InvalidSignature:

@@ -154,7 +154,8 @@ def _settle(state_dir: Path, hosts: dict[str, dict[str, Any]], before: dict[str,
             rec = {**{k: old.get(k) for k in ("release", "name", "health", "previous")}, "host": host,
                    "board": hv.get("edge_sdk_board", old.get("board")), "run_id": run_id,
                    "time": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), "result": result,
-                   "error": failures.get(host) or {"unreachable": "the host could not be reached over ssh (see the output above)",
+                   "error": failures.get(host) or {"unreachable": "the host could not be reached over ssh "
+                                                                  "(see the output above)",
                              "failed": "failed before the release role ran (see the output above)",
                              "not-run": "the rollout stopped before this host's batch"}[result]}
             _write_record(state_dir, rec)
@@ -176,7 +177,8 @@ def deploy(inventory: str | os.PathLike, bundle: str | os.PathLike, *, serial: s
     """
     b = Path(bundle).expanduser().resolve()
     if not (b / "manifest.json").is_file():
-        raise UsageError(f"bundle {b} not found (no manifest.json there)", hint="give the folder `edge-sdk convert` wrote")
+        raise UsageError(f"bundle {b} not found (no manifest.json there)",
+                         hint="give the folder `edge-sdk convert` wrote")
     hosts = inventory_hosts(inventory, limit=limit)
     missing = [h for h, v in hosts.items() if not v.get("edge_sdk_board")]
     if missing:
@@ -184,7 +186,8 @@ def deploy(inventory: str | os.PathLike, bundle: str | os.PathLike, *, serial: s
                          hint="set edge_sdk_board (a board profile name from `edge-sdk boards`, or PATH.toml) "
                               "as a host or group variable")
     if canary is not None and canary not in hosts:
-        raise UsageError(f"--canary {canary} is not a host of {inventory}" + (f" within --limit {limit}" if limit else ""),
+        raise UsageError(f"--canary {canary} is not a host of {inventory}"
+                         + (f" within --limit {limit}" if limit else ""),
                          hint=f"hosts: {', '.join(list(hosts)[:10])}")
     if not re.fullmatch(r"\d+%?", serial) or serial in ("0", "0%"):
         raise UsageError(f"--serial {serial!r}: give a host count (2) or a percentage (25%)")

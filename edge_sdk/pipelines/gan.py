@@ -52,7 +52,8 @@ class GanPipeline:
         if unknown:
             raise UsageError(f"unknown generate option(s): {', '.join(unknown)}")
         if given or guidance_rescale:
-            raise UsageError(f"options that do not apply to a GAN generator: {', '.join(given or ['guidance_rescale'])}",
+            raise UsageError("options that do not apply to a GAN generator: "
+                             f"{', '.join(given or ['guidance_rescale'])}",
                              hint="a GAN makes its image in one call; pass seed, batch and class labels only")
         self.sessions.notes.clear()
         if class_labels is not None and batch is None:

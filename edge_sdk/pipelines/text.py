@@ -36,7 +36,8 @@ def prompt_list(prompt: Prompt | None, batch: int, what: str = "prompt") -> list
     if isinstance(prompt, str):
         return [prompt] * batch
     if len(items) != batch:
-        raise UsageError(f"{len(items)} {what}s for a batch of {batch}", hint=f"give one {what} per image, or one for all")
+        raise UsageError(f"{len(items)} {what}s for a batch of {batch}",
+                         hint=f"give one {what} per image, or one for all")
     return items
 
 

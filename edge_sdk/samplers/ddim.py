@@ -36,7 +36,8 @@ class DDIMSampler(Sampler):
         super().__init__(config)
         eta = self.config["eta"]
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta < 0:
-            raise UsageError(f"ddim eta must be a number >= 0, got {eta!r}", hint="0 is deterministic DDIM, 1 is DDPM-like")
+            raise UsageError(f"ddim eta must be a number >= 0, got {eta!r}",
+                             hint="0 is deterministic DDIM, 1 is DDPM-like")
         self.eta = float(eta)
         self.final_alpha_cumprod = (
             np.float32(1.0) if self.config["set_alpha_to_one"] else self.alphas_cumprod[0]

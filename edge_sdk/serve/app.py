@@ -241,7 +241,8 @@ def build_app(generator: Any, config: ServeConfig) -> Callable:
         metrics.images.inc(len(data))
         kw = parsed["kwargs"]
         return {"created": int(time.time()), "data": data,
-                "edge_sdk": {"seed": kw["seed"], "size": parsed["size"], "steps": result.info.get("steps", kw.get("steps")),
+                "edge_sdk": {"seed": kw["seed"], "size": parsed["size"],
+                             "steps": result.info.get("steps", kw.get("steps")),
                              "timings": result.timings, "notes": result.info.get("notes", [])}}
 
     async def images_generations(request: Request) -> Response:
@@ -297,7 +298,8 @@ def build_app(generator: Any, config: ServeConfig) -> Callable:
                 yield f"event: {ev['type']}\ndata: {json.dumps(ev)}\n\n"
             try:
                 body = result_body(task.result(), parsed)
-                yield f"event: image_generation.completed\ndata: {json.dumps({'type': 'image_generation.completed', **body})}\n\n"
+                yield ("event: image_generation.completed\n"
+                       f"data: {json.dumps({'type': 'image_generation.completed', **body})}\n\n")
             except Exception as e:  # noqa: BLE001 - reported as an event: the 200 header is already sent
                 status, type_ = classify(e)
                 err = {"message": _message(e), "type": type_, "param": getattr(e, "param", None), "code": status}

@@ -60,7 +60,8 @@ def export_triton(bundle: str | os.PathLike | Bundle, out: str | os.PathLike, *,
     names = components or list(b.components)
     unknown = [n for n in names if n not in b.components]
     if unknown:
-        raise UsageError(f"bundle {b.name} has no component(s) {unknown}", hint=f"components: {', '.join(b.components)}")
+        raise UsageError(f"bundle {b.name} has no component(s) {unknown}",
+                         hint=f"components: {', '.join(b.components)}")
     out = Path(out)
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise UsageError(f"{out} already exists and is not an empty folder",

@@ -36,7 +36,8 @@ def _shape(v: Any, where: str) -> list[int]:
     return v
 
 
-def decode_infer_request(body: bytes, header_len: str | None) -> tuple[str | None, dict[str, np.ndarray], list[str] | None]:
+def decode_infer_request(body: bytes,
+                         header_len: str | None) -> tuple[str | None, dict[str, np.ndarray], list[str] | None]:
     """(request id, {input name: array}, requested output names or None for all) from an infer body.
 
     ``header_len``: the ``Inference-Header-Content-Length`` header of the binary extension (the

@@ -253,9 +253,11 @@ training images, {fig['n_test']} held out (the classifier's test set).
 ## Architecture (`converters/demo/model.py`, fully convolutional)
 | module | file | parameters | what |
 |---|---|---:|---|
-| VAE encoder | `weights/vae_encoder.safetensors` | {p['vae_encoder']:,} | image 3xHxW in [-1, 1] -> latent mean 4 x H/4 x W/4 |
+| VAE encoder | `weights/vae_encoder.safetensors` | {p['vae_encoder']:,} | \
+image 3xHxW in [-1, 1] -> latent mean 4 x H/4 x W/4 |
 | VAE decoder | `weights/vae_decoder.safetensors` | {p['vae_decoder']:,} | latent -> image in [-1, 1] (tanh) |
-| denoiser | `weights/denoiser.safetensors` | {p['denoiser']:,} | (latent, timestep float32 [B], class int64 [B]) -> epsilon |
+| denoiser | `weights/denoiser.safetensors` | {p['denoiser']:,} | \
+(latent, timestep float32 [B], class int64 [B]) -> epsilon |
 | classifier | `weights/classifier.safetensors` | {p['classifier']:,} | image -> 10 logits (quality metric only) |
 
 Conv / GroupNorm(8) / SiLU residual blocks, stride-2 conv down, nearest x2 + conv up; the denoiser
@@ -271,9 +273,12 @@ Latent scaling factor (1 / std of the training latents, rounded to 4 decimals):
 ## Training ({fig['device']}, {fig['threads']} thread(s))
 | stage | steps x batch | final loss | wall time |
 |---|---|---:|---:|
-| VAE (L1 + MSE, latent noise std {LATENT_NOISE}, latent L2 {LATENT_PENALTY}) | {fig['vae_steps']} x {fig['vae_batch']} | {fig['vae_loss']:.4f} | {fig['vae_time']:.0f} s |
-| denoiser (epsilon MSE, CFG dropout {CFG_DROPOUT:.0%}, EMA {EMA_DECAY}) | {fig['den_steps']} x {fig['den_batch']} | {fig['den_loss']:.4f} | {fig['den_time']:.0f} s |
-| classifier (cross-entropy, +-2 px shifts) | {fig['clf_steps']} x {fig['clf_batch']} | {fig['clf_loss']:.4f} | {fig['clf_time']:.0f} s |
+| VAE (L1 + MSE, latent noise std {LATENT_NOISE}, latent L2 {LATENT_PENALTY}) | \
+{fig['vae_steps']} x {fig['vae_batch']} | {fig['vae_loss']:.4f} | {fig['vae_time']:.0f} s |
+| denoiser (epsilon MSE, CFG dropout {CFG_DROPOUT:.0%}, EMA {EMA_DECAY}) | \
+{fig['den_steps']} x {fig['den_batch']} | {fig['den_loss']:.4f} | {fig['den_time']:.0f} s |
+| classifier (cross-entropy, +-2 px shifts) | \
+{fig['clf_steps']} x {fig['clf_batch']} | {fig['clf_loss']:.4f} | {fig['clf_time']:.0f} s |
 
 AdamW, warmup 100 steps then cosine decay, gradient clip 1.0. Total training time
 **{fig['total_time'] / 60:.1f} min** wall ({fig['total_cpu'] / 60:.1f} min of CPU time) on

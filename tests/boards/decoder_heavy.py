@@ -38,7 +38,8 @@ def build_spec(decoder_channels=(32, 64), latent=16):
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=latent, in_channels=4, out_channels=4, layers_per_block=1,
                        block_out_channels=(16, 32), down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8, num_class_embeds=NUM_CLASSES + 1).eval()
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8,
+                       num_class_embeds=NUM_CLASSES + 1).eval()
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
                         block_out_channels=tuple(decoder_channels), norm_num_groups=16,
                         down_block_types=("DownEncoderBlock2D",) * len(decoder_channels),

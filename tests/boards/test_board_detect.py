@@ -35,7 +35,8 @@ A76 = ("Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asim
        "asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\n")
 PI5_CPUINFO = "".join(f"processor\t: {i}\nBogoMIPS\t: 108.00\n{A76}CPU variant\t: 0x4\nCPU part\t: 0xd0b\n"
                       "CPU revision\t: 1\n\n" for i in range(4)) + (
-    "Hardware\t: BCM2835\nRevision\t: c04170\nSerial\t\t: 339e7785ac4ed3d6\nModel\t\t: Raspberry Pi 5 Model B Rev 1.0\n")
+    "Hardware\t: BCM2835\nRevision\t: c04170\nSerial\t\t: 339e7785ac4ed3d6\n"
+    "Model\t\t: Raspberry Pi 5 Model B Rev 1.0\n")
 PI4_64_CPUINFO = "".join(
     f"processor       : {i}\nBogoMIPS        : 108.00\nFeatures        : fp asimd evtstrm crc32 cpuid\n"
     "CPU implementer : 0x41\nCPU architecture: 8\nCPU variant     : 0x0\nCPU part        : 0xd08\n"
@@ -46,7 +47,8 @@ V7 = ("Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt
 PI4_32_CPUINFO = "".join(f"processor\t: {i}\nmodel name\t: ARMv7 Processor rev 3 (v7l)\nBogoMIPS\t: 108.00\n{V7}"
                          "CPU part\t: 0xd08\nCPU revision\t: 3\n\n" for i in range(4)) + (
     "Hardware\t: BCM2711\nRevision\t: c03112\nSerial\t\t: 1000000046a57\nModel\t\t: Raspberry Pi 4 Model B Rev 1.2\n")
-ZERO2_CPUINFO = "".join(f"processor       : {i}\nmodel name      : ARMv7 Processor rev 4 (v7l)\nBogoMIPS        : 38.40\n"
+ZERO2_CPUINFO = "".join(f"processor       : {i}\nmodel name      : ARMv7 Processor rev 4 (v7l)\n"
+                        "BogoMIPS        : 38.40\n"
                         f"{V7}CPU part        : 0xd03\nCPU revision    : 4\n\n" for i in range(4)) + (
     "Hardware        : BCM2835\nRevision        : 902120\nSerial          : 000000008f249728\n"
     "Model           : Raspberry Pi Zero 2 W Rev 1.0\n")
@@ -72,7 +74,8 @@ BOARDS = {
     "nano": dict(model="NVIDIA Jetson Nano Developer Kit", compatible=["nvidia,p3449-0000-b00+p3448-0002",
                                                                       "nvidia,jetson-nano", "nvidia,tegra210"],
                  tegra="# R32 (release), REVISION: 3.1, BOARD: t210ref, EABI: aarch64"),
-    "rock5b": dict(cpuinfo=ROCK5B_CPUINFO, model="Radxa ROCK 5 Model B", compatible=["radxa,rock-5b", "rockchip,rk3588"]),
+    "rock5b": dict(cpuinfo=ROCK5B_CPUINFO, model="Radxa ROCK 5 Model B",
+                   compatible=["radxa,rock-5b", "rockchip,rk3588"]),
     "opi5": dict(cpuinfo=ROCK5B_CPUINFO, model="Orange Pi 5", compatible=["xunlong,orangepi-5", "rockchip,rk3588s"]),
 }
 

@@ -51,7 +51,8 @@ def test_keep_going_writes_the_formats_that_converted(tmp_path):
 def test_over_tolerance_fails_naming_component_format_precision_and_figure(tmp_path):
     # A bar below what int8 weights can reach (~5e-3 measured for this model) must fail.
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(32, 3, 3, padding=1))
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.SiLU(),
+                              torch.nn.Conv2d(32, 3, 3, padding=1))
     out = tmp_path / "t.bundle"
     with pytest.raises(ValidationError) as ei:
         convert((net.eval(), torch.randn(1, 3, 8, 8)), out, formats="onnx", precisions="int8-weight", tolerance=1e-7)

@@ -164,7 +164,8 @@ def test_writer_never_publishes_a_manifest_the_reader_refuses(tmp_path):
             (d / "m.onnx").write_bytes(b"0")
             from edge_sdk.manifest import TensorSpec
 
-            w.add_component("generator", [TensorSpec("z", "float32", (1, 4))], [TensorSpec("image", "float32", (1, 3, 4, 4))])
+            w.add_component("generator", [TensorSpec("z", "float32", (1, 4))],
+                            [TensorSpec("image", "float32", (1, 3, 4, 4))])
             w.add_artifact("generator", "onnx", "fp32", d / "m.onnx")
             w.model = {"kind": "gan"}
             w.commit()

@@ -126,6 +126,7 @@ def test_failed_validation_writes_nothing(tmp_path, tiny_factory):
     target = tmp_path / "strict.bundle"
     # 1e-12 relative L2 is below float32's own rounding (~6e-8 per value; a real export measures
     # ~1e-7 here), so no export meets it: the convert must fail and leave nothing.
-    with pytest.raises(ValidationError, match=r"denoiser onnx fp32: relative L2 error .* over the fp32 tolerance 1e-12"):
+    with pytest.raises(ValidationError,
+                       match=r"denoiser onnx fp32: relative L2 error .* over the fp32 tolerance 1e-12"):
         edge_sdk.convert(tiny_factory, target, tolerance=1e-12)
     assert not target.exists() and list(tmp_path.iterdir()) == []

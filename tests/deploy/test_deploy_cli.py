@@ -76,7 +76,8 @@ def test_unit_template_renders_a_valid_unit():
     cp.optionxform = str
     cp.read_string(text)
     svc = cp["Service"]
-    assert svc["ExecStart"] == "/usr/bin/python3 /opt/app/serve.py /var/lib/edge-sdk/current/bundle --port 8080 --price $$5"
+    assert svc["ExecStart"] == ("/usr/bin/python3 /opt/app/serve.py /var/lib/edge-sdk/current/bundle "
+                                "--port 8080 --price $$5")
     assert svc["User"] == "edge" and svc["MemoryMax"] == "6G" and svc["Restart"] == "on-failure"
     assert svc["Environment"] == "PYTHONUNBUFFERED=1"  # the last of several Environment= lines
     assert '"EDGE_SDK_BUNDLE=/var/lib/edge-sdk/current/bundle"' in text

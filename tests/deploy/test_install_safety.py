@@ -51,7 +51,8 @@ def _assert_untouched(root, old_id, tmp_path):
 HOSTILE = {
     # name: (extra entry, expected error type, message pattern)
     "absolute path": (lambda tp: (_info(str(tp / "evil"), size=4), b"evil"), UnsafePathError, "absolute path"),
-    "dot-dot": (lambda tp: (_info("bundle/../../evil", size=4), b"evil"), UnsafePathError, r"leaves the bundle \('\.\.'"),
+    "dot-dot": (lambda tp: (_info("bundle/../../evil", size=4), b"evil"),
+                UnsafePathError, r"leaves the bundle \('\.\.'"),
     "symlink out": (lambda tp: (_info("bundle/link", tarfile.SYMTYPE, linkname=str(tp / "evil")), None),
                     UnsafePathError, "is a symbolic link ->"),
     "symlink relative": (lambda tp: (_info("bundle/link", tarfile.SYMTYPE, linkname="../../../evil"), None),
@@ -61,8 +62,10 @@ HOSTILE = {
     "char device": (lambda tp: (_info("bundle/dev", tarfile.CHRTYPE), None), UnsafePathError, "character device"),
     "fifo": (lambda tp: (_info("bundle/fifo", tarfile.FIFOTYPE), None), UnsafePathError, "is a fifo"),
     "dot part": (lambda tp: (_info("bundle/./manifest.json", size=4), b"evil"), UnsafePathError, "has a '.' part"),
-    "unlisted file": (lambda tp: (_info("bundle/extra.bin", size=4), b"evil"), DeployError, "not listed in package.json"),
-    "unlisted folder": (lambda tp: (_info("bundle/newdir", tarfile.DIRTYPE), None), DeployError, "folder 'bundle/newdir' is not in"),
+    "unlisted file": (lambda tp: (_info("bundle/extra.bin", size=4), b"evil"),
+                      DeployError, "not listed in package.json"),
+    "unlisted folder": (lambda tp: (_info("bundle/newdir", tarfile.DIRTYPE), None),
+                        DeployError, "folder 'bundle/newdir' is not in"),
 }
 
 

@@ -70,7 +70,8 @@ def _unet(cross: int, **extra):
                                 attention_head_dim=HEADS, norm_num_groups=8, **extra).eval()
 
 
-def write_sd(root: Path, scheduler, *, pipeline: str = "StableDiffusionPipeline", unet_extra: dict | None = None) -> Path:
+def write_sd(root: Path, scheduler, *, pipeline: str = "StableDiffusionPipeline",
+             unet_extra: dict | None = None) -> Path:
     """SD 1.x / 2.x / SD-Turbo / LCM layout: one CLIPTextModel, the given scheduler instance."""
     root.mkdir(parents=True, exist_ok=True)
     _unet(32, **(unet_extra or {})).save_pretrained(str(root / "unet"))

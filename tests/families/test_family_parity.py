@@ -69,9 +69,11 @@ def _image(out) -> np.ndarray:
 # SD 1.x ships PNDM, which runs as DDIM here (no numpy PLMS): its parity is per sampler, below.
 # family, diffusers pipeline, our generate() kwargs, diffusers kwargs, stochastic scheduler modules
 TEXT_CASES = [
-    ("sd2", "StableDiffusionPipeline", dict(steps=4, guidance=3.0), dict(num_inference_steps=4, guidance_scale=3.0), []),
+    ("sd2", "StableDiffusionPipeline", dict(steps=4, guidance=3.0),
+     dict(num_inference_steps=4, guidance_scale=3.0), []),
     ("sd-turbo", "StableDiffusionPipeline", dict(), dict(num_inference_steps=1, guidance_scale=0.0), []),
-    ("sdxl", "StableDiffusionXLPipeline", dict(steps=4, guidance=5.0), dict(num_inference_steps=4, guidance_scale=5.0), []),
+    ("sdxl", "StableDiffusionXLPipeline", dict(steps=4, guidance=5.0),
+     dict(num_inference_steps=4, guidance_scale=5.0), []),
     ("sdxl", "StableDiffusionXLPipeline", dict(steps=3, guidance=4.0, negative_prompt="blurry"),
      dict(num_inference_steps=3, guidance_scale=4.0, negative_prompt="blurry"), []),
     ("sdxl-turbo", "StableDiffusionXLPipeline", dict(steps=2), dict(num_inference_steps=2, guidance_scale=0.0),

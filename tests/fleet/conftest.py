@@ -110,7 +110,8 @@ def write_inventory(path: Path, hosts: dict[str, Host], key: Path, known: Path, 
                  "ansible_ssh_common_args": f"-F /dev/null -o UserKnownHostsFile={known} "
                                             "-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes "
                                             "-o IdentitiesOnly=yes",
-                 "ansible_python_interpreter": PY, "ansible_pipelining": True, "edge_sdk_executable": EDGE_SDK, **(extra or {})},
+                 "ansible_python_interpreter": PY, "ansible_pipelining": True, "edge_sdk_executable": EDGE_SDK,
+                 **(extra or {})},
         "children": groups}}
     path.write_text(json.dumps(inv, indent=2))
     return path

@@ -65,8 +65,8 @@ def test_collection_builds_and_installs_with_ansible_galaxy(tmp_path):
         assert (installed / rel).is_file(), rel
     # The installed module documents itself (its DOCUMENTATION parses).
     env_cols = {"ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "cols")}
-    doc = subprocess.run([_tool("ansible-doc"), "-t", "module", "edge_sdk.fleet.edge_sdk", "--json"], capture_output=True,
-                         text=True, timeout=120,
+    doc = subprocess.run([_tool("ansible-doc"), "-t", "module", "edge_sdk.fleet.edge_sdk", "--json"],
+                         capture_output=True, text=True, timeout=120,
                          env={**ansible_env({"ANSIBLE_HOME": str(tmp_path / "ansible-home")}), **env_cols})
     assert doc.returncode == 0, doc.stderr
     opts = json.loads(doc.stdout)["edge_sdk.fleet.edge_sdk"]["doc"]["options"]
@@ -79,19 +79,23 @@ def test_collections_path_holds_the_collection():
 
 def test_parse_recap():
     out = ("PLAY RECAP ****\n"
-           "pi-a                       : ok=16   changed=4    unreachable=0    failed=0    skipped=4    rescued=0    ignored=0\n"
-           "pi-b                       : ok=1    changed=0    unreachable=1    failed=0    skipped=0    rescued=0    ignored=0   \n")
+           "pi-a                       : ok=16   changed=4    unreachable=0    failed=0    "
+           "skipped=4    rescued=0    ignored=0\n"
+           "pi-b                       : ok=1    changed=0    unreachable=1    failed=0    "
+           "skipped=0    rescued=0    ignored=0   \n")
     rec = parse_recap(out)
     assert rec["pi-a"]["changed"] == 4 and rec["pi-a"]["ok"] == 16
     assert rec["pi-b"]["unreachable"] == 1 and set(rec) == {"pi-a", "pi-b"}
 
 
 def test_parse_failures():
-    out = ('fatal: [jet-a]: FAILED! => {"assertion": "edge_sdk_target.fits", "changed": false, "msg": "jet-a: too big"}\n'
+    out = ('fatal: [jet-a]: FAILED! => {"assertion": "edge_sdk_target.fits", "changed": false, '
+           '"msg": "jet-a: too big"}\n'
            'fatal: [pi-b]: UNREACHABLE! => {"changed": false, "msg": "Failed to connect to the host via ssh", '
            '"unreachable": true}\n'
            'fatal: [pi-a -> localhost]: FAILED! => {"msg": "x"}\n')
-    assert parse_failures(out) == {"jet-a": "jet-a: too big", "pi-b": "Failed to connect to the host via ssh", "pi-a": "x"}
+    assert parse_failures(out) == {"jet-a": "jet-a: too big", "pi-b": "Failed to connect to the host via ssh",
+                                   "pi-a": "x"}
 
 
 def _inventory(tmp_path, board=True):

@@ -122,6 +122,7 @@ def test_unreachable_host_mid_rollout_stops_before_the_next_batch(fleet, fleet_b
     res = {h: rec["result"] for h, rec in s["hosts"].items()}
     assert res == {"pi-a": "changed", "pi-b": "unreachable", "jet-a": "not-run"}
     assert fleet.hosts["pi-a"].current() == s["hosts"]["pi-a"]["release"] != before["pi-a"][0]
-    assert fleet.hosts["pi-a"].current() in fleet.hosts["pi-a"].releases() and before["pi-a"][0] in fleet.hosts["pi-a"].releases()
+    assert (fleet.hosts["pi-a"].current() in fleet.hosts["pi-a"].releases()
+            and before["pi-a"][0] in fleet.hosts["pi-a"].releases())
     assert _snapshot(fleet)["pi-b"] == before["pi-b"] and _snapshot(fleet)["jet-a"] == before["jet-a"]
     assert s["recap"]["pi-b"]["unreachable"] == 1 and "ssh" in s["hosts"]["pi-b"]["error"].lower()

@@ -239,17 +239,20 @@ case(id="openvino-bin-missing", error=IntegrityError, fragment="which the manife
                              "model.xml"))
 
 # -- manifest.json ---------------------------------------------------------------------------------------
-case(cli="info", id="manifest-not-json", error=ManifestError, fragment="not valid JSON", setup=_edit_manifest(None, raw="{nope"))
+case(cli="info", id="manifest-not-json", error=ManifestError, fragment="not valid JSON",
+     setup=_edit_manifest(None, raw="{nope"))
 case(cli="info", id="manifest-not-utf8", error=ManifestError, fragment="not valid JSON",
      setup=_edit_manifest(None, raw=b'{"name": "\xff\xfe"}'))
-case(cli="info", id="manifest-is-array", error=ManifestError, fragment="must be a JSON object", setup=_edit_manifest(None, raw="[1]"))
+case(cli="info", id="manifest-is-array", error=ManifestError, fragment="must be a JSON object",
+     setup=_edit_manifest(None, raw="[1]"))
 case(cli="info", id="manifest-missing-components", error=ManifestError, fragment="'components' is a required property",
      setup=_edit_manifest(lambda d: d.pop("components")))
 case(cli="info", id="manifest-missing-file-hash", error=ManifestError, fragment="'sha256' is a required property",
      setup=_edit_manifest(lambda d: d["components"]["denoiser"]["artifacts"][0]["files"][0].pop("sha256")))
 case(cli="info", id="manifest-wrong-type-name", error=ManifestError, fragment="field name",
      setup=_edit_manifest(lambda d: d.update(name=5)))
-case(cli="info", id="manifest-wrong-type-shape", error=ManifestError, fragment="field components/denoiser/inputs/0/shape",
+case(cli="info", id="manifest-wrong-type-shape", error=ManifestError,
+     fragment="field components/denoiser/inputs/0/shape",
      setup=_edit_manifest(lambda d: d["components"]["denoiser"]["inputs"][0].update(shape="1x3x32x32")))
 case(cli="info", id="manifest-schema-version-2", error=ManifestError, fragment="schema_version 2 is not supported",
      setup=_edit_manifest(lambda d: d.update(schema_version=2)))
@@ -299,8 +302,10 @@ def _symlinked_model(b: Path, tmp: Path) -> Path:
     return b
 
 
-case(cli="info", id="bundle-file-is-symlink", error=UnsafePathError, fragment="goes through a symbolic link", setup=_symlinked_model)
-case(cli="info", id="bundle-not-found", error=BundleError, fragment="bundle not found", setup=lambda b, t: t / "nothere.bundle")
+case(cli="info", id="bundle-file-is-symlink", error=UnsafePathError, fragment="goes through a symbolic link",
+     setup=_symlinked_model)
+case(cli="info", id="bundle-not-found", error=BundleError, fragment="bundle not found",
+     setup=lambda b, t: t / "nothere.bundle")
 case(cli="info", id="bundle-is-a-file", error=BundleError, fragment="is not a bundle folder",
      setup=lambda b, t: ((t / "x.bin").write_bytes(b"x"), t / "x.bin")[1])
 case(cli="info", id="bundle-no-manifest", error=ManifestError, fragment="no manifest.json here",

@@ -5,7 +5,8 @@ The models are small real ONNX graphs whose fp16 versions overflow for real on O
 CPU provider. That provider runs an fp16 graph's arithmetic in fp32 (it moves the casts through
 the graph: "InsertedPrecisionFreeCast") and only rounds to fp16 where a tensor must exist in fp16,
 the output of a final shape-only op (here a Reshape to the same shape); so the overflow is built
-there: the decoder multiplies by 60000 twice (fp32: 3.6e9*z, finite; fp16: past 65504, Inf), and the denoiser adds ``relu(500 - t) * 1000``, which passes
+there: the decoder multiplies by 60000 twice (fp32: 3.6e9*z, finite; fp16: past 65504, Inf), and the
+denoiser adds ``relu(500 - t) * 1000``, which passes
 65504 only once the timestep drops below ~434, i.e. at a known step in the middle of the run.
 The fp16 files come from ONNX Runtime's own converter (``convert_float_to_float16``,
 keep_io_types=True).
@@ -82,7 +83,8 @@ def _bundle(target: Path, *, denoiser_fp16: bool, decoder_fp32: bool, denoiser_f
         w.model = {"kind": "latent_diffusion", "conditioning": "none", "sample_size": [8, 8], "in_channels": 3,
                    "vae_downsample": 1, "latent_scale_factor": 1.0, "image_channels": 3}
         w.sampler = {"default_sampler": "ddim", "default_steps": STEPS, "config": SCHEDULER}
-        w.add_component("denoiser", [TensorSpec("sample", "float32", IMG), TensorSpec("timestep", "float32", ["batch"])],
+        w.add_component("denoiser",
+                        [TensorSpec("sample", "float32", IMG), TensorSpec("timestep", "float32", ["batch"])],
                         [TensorSpec("noise_pred", "float32", IMG)])
         w.add_component("decoder", [TensorSpec("latent", "float32", IMG)], [TensorSpec("image", "float32", IMG)])
         tmp = target.parent / f"{target.name}-src"

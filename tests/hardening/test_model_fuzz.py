@@ -151,7 +151,8 @@ def tri_bundle_here(tmp_path_factory, tiny_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt, runtime, entry", [("openvino", "openvino", "model.xml"), ("tflite", "litert", "model.tflite"),
+@pytest.mark.parametrize("fmt, runtime, entry", [("openvino", "openvino", "model.xml"),
+                                                  ("tflite", "litert", "model.tflite"),
                                                   ("onnx", "openvino", "model.onnx")])
 def test_mutants_never_crash_a_runtime(tri_bundle_here, tmp_path, fmt, runtime, entry):
     src = tri_bundle_here / "denoiser" / fmt / "fp32"

@@ -7,7 +7,8 @@ sampler with the torch module as the denoiser, following the documented seed rul
 
 Tolerance (fp32): each denoiser call differs from torch by summation order only (~1e-6 relative);
 8 sampler steps compound that to at most 1.3e-5 here (DDIM on ONNX Runtime), so the final raw
-images must agree to 1e-4 relative L2, and the uint8 images to 1 level (a value sitting on a rounding boundary may round either way)
+images must agree to 1e-4 relative L2, and the uint8 images to 1 level (a value sitting on a
+rounding boundary may round either way)
 with at most 1 % of pixels differing at all.
 """
 

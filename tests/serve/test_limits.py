@@ -45,9 +45,11 @@ def test_check_request_names_the_field():
 
     lim = Limits(max_width=64, max_height=32, multiple=8, max_n=2, max_steps=30, default_size=(32, 32))
     check_request(lim, width=64, height=32, n=2, steps=30)
-    for kw, param in ((dict(width=72, height=32, n=1, steps=1), "size"), (dict(width=60, height=32, n=1, steps=1), "size"),
+    for kw, param in ((dict(width=72, height=32, n=1, steps=1), "size"),
+                      (dict(width=60, height=32, n=1, steps=1), "size"),
                       (dict(width=64, height=32, n=3, steps=1), "n"), (dict(width=64, height=32, n=True, steps=1), "n"),
-                      (dict(width=64, height=32, n=1, steps=31), "steps"), (dict(width=64, height=32, n=1, steps=0), "steps")):
+                      (dict(width=64, height=32, n=1, steps=31), "steps"),
+                      (dict(width=64, height=32, n=1, steps=0), "steps")):
         with pytest.raises(FieldError) as e:
             check_request(lim, **kw)
         assert e.value.param == param

@@ -132,7 +132,8 @@ def test_oversized_and_bad_requests_get_one_error_format(server):
         assert r.status_code == 400, (body, r.text)
         err = r.json()["error"]
         assert set(err) == {"message", "type", "param", "code"} and err["param"] == param and err["code"] == 400
-    r = httpx.post(server.url + "/v1/images/generations", content=b"{not json", headers={"content-type": "application/json"})
+    r = httpx.post(server.url + "/v1/images/generations", content=b"{not json",
+                   headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = httpx.post(server.url + "/v1/images/generations", content=b"x" * (2 << 20))
     assert r.status_code == 413

@@ -26,7 +26,8 @@ def test_json_and_binary_decode_to_the_same_arrays():
     rid, feeds, wanted = decode_infer_request(body, n)
     np.testing.assert_array_equal(feeds["x"], x)
     np.testing.assert_array_equal(feeds["t"], t)
-    js = json.dumps({"id": "7", "inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": x.ravel().tolist()}],
+    js = json.dumps({"id": "7", "inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32",
+                                            "data": x.ravel().tolist()}],
                      "outputs": [{"name": "y"}]}).encode()
     rid, feeds, wanted = decode_infer_request(js, None)
     assert rid == "7" and wanted == ["y"]
@@ -51,8 +52,8 @@ def test_json_and_binary_decode_to_the_same_arrays():
                             {"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}).encode(), None, "twice"),
     (b'{"inputs": [{"name": "x", "shape": [4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}]}', "999",
      "does not fit"),
-    (b'{"inputs": [{"name": "x", "shape": [4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}]}abcd', "101",
-     "runs past"),
+    (b'{"inputs": [{"name": "x", "shape": [4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}]}abcd',
+     "101", "runs past"),
     (b'{"inputs": [{"name": "x", "shape": [4], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}abcdefgh',
      "100", "do not hold"),
 ])

@@ -17,7 +17,8 @@ from edge_sdk.cli.common import emit_json, json_option, quiet_option, say
 @click.option("-o", "--ssh-option", "ssh_options", multiple=True, metavar="OPTION",
               help="Extra ssh option, as for `ssh -o`, e.g. -o UserKnownHostsFile=~/.ssh/boards. Repeatable.")
 @click.option("--remote-edge-sdk", default="edge-sdk", show_default=True, help="The edge-sdk command on the board.")
-@click.option("--keep", type=click.IntRange(0, 100), default=2, show_default=True, help="Earlier releases kept on the board.")
+@click.option("--keep", type=click.IntRange(0, 100), default=2, show_default=True,
+              help="Earlier releases kept on the board.")
 @click.option("--verify-key", type=click.Path(), help="Check the package's signature here before uploading.")
 @click.option("--remote-verify-key", help="Public key file ON THE BOARD the package must be signed with.")
 @click.option("--health-check", is_flag=True, help="One short generation on the board before switching.")

@@ -18,7 +18,8 @@ def command():
 @command.command("deploy")
 @click.argument("inventory", type=click.Path())
 @click.argument("bundle", type=click.Path())
-@click.option("--serial", default="1", show_default=True, help="Hosts per batch after the canary: a count or a percentage (25%).")
+@click.option("--serial", default="1", show_default=True,
+              help="Hosts per batch after the canary: a count or a percentage (25%).")
 @click.option("--canary", help="Host updated first, alone; any failure there stops the run (default: the first host).")
 @click.option("--max-fail-percentage", type=click.IntRange(0, 100), default=0, show_default=True,
               help="Failed hosts a batch may have (percent) before the run stops; 0 stops at the first.")

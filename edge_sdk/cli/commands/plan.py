@@ -41,7 +41,8 @@ def command(bundle, board, size, batch, guidance, runtime, precision, tile, no_m
     tiling = (f"{p.decode_tiling.tile}-cell tiles, {p.decode_tiling.overlap}-cell overlap" if p.decode_tiling
               else "whole image" if "decoder" in p.components else "none (no decoder)")
     say(f"\nCFG {p.cfg}; decode: {tiling}")
-    rows = [(stage, f"{v / MB:.0f} MB", f"{100 * v / p.memory_cap_bytes:.0f}% of cap") for stage, v in p.estimates.items()]
+    rows = [(stage, f"{v / MB:.0f} MB", f"{100 * v / p.memory_cap_bytes:.0f}% of cap")
+            for stage, v in p.estimates.items()]
     say(table(rows, ("stage", "estimated peak", "")))
     for n in p.notes:
         say(f"  note: {n}")

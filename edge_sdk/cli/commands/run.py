@@ -21,7 +21,8 @@ def parse_size(value: str | None) -> tuple[int | None, int | None]:
 @click.argument("bundle", type=click.Path())
 @click.option("--steps", type=click.IntRange(1, 1000), help="Sampler steps (default: the bundle's).")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
-@click.option("--sampler", help="ddim, ddpm, euler, euler_ancestral, heun, dpmpp_2m, unipc, lcm (default: the bundle's).")
+@click.option("--sampler",
+              help="ddim, ddpm, euler, euler_ancestral, heun, dpmpp_2m, unipc, lcm (default: the bundle's).")
 @click.option("--guidance", type=float, help="Classifier-free guidance scale (default: the bundle's).")
 @click.option("--class", "class_labels", multiple=True, type=int, help="Class label(s) for class-conditional models.")
 @click.option("--batch", type=click.IntRange(1, 256), help="Images to generate (default 1, or one per --class).")

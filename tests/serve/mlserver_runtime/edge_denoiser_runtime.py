@@ -33,4 +33,5 @@ class OnnxComponent(MLModel):
                 os.fsync(f.fileno())
         outs = self.session.run(None, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
         return InferenceResponse(model_name=self.name, id=payload.id,
-                                 outputs=[NumpyCodec.encode_output(n, a) for n, a in zip(self.output_names, outs, strict=False)])
+                                 outputs=[NumpyCodec.encode_output(n, a)
+                                          for n, a in zip(self.output_names, outs, strict=False)])
