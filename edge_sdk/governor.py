@@ -9,7 +9,7 @@ refused with MemoryCapError (exit 7) instead of allocating until the OOM killer 
 
 from __future__ import annotations
 
-from edge_sdk.errors import MemoryCapError
+from edge_sdk.errors import EdgeSDKError, MemoryCapError
 
 MB = 1024 * 1024
 LATENT_COPIES = 8  # x, noise, model input, model output, sampler history (multistep keeps several)
@@ -73,11 +73,11 @@ def activation_estimate(bundle, plan, cells: int, down: int, batch: int) -> int:
 
     worst = 0
     for role, cp in plan.components.items():
+        if role in ("text_encoder", "encoder"):  # run once per prompt/image, not at the run's size
+            continue
         try:
             art = bundle.artifact(role, cp.format, cp.precision, cp.variant)
-        except Exception:  # noqa: BLE001 - a plan/bundle mismatch is reported where the artifact is opened
-            continue
-        if role in ("text_encoder", "encoder"):
+        except EdgeSDKError:  # a plan/bundle mismatch is reported where the artifact is opened
             continue
         cost = default_cost(bundle, role, cp.runtime, art)
         tiling = getattr(plan, "decode_tiling", None)
