@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_sdk.bounds import check_count, check_seconds
 from edge_sdk.deploy.install import CURRENT, DEFAULT_KEEP, DEFAULT_ROOT, STAGING, read_package
-from edge_sdk.deploy.options import CONNECT_TIMEOUT, FLASH_TIMEOUT, check_count, check_install_options, check_seconds
+from edge_sdk.deploy.options import CONNECT_TIMEOUT, FLASH_TIMEOUT, check_install_options
 from edge_sdk.deploy.package import BUNDLE_DIR
 from edge_sdk.errors import DeployError
 from edge_sdk.fsutil import sha256_file
