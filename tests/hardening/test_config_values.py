@@ -169,3 +169,18 @@ def test_health_timeout_cli(value, good_package, tmp_path, cli):
                "--health-timeout", value)
     assert proc.returncode == UsageError.exit_code and "health-timeout" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not root.joinpath("current").exists()
+
+
+@pytest.mark.parametrize("n", [2 * 10**9, 2**40, 12.5, "1000", 1])
+def test_scheduler_training_steps_are_bounded(n, tiny_bundle_copy, helpers):
+    """A crafted sampler config with billions of training steps would allocate per step (2e9 steps:
+    16 GB of betas); refused by the manifest schema, and by the sampler for API users."""
+    import edge_sdk
+    from edge_sdk.errors import ManifestError
+    from edge_sdk.samplers import get_sampler
+
+    helpers.edit_manifest(tiny_bundle_copy, lambda d: d["sampler"]["config"].__setitem__("num_train_timesteps", n))
+    with pytest.raises(ManifestError, match="field sampler/config/num_train_timesteps"):
+        edge_sdk.load(tiny_bundle_copy)
+    with pytest.raises(UsageError, match="num_train_timesteps must be an integer from 2 to 100,000"):
+        get_sampler("ddim", {"num_train_timesteps": n})
