@@ -1,6 +1,8 @@
-"""Hardening round two, class 7: `plan`'s memory probe runs the model, so a graph that never
-terminates must not hang it. The probe runs in a supervised child with a timeout; a hang becomes
-one SupervisedProcessError (exit 6) and no process of the probe is left running.
+"""Hardening round two, class 7: a model graph that never terminates.
+
+`plan`'s memory probe runs the model: it runs in a supervised child with a timeout; a hang becomes
+one SupervisedProcessError (exit 6) and no process of the probe is left running. `run` without
+--isolate: Ctrl-C stops it (exit 130), and EDGE_SDK_CALL_TIMEOUT bounds each component call.
 
 The hostile model is a real ONNX graph that ONNX Runtime runs forever: a Loop with no trip count
 whose condition stays true, with the tiny denoiser's input and output names, sealed into a bundle
@@ -11,6 +13,7 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -34,9 +37,14 @@ def never_ending_denoiser():
          h.make_tensor_value_info("x_in", TensorProto.FLOAT, None)],
         [h.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
          h.make_tensor_value_info("x_out", TensorProto.FLOAT, None)])
+    # timestep * 0 is added at the end so every engine keeps both inputs (OpenVINO prunes unused ones).
     graph = h.make_graph(
         [h.make_node("Constant", [], ["go"], value=h.make_tensor("go", TensorProto.BOOL, [], [True])),
-         h.make_node("Loop", ["", "go", "sample"], ["noise_pred"], body=body)],
+         h.make_node("Constant", [], ["zero"], value=h.make_tensor("zero", TensorProto.FLOAT, [], [0.0])),
+         h.make_node("Loop", ["", "go", "sample"], ["looped"], body=body),
+         h.make_node("ReduceSum", ["timestep"], ["t_sum"], keepdims=0),
+         h.make_node("Mul", ["t_sum", "zero"], ["t_zero"]),
+         h.make_node("Add", ["looped", "t_zero"], ["noise_pred"])],
         "never_ends",
         [h.make_tensor_value_info("sample", TensorProto.FLOAT, ["batch", 3, "height", "width"]),
          h.make_tensor_value_info("timestep", TensorProto.FLOAT, ["batch"])],
@@ -88,6 +96,7 @@ def test_probe_of_a_never_ending_graph_times_out(hanging_bundle, monkeypatch):
     assert _gone(tag) == []  # the forked per-size process died with its parent (PR_SET_PDEATHSIG)
 
 
+@pytest.mark.slow
 def test_plan_cli_hang_is_one_clear_error(hanging_bundle, tmp_path, cli):
     t = time.perf_counter()
     proc = cli("plan", str(hanging_bundle), "--board", "x86-64-generic",
@@ -108,3 +117,53 @@ def test_probe_timeout_env_is_checked(value, hanging_bundle, monkeypatch):
     b = Bundle.open(hanging_bundle)
     with pytest.raises(UsageError, match=PROBE_TIMEOUT_ENV):
         probe(b, "denoiser", "onnxruntime", b.artifact("denoiser", "onnx", "fp32", ""))
+
+
+# -- `run` without --isolate: Ctrl-C and EDGE_SDK_CALL_TIMEOUT (runtimes/watch.py) --------------
+def test_in_process_call_deadline(hanging_bundle, monkeypatch):
+    import threading
+
+    import edge_sdk
+    from edge_sdk.errors import InferenceError
+    from edge_sdk.runtimes.watch import CALL_TIMEOUT_ENV
+
+    monkeypatch.setenv(CALL_TIMEOUT_ENV, "1.5")
+    with edge_sdk.load(hanging_bundle, runtime="onnxruntime") as gen:
+        t = time.perf_counter()
+        with pytest.raises(InferenceError, match=r"model.onnx: one call did not finish within 1.5 s "
+                                                 r"\(EDGE_SDK_CALL_TIMEOUT\); it was cancelled"):
+            gen.generate(steps=1)
+        assert 1.5 <= time.perf_counter() - t < 1.5 + 5
+    # ORT honoured terminate: no call thread is left computing.
+    assert [t.name for t in threading.enumerate() if t.name.startswith("edge-sdk call")] == []
+    monkeypatch.setenv(CALL_TIMEOUT_ENV, "nan")
+    with edge_sdk.load(hanging_bundle, runtime="onnxruntime") as gen, pytest.raises(UsageError, match=CALL_TIMEOUT_ENV):
+        gen.generate(steps=1)
+
+
+@pytest.mark.slow
+def test_cli_run_stops_on_ctrl_c_and_on_deadline(hanging_bundle, tmp_path):
+    """Before runtimes/watch.py, SIGINT never reached Python while ORT ran the endless Loop: the
+    process had to be killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("edge-sdk"))
+    out = tmp_path / "o.png"
+    p = subprocess.Popen([exe, "run", str(hanging_bundle), "--steps", "1", "--out", str(out)],
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # in the endless call by now (start-up ~1-2 s here)
+    assert p.poll() is None
+    p.send_signal(signal.SIGINT)
+    try:
+        assert p.wait(10) == 130
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert "Traceback" not in p.stderr.read() and not out.exists()
+    proc = subprocess.run([exe, "run", str(hanging_bundle), "--steps", "1", "--out", str(out)], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "EDGE_SDK_CALL_TIMEOUT": "1"})
+    assert proc.returncode == 6 and "did not finish within 1 s" in proc.stderr and "--isolate" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
