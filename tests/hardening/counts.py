@@ -102,7 +102,8 @@ def table(nodeids: list[str]) -> str:
     lines = [HEADER]
     for name in sorted(rows):
         r = rows[name]
-        lines.append(f"| `{name}` | {FILE_CLASSES[name]} | {r['bad']} | {r['fuzz']:,} | {r['controls']} | 0 | 0 | 0 | 0 |")
+        lines.append(f"| `{name}` | {FILE_CLASSES[name]} | {r['bad']} | {r['fuzz']:,} | {r['controls']} "
+                     "| 0 | 0 | 0 | 0 |")
     tot = {k: sum(r[k] for r in rows.values()) for k in ("bad", "fuzz", "controls")}
     lines.append(f"| **total** ({len(nodeids)} test items) | | **{tot['bad']}** | **{tot['fuzz']:,}** | "
                  f"{tot['controls']} | **0** | **0** | **0** | **0** |")

@@ -20,7 +20,6 @@ from edge_sdk.deploy.package import package
 from edge_sdk.errors import DeployError, UsageError
 
 inst = importlib.import_module("edge_sdk.deploy.install")  # edge_sdk.deploy.install is also a function
-flash_mod = importlib.import_module("edge_sdk.deploy.flash")
 
 
 @pytest.fixture(scope="module")
@@ -156,9 +155,12 @@ def test_install_counts_bounds_api(option, value, good_package, tmp_path):
     ({"timeout": -5}, "timeout:"), ({"connect_timeout": 10**6}, "connect_timeout"),
     ({"connect_timeout": 1.5}, "connect_timeout")])
 def test_flash_options_refused_before_connecting(kwargs, fragment, good_package):
+    # Imported here, not at collection: importing the submodule rebinds edge_sdk.deploy.flash (a function
+    # there) to the module, which would break `from edge_sdk.deploy import flash` in files collected later.
+    flash = importlib.import_module("edge_sdk.deploy.flash").flash
     t = time.perf_counter()
     with pytest.raises(UsageError, match=fragment):
-        flash_mod.flash(good_package, "edge-sdk-no-such-host.invalid", **kwargs)
+        flash(good_package, "edge-sdk-no-such-host.invalid", **kwargs)
     assert time.perf_counter() - t < 2.0  # no ssh was started (resolving the host alone can take longer)
 
 

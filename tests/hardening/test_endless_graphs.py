@@ -33,7 +33,8 @@ def never_ending_denoiser():
 
     body = h.make_graph(
         [h.make_node("Identity", ["cond_in"], ["cond_out"]), h.make_node("Identity", ["x_in"], ["x_out"])], "forever",
-        [h.make_tensor_value_info("i", TensorProto.INT64, []), h.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+        [h.make_tensor_value_info("i", TensorProto.INT64, []),
+         h.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
          h.make_tensor_value_info("x_in", TensorProto.FLOAT, None)],
         [h.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
          h.make_tensor_value_info("x_out", TensorProto.FLOAT, None)])
