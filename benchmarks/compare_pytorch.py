@@ -90,9 +90,9 @@ def start_noise(bundle, seed: int, size: int) -> np.ndarray:
 
 # -- peak memory of the PyTorch loop in a fresh process ----------------------------------------------
 def torch_child(model: str, size: int, steps: int, threads: int, seed: int) -> dict[str, Any]:
-    from edge_sdk.memory import peak_rss_bytes, rss_bytes
-
     from models import MODELS, bundle_for
+
+    from edge_sdk.memory import peak_rss_bytes, rss_bytes
 
     bm = MODELS[model]()
     bundle = bundle_for(bm, log=lambda *a: None)
@@ -114,11 +114,11 @@ def measure_torch_memory(model: str, size: int, steps: int, threads: int, seed: 
 
 # -- one model --------------------------------------------------------------------------------------
 def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from models import MODELS, bundle_for
+
     from edge_sdk.api import Generator
     from edge_sdk.bench import measure, plan_label, psnr
     from edge_sdk.tune import tune
-
-    from models import MODELS, bundle_for
 
     bm = MODELS[name]()
     bundle = bundle_for(bm)
@@ -183,9 +183,6 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     msize = args.memory_size if name == "sd" else size
     msteps = 2  # peak memory does not grow with steps: 2 steps exercise every stage
     tm = measure_torch_memory(name, msize, msteps, args.threads, args.seed)
-    best_plan = plans["edge-sdk best"]
-    em = measure(bundle.root, best_plan, steps=msteps, seed=args.seed, width=msize, height=msize, warmup=1,
-                 repeats=1, min_seconds=0)
     # Each edge-sdk plan as it is, and with ONNX Runtime's CPU arena and memory patterns off
     # (runtime options): the arena keeps a run's peak activations allocated, speed bought with memory.
     mem: dict[str, Any] = {"size": msize, "steps": msteps, "pytorch": tm}

@@ -73,8 +73,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "tests" / "deploy"))
-    import edge_sdk
     from conftest import make_variant  # the same bundle variants the tests use
+
+    import edge_sdk
     from edge_sdk.deploy import flash, install, package
 
     work = Path(tempfile.mkdtemp(prefix="edge-sdk-bench-"))

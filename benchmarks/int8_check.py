@@ -172,10 +172,10 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
 
+    from models import MODELS, bundle_for
+
     from edge_sdk.bench import machine_info
     from edge_sdk.runtimes.registry import open_artifact
-
-    from models import MODELS, bundle_for
 
     out = {"machine": machine_info(), "args": vars(args), "models": []}
     print(f"CPU {out['machine']['cpu_model']}, flags {', '.join(out['machine']['flags'])}; {args.threads} thread(s)")

@@ -44,10 +44,10 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
 
+    from models import bundle_for, sd_model
+
     from edge_sdk.api import Generator
     from edge_sdk.bench import BenchConfig, _CallTimer, generate_kwargs, machine_info, plan_for_config
-
-    from models import bundle_for, sd_model
 
     bundle = bundle_for(sd_model())
     plan = plan_for_config(bundle, BenchConfig("onnxruntime", "onnx", "fp32", "cpu"), threads=args.threads)
@@ -86,7 +86,7 @@ def main() -> None:
         feeds = list(recorded)
         assert len(feeds) == steps, (len(feeds), steps)
 
-        def bare() -> tuple[float, float]:
+        def bare(feeds: list = feeds) -> tuple[float, float]:
             t0, c0 = time.perf_counter(), time.process_time()
             for f in feeds:
                 session.run(out_names, f)
@@ -109,13 +109,13 @@ def main() -> None:
                     loop_s.append(res.timings["denoise"])
                     inside_s.append(sum(timer.times["denoiser"]))
         loop_m, bare_m = statistics.median(loop_s), statistics.median(bare_s)
-        outside = [lo - ins for lo, ins in zip(loop_s, inside_s)]
+        outside = [lo - ins for lo, ins in zip(loop_s, inside_s, strict=False)]
         row = {"steps": steps, "loop_ms": loop_m * 1e3, "bare_ms": bare_m * 1e3,
                "overhead_pct": (loop_m / bare_m - 1) * 100,
                "loop_min_ms": min(loop_s) * 1e3, "bare_min_ms": min(bare_s) * 1e3,
                "overhead_min_pct": (min(loop_s) / min(bare_s) - 1) * 100,
                "outside_calls_ms": statistics.median(outside) * 1e3,
-               "outside_calls_pct": statistics.median(o / i for o, i in zip(outside, inside_s)) * 100,
+               "outside_calls_pct": statistics.median(o / i for o, i in zip(outside, inside_s, strict=False)) * 100,
                "per_call_ms": bare_m / steps * 1e3,
                "loop_cpu_ms": statistics.median(loop_cpu) * 1e3, "bare_cpu_ms": statistics.median(bare_cpu) * 1e3,
                "overhead_cpu_pct": (statistics.median(loop_cpu) / statistics.median(bare_cpu) - 1) * 100}

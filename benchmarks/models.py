@@ -145,13 +145,13 @@ def bundle_for(bm: BenchModel, *, formats: tuple[str, ...] | None = None,
     import os
     from pathlib import Path
 
+    import torch
+
     import edge_sdk
     from edge_sdk.bundle import Bundle
     from edge_sdk.converters.convert import ConvertReport
     from edge_sdk.demo import cache_root
     from edge_sdk.errors import BundleError
-
-    import torch
 
     formats = formats or bm.formats
     root = Path(cache or os.environ.get("EDGE_SDK_BENCH_CACHE") or cache_root() / "bench")

@@ -47,7 +47,7 @@ class UNetDenoiser(nn.Module):
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor | None = None,
                 *extra: torch.Tensor) -> torch.Tensor:
-        kw = dict(zip(self.extras, extra))
+        kw = dict(zip(self.extras, extra, strict=False))
         added = {k: kw.pop(k) for k in ("text_embeds", "time_ids") if k in kw}
         if added:
             kw["added_cond_kwargs"] = added

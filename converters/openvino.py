@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from edge_sdk.converters.base import ConvertedArtifact, Converter
 from edge_sdk.converters.precision import check_supported
 from edge_sdk.converters.spec import ComponentSpec
 from edge_sdk.converters.unsupported import conversion_failure
 from edge_sdk.errors import ConversionError
+
 
 def to_ov_model(component: ComponentSpec):
     """The component as an ``ov.Model`` with our input names, named dynamic axes as -1, output names.
@@ -35,7 +35,7 @@ def to_ov_model(component: ComponentSpec):
                                  component=component) from None
     _apply_names(model, component)
     shapes = {}
-    for port, (name, t) in zip(model.inputs, component.example_inputs.items()):
+    for port, (name, t) in zip(model.inputs, component.example_inputs.items(), strict=False):
         dyn = component.dynamic_dims.get(name, {})
         shapes[port] = ov.PartialShape([-1 if i in dyn else int(s) for i, s in enumerate(t.shape)])
     try:
@@ -50,9 +50,9 @@ def to_ov_model(component: ComponentSpec):
 def _apply_names(model, component: ComponentSpec) -> None:
     """The frontend gives a tensor several aliases ('timestep', '22', ...), and reshape or NNCF may
     bring others back; keep exactly ours, in order."""
-    for port, name in zip(model.inputs, component.example_inputs):
+    for port, name in zip(model.inputs, component.example_inputs, strict=False):
         port.get_tensor().set_names({name})
-    for port, name in zip(model.outputs, component.output_names):
+    for port, name in zip(model.outputs, component.output_names, strict=False):
         port.get_tensor().set_names({name})
 
 

@@ -62,7 +62,7 @@ def load_pt2(path: str | Path, *, name: str | None = None, role: str | None = No
     placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
     inputs: dict[str, torch.Tensor] = {}
     dyn: dict[str, dict[int, str]] = {}
-    for name_, t in zip(names, args):
+    for name_, t in zip(names, args, strict=False):
         if not isinstance(t, torch.Tensor):
             raise ModelSourceError(f"{p}: input {name_!r} is not a tensor")
         inputs[name_] = t

@@ -4,8 +4,8 @@ fp16: ``onnxruntime.transformers.float16`` (keep_io_types, so the pipeline feeds
 int8-static: ``onnxruntime.quantization.quantize_static`` in QDQ form, per-channel weights, calibrated
 on the component's sampling-trajectory inputs. int8-weight: int8 per-channel weights behind
 DequantizeLinear, activations float. onnxruntime's weight-only tools (MatMulNBits) cover MatMul
-only, and its dynamic quantization turns Conv into ConvInteger, measured 3.7x slower than fp32
-(shared/BOARDS.md), so the conv-heavy denoisers and VAEs need this small pass of our own.
+only, and its dynamic quantization turns Conv into ConvInteger, measured 1.4-3x slower than fp32
+(benchmarks/int8_check.py), so the conv-heavy denoisers and VAEs need this small pass of our own.
 """
 
 from __future__ import annotations
@@ -44,10 +44,9 @@ def _save(model, path: Path) -> None:
 
 def to_fp16(src: Path, dst: Path) -> None:
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     from edge_sdk.converters.precision_guard import onnx_timestep_nodes
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 
     model = onnx.load(str(src))
     model16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST),

@@ -34,5 +34,5 @@ def quiet_exporters() -> Iterator[None]:
         try:
             yield
         finally:
-            for lg, level in zip(loggers, levels):
+            for lg, level in zip(loggers, levels, strict=False):
                 lg.setLevel(level)

@@ -74,7 +74,7 @@ def default_output_dims(module: torch.nn.Module, inputs: Mapping[str, torch.Tens
     outs = outs if isinstance(outs, (tuple, list)) else (outs,)
     spatial = next((t.shape[2:] for t in inputs.values() if t.ndim == 4), None)
     dims = {}
-    for name, o in zip(output_names, outs):
+    for name, o in zip(output_names, outs, strict=False):
         d = {0: "batch"} if o.ndim >= 1 else {}
         if o.ndim == 4 and spatial is not None:
             same = tuple(o.shape[2:]) == tuple(spatial)

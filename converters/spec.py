@@ -64,7 +64,7 @@ class ComponentSpec:
             outs = self.module(*self.example_inputs.values())
         outs = outs if isinstance(outs, (tuple, list)) else (outs,)
         specs = []
-        for name, t in zip(self.output_names, outs):
+        for name, t in zip(self.output_names, outs, strict=False):
             dyn = self.output_dynamic_dims.get(name, {})
             specs.append(TensorSpec(name, _DTYPES[t.dtype], tuple(dyn.get(i, int(s)) for i, s in enumerate(t.shape))))
         return specs

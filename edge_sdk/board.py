@@ -19,9 +19,9 @@ from typing import Any
 from edge_sdk.errors import PlanError
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover - 3.10
-    import tomli as tomllib
+    pass
 
 MB = 1024 * 1024
 SCHEMA = 1

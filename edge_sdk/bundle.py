@@ -21,8 +21,8 @@ from edge_sdk import __version__, manifest
 from edge_sdk.errors import BundleError, IntegrityError, ModelFileError, UsageError
 from edge_sdk.faults import kill_point
 from edge_sdk.fsutil import atomic_write, fsync_tree, replace_dir, sha256_file
-from edge_sdk.names import check_name
 from edge_sdk.manifest import MANIFEST_NAME, SCHEMA_VERSION, TensorSpec
+from edge_sdk.names import check_name
 from edge_sdk.paths import check_relpath, resolve_inside
 
 ROLES = ("denoiser", "decoder", "encoder", "text_encoder", "generator")

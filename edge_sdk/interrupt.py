@@ -10,9 +10,9 @@ writer's temporary folder is removed, and the old bundle stays. The CLI exits 12
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar

@@ -22,8 +22,9 @@ Where the numbers come from, best first:
    board running the same runtime (within the allocator's rounding).
 2. ``default``: when the artifact cannot be opened here (a TFLite-only bundle without LiteRT),
    per-role factors calibrated on Stable Diffusion's VAE decoder (3.9 KB per output pixel, fp32,
-   BOARDS.md) and UNet, scaled by sqrt(parameters / SD's parameters) since activations grow with
-   layer width and parameters with its square. A rough guide only; the plan says so.
+   from OnnxStream's 1.004 GB at 512x512: docs/boards.md [src44]) and UNet, scaled by
+   sqrt(parameters / SD's parameters) since activations grow with layer width and parameters with
+   its square. A rough guide only; the plan says so.
 """
 
 from __future__ import annotations

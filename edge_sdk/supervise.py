@@ -294,7 +294,7 @@ def _serve(recv: Connection, send: Connection) -> None:
                 if gen is None:
                     raise SupervisedProcessError("generate before load in the supervised child")
 
-                def heartbeat(info: Any) -> bool:
+                def heartbeat(info: Any, has_callback: bool = has_callback) -> bool:
                     data = {"index": info.index, "total": info.total, "timestep": info.timestep,
                             "sample": info.sample if has_callback else None,
                             "denoised": info.denoised if has_callback else None}

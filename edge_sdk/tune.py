@@ -2,7 +2,7 @@
 that meets the quality bar, and store it next to the bundle for `run` (and ``edge_sdk.load``).
 
 Precision is chosen by measurement, never assumed: on some CPUs dynamic int8 convolutions are
-slower than fp32 while static int8 is faster (shared/BOARDS.md 5.2), and fp16 on a CPU without
+slower than fp32 while static int8 is faster (benchmarks/int8_check.py), and fp16 on a CPU without
 fp16 arithmetic is emulated. So every (runtime, precision) the bundle and the board allow is a
 candidate: the planner is asked for its plan with that runtime and precision forced (so memory
 fitting, CFG mode, tiling and residency are the planner's), and, when only some components have
@@ -28,8 +28,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.bench import (DEFAULT_MIN_SECONDS, DEFAULT_REPEATS, DEFAULT_WARMUP, BenchResult, attach_quality, fmt_psnr, machine_info,
-                            measure, plan_label)
+from edge_sdk.bench import (
+    DEFAULT_MIN_SECONDS,
+    DEFAULT_REPEATS,
+    DEFAULT_WARMUP,
+    BenchResult,
+    attach_quality,
+    fmt_psnr,
+    machine_info,
+    measure,
+    plan_label,
+)
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import EdgeSDKError, PlanError, UsageError
 from edge_sdk.plan import PRECISION_ORDER, Plan, usable_runtimes
@@ -182,7 +191,7 @@ def tune(bundle: str | os.PathLike | Bundle, board: str | None = None, *, steps:
         results.append(measure(b.root, p, label=label, steps=steps, isolate=isolate, **kw))
     if progress:
         progress(len(plans), len(plans), "done")
-    ref = next((r for r, p in zip(results, plans) if r.ok and all(c.precision == "fp32"
+    ref = next((r for r, p in zip(results, plans, strict=False) if r.ok and all(c.precision == "fp32"
                                                                   for c in p.components.values())), None)
     if ref is None:
         raise PlanError(f"the fp32 reference plan of {b.name} did not run on this machine, so quality cannot be "

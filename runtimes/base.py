@@ -131,7 +131,7 @@ class Runtime(ABC):
             if arr.ndim != len(spec.shape):
                 raise InputError(f"{where}: input {name!r} has shape {arr.shape}, the model takes "
                                  f"{_fmt_shape(spec.shape)} (rank {len(spec.shape)})")
-            for axis, (got, want) in enumerate(zip(arr.shape, spec.shape)):
+            for axis, (got, want) in enumerate(zip(arr.shape, spec.shape, strict=False)):
                 if isinstance(want, int) and want > 0 and got != want:
                     raise InputError(f"{where}: input {name!r} has shape {arr.shape}, the model takes "
                                      f"{_fmt_shape(spec.shape)} (axis {axis} must be {want})")

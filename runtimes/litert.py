@@ -112,8 +112,8 @@ class LiteRtRuntime(Runtime):
         in_sig, out_sig = list(sigs[key]["inputs"]), list(sigs[key]["outputs"])
         in_names = _rename(in_sig, self.options.get("input_names"), "input", self.path.name)
         out_names = _rename(out_sig, self.options.get("output_names"), "output", self.path.name)
-        self._in_map = dict(zip(in_names, in_sig))  # ours -> signature's
-        self._out_map = dict(zip(out_names, out_sig))
+        self._in_map = dict(zip(in_names, in_sig, strict=False))  # ours -> signature's
+        self._out_map = dict(zip(out_names, out_sig, strict=False))
         self.inputs = [TensorSpec(n, np.dtype(in_det[s]["dtype"]).name, _dims(in_det[s])) for n, s in self._in_map.items()]
         self.outputs = [TensorSpec(n, np.dtype(out_det[s]["dtype"]).name, _dims(out_det[s])) for n, s in self._out_map.items()]
         self._resizable = {s: _resizable(in_det[s]) for s in in_sig}

@@ -37,7 +37,7 @@ class RuntimeBackendRep(BackendRep):
             specs = self.runtime.inputs
             if len(inputs) != len(specs):
                 raise ValueError(f"{len(inputs)} inputs given, the model takes {len(specs)}")
-            feeds = {s.name: np.asarray(x) for s, x in zip(specs, inputs)}
+            feeds = {s.name: np.asarray(x) for s, x in zip(specs, inputs, strict=False)}
         out = self.runtime.run(feeds)
         return tuple(out[o.name] for o in self.runtime.outputs)
 

@@ -152,7 +152,7 @@ class OnnxRuntime(Runtime):
             values = self._session.run(self._output_names, feeds, ort_options)
         except Exception as e:
             raise InferenceError(f"onnxruntime failed running {self.path.name}: {_first_line(e)}") from None
-        return dict(zip(self._output_names, values))
+        return dict(zip(self._output_names, values, strict=False))
 
     def _run_bound(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         b = self._binding
@@ -168,7 +168,7 @@ class OnnxRuntime(Runtime):
             values = b.copy_outputs_to_cpu()
         except Exception as e:
             raise InferenceError(f"onnxruntime failed running {self.path.name}: {_first_line(e)}") from None
-        return dict(zip(self._output_names, values))
+        return dict(zip(self._output_names, values, strict=False))
 
     def _cancel(self) -> bool:
         opts = getattr(self, "_run_options", None)

@@ -204,7 +204,7 @@ class OpenVinoRuntime(Runtime):
         # Names from the model as read: compiling may merge aliases into a port ('43' beside
         # 'timestep' once a static shape lets the plugin fold a node), and get_any_name picks one.
         self.inputs = [TensorSpec(src.get_any_name(), _dtype(p.get_element_type()), _dims(p.get_partial_shape()))
-                       for src, p in zip(model.inputs, self._compiled.inputs)]
+                       for src, p in zip(model.inputs, self._compiled.inputs, strict=False)]
         self.outputs = [TensorSpec(_port_name(p, i), _dtype(p.get_element_type()), _dims(p.get_partial_shape()))
                         for i, p in enumerate(self._compiled.outputs)]
 
@@ -222,7 +222,7 @@ class OpenVinoRuntime(Runtime):
             raise InferenceError(f"openvino failed running {self.path.name} on {self._device}: {_first_line(e)}") from None
         # infer() copies outputs out of the request's buffers (share_outputs=False), so the next
         # run cannot overwrite what the caller holds.
-        return {spec.name: res[port] for spec, port in zip(self.outputs, self._compiled.outputs)}
+        return {spec.name: res[port] for spec, port in zip(self.outputs, self._compiled.outputs, strict=False)}
 
     def _cancel(self) -> bool:
         request = self._request

@@ -102,11 +102,7 @@ def _walk(v: _View) -> None:
         for _ in v.tables(model[_M_OPCODES], "operator_codes"):
             pass
     for i, sg in v.tables(model[_M_SUBGRAPHS], "subgraphs"):
-        n_tensors = 0
-        if _S_TENSORS in sg:
-            for n_tensors, _ in v.tables(sg[_S_TENSORS], f"subgraphs[{i}].tensors"):
-                pass
-            n_tensors += 1
+        n_tensors = sum(1 for _ in v.tables(sg[_S_TENSORS], f"subgraphs[{i}].tensors")) if _S_TENSORS in sg else 0
         for fid, label in ((_S_INPUTS, "inputs"), (_S_OUTPUTS, "outputs")):
             if fid in sg:
                 start, n = v.vector(sg[fid], 4, f"subgraphs[{i}].{label}")

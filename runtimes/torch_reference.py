@@ -103,7 +103,7 @@ class TorchReferenceRuntime(Runtime):
             raise InferenceError(f"torch reference failed on {self.path.name}: "
                                  f"{str(e).splitlines()[0][:300] if str(e) else type(e).__name__}") from None
         outs = out if isinstance(out, (tuple, list)) else [out]
-        return {n: o.detach().float().numpy() for n, o in zip(self._output_names, outs)}
+        return {n: o.detach().float().numpy() for n, o in zip(self._output_names, outs, strict=False)}
 
     def close(self) -> None:
         self._fn = None

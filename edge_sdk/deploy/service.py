@@ -8,8 +8,8 @@ expansion escaped), so a path with spaces or a literal ``%`` reaches the app unc
 from __future__ import annotations
 
 import re
-import unicodedata
 import shlex
+import unicodedata
 from importlib import resources
 
 from edge_sdk import __version__

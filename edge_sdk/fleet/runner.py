@@ -97,7 +97,7 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
     for line in output.splitlines():
         m = _RECAP.match(line.strip())
         if m:
-            recap[m.group(1)] = dict(zip(keys, map(int, m.groups()[1:])))
+            recap[m.group(1)] = dict(zip(keys, map(int, m.groups()[1:]), strict=False))
     return recap
 
 

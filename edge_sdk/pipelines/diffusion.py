@@ -18,13 +18,13 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BundleError, UsageError
 from edge_sdk.governor import activation_estimate, check_run
 from edge_sdk.pipelines.callbacks import StepCallback, StepInfo, minmax_uint8, notify
+from edge_sdk.pipelines.guidance_embedding import guidance_scale_embedding
 from edge_sdk.pipelines.img2img import ImageLike, encode_latents, read_image, resize, to_model_range
 from edge_sdk.pipelines.labels import class_labels_for, null_labels_for
 from edge_sdk.pipelines.result import GenerationResult, to_uint8
+from edge_sdk.pipelines.sdxl import DualTextConditioner, is_dual, time_ids
 from edge_sdk.pipelines.seeds import RowNoise
 from edge_sdk.pipelines.sessions import Sessions
-from edge_sdk.pipelines.guidance_embedding import guidance_scale_embedding
-from edge_sdk.pipelines.sdxl import DualTextConditioner, is_dual, time_ids
 from edge_sdk.pipelines.text import Prompt, TextConditioner, check_prompt
 from edge_sdk.plan import Plan
 from edge_sdk.samplers import get_sampler, guided_output, sampler_for_config
@@ -76,7 +76,7 @@ class DiffusionPipeline:
         for px, cells, axis in ((height, h, "height"), (width, w, "width")):
             if px is not None and (px % down or cells % mult or cells <= 0):
                 raise UsageError(f"{axis} {px} does not fit this model", hint=f"use a multiple of {down * mult} pixels")
-        for axis, (cells, dim) in enumerate(zip((h, w), ins[0].shape[2:])):
+        for axis, (cells, dim) in enumerate(zip((h, w), ins[0].shape[2:], strict=False)):
             if isinstance(dim, int) and cells != dim:
                 raise UsageError(f"this bundle's denoiser takes a fixed size of {ins[0].shape[2]}x{ins[0].shape[3]} "
                                  f"cells; {'height' if axis == 0 else 'width'} {cells * down} px does not fit",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -85,7 +85,7 @@ class Sessions:
             outs = rt.run(cast)
             arrays = [np.array(outs[spec.name], dtype=np.float32, copy=True) for spec in rt.outputs]
         check_cap()
-        for spec, arr in zip(rt.outputs, arrays):
+        for spec, arr in zip(rt.outputs, arrays, strict=False):
             if not np.isfinite(arr).all():
                 raise NumericalFaultError(f"{component} output {spec.name} has NaN/Inf values",
                                           hint="run this component in fp32 (--precision fp32)")

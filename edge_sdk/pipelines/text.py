@@ -151,7 +151,7 @@ class TextConditioner:
         if arr.ndim == 2:
             arr = arr[None]
         want = self.embed_spec.shape
-        if arr.ndim != 3 or any(isinstance(w, int) and w != g for w, g in zip(want[1:], arr.shape[1:])):
+        if arr.ndim != 3 or any(isinstance(w, int) and w != g for w, g in zip(want[1:], arr.shape[1:], strict=False)):
             raise UsageError(f"{what} has shape {tuple(np.shape(embeds))}; the denoiser takes "
                              f"[{', '.join(str(d) for d in want)}]")
         if arr.shape[0] == 1 and batch > 1:

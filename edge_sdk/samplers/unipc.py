@@ -161,7 +161,7 @@ class UniPCSampler(MultistepSampler):
         x_t, scale = self._base_update(x, a_t, s_t, a_s0, s_s0, h_phi_1, m0)
         if d1s:
             rhos = np.array([0.5]) if order == 2 else np.linalg.solve(r[:-1, :-1], b[:-1])
-            pred_res = sum(np.float32(rho) * d for rho, d in zip(rhos, d1s))
+            pred_res = sum(np.float32(rho) * d for rho, d in zip(rhos, d1s, strict=False))
             x_t = x_t - np.float32(scale * b_h) * pred_res
         return x_t
 
@@ -181,6 +181,6 @@ class UniPCSampler(MultistepSampler):
         rhos = np.array([0.5]) if order == 1 else np.linalg.solve(r, b)
         x_t, scale = self._base_update(last_sample, a_t, s_t, a_s0, s_s0, h_phi_1, m0)
         corr = np.float32(rhos[-1]) * (model_t - m0)
-        for rho, d in zip(rhos[:-1], d1s):
+        for rho, d in zip(rhos[:-1], d1s, strict=False):
             corr = corr + np.float32(rho) * d
         return x_t - np.float32(scale * b_h) * corr

@@ -23,12 +23,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from edge_sdk.errors import (CancelledError, EdgeSDKError, InferenceError, InputError, MemoryCapError, PlanError,
-                             UsageError)
+from edge_sdk.errors import (
+    CancelledError,
+    EdgeSDKError,
+    InferenceError,
+    InputError,
+    MemoryCapError,
+    PlanError,
+    UsageError,
+)
 from edge_sdk.serve.limits import FieldError, Limits, check_request, parse_size
 from edge_sdk.serve.metrics import CONTENT_TYPE_LATEST, Metrics
-from edge_sdk.serve.worker import Job, QueueFullError, ShuttingDownError, Worker
 from edge_sdk.serve.v2 import decode_infer_request, encode_outputs, model_metadata
+from edge_sdk.serve.worker import Job, QueueFullError, ShuttingDownError, Worker
 
 log = logging.getLogger("edge_sdk.serve")
 # Fields of OpenAI's images API that mean nothing here but that clients send: accepted, ignored.

@@ -181,7 +181,7 @@ def train_denoiser(
 
     @torch.no_grad()
     def update_ema() -> None:
-        for p_ema, p in zip(ema.parameters(), den.parameters()):
+        for p_ema, p in zip(ema.parameters(), den.parameters(), strict=False):
             p_ema.lerp_(p, 1.0 - EMA_DECAY)
 
     loss = run_steps("denoiser", list(den.parameters()), steps, 1e-3, loss_fn, update_ema)

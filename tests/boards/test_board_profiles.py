@@ -28,7 +28,7 @@ def test_every_required_board_has_a_valid_sourced_profile():
 
 
 def test_profiles_carry_the_researched_figures():
-    # From BOARDS.md: A76 has fp16 + dotprod; A72/A53/A57 have neither; the Zero has 512 MB.
+    # docs/boards.md Sources: A76 has fp16 + dotprod [src23]; A72/A53/A57 have neither; Zero: 512 MB [src25].
     assert {"fp16", "dotprod"} <= set(load_board("rpi5-8gb").isa)
     for name in ("rpi4-4gb", "rpi-zero-2w", "jetson-nano-4gb"):
         assert not {"fp16", "dotprod"} & set(load_board(name).isa), name

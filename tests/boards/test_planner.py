@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edge_sdk.board import MB, load_board
+from edge_sdk.board import load_board
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import PlanError, UsageError
 from edge_sdk.plan import Plan

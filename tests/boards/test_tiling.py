@@ -90,7 +90,7 @@ def test_blending_is_exact_for_a_local_decoder():
 def test_tile_starts_cover_with_at_least_the_overlap(size, tile, overlap):
     starts = tile_starts(size, tile, overlap)
     assert starts[0] == 0 and starts[-1] + min(tile, size) == size
-    for a, b in zip(starts, starts[1:]):
+    for a, b in zip(starts, starts[1:], strict=False):
         assert tile - (b - a) >= overlap  # neighbours share at least `overlap` cells
 
 

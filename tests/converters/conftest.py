@@ -158,7 +158,7 @@ def write_clip_bpe_tokenizer(folder: Path, *, pad_token: str = "<|endoftext|>", 
         pairs = Counter()
         for w, n in words.items():
             s = split[w]
-            for a, b in zip(s, s[1:]):
+            for a, b in zip(s, s[1:], strict=False):
                 pairs[a, b] += n
         if not pairs:
             break

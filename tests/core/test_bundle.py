@@ -9,8 +9,8 @@ import pytest
 
 from edge_sdk.bundle import Bundle, BundleWriter
 from edge_sdk.errors import IntegrityError, ManifestError, UnsafePathError, UsageError
-from edge_sdk.manifest import TensorSpec
 from edge_sdk.fsutil import sha256_file
+from edge_sdk.manifest import TensorSpec
 
 
 def test_round_trip_manifest_records_every_file(tiny_bundle):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 MAPPED = {"edge_sdk.converters": "converters", "edge_sdk.runtimes": "runtimes", "edge_sdk.boards": "boards"}

@@ -132,8 +132,14 @@ SD_SCHED = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear
 
 def _folders() -> dict:
     """family name -> (writer, scheduler factory); the scheduler configs are the published ones'."""
-    from diffusers import (DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,
-                           LCMScheduler, PNDMScheduler)
+    from diffusers import (
+        DDIMScheduler,
+        DDPMScheduler,
+        EulerAncestralDiscreteScheduler,
+        EulerDiscreteScheduler,
+        LCMScheduler,
+        PNDMScheduler,
+    )
 
     return {
         # SD 1.5 ships PNDM (skip_prk_steps, leading, steps_offset 1).

@@ -26,9 +26,19 @@ import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk.errors import (BundleError, InputError, IntegrityError, ManifestError, MemoryCapError,
-                             ModelFileError, ModelSourceError, PlanError, RuntimeUnavailableError, UnsafePathError,
-                             UsageError)
+from edge_sdk.errors import (
+    BundleError,
+    InputError,
+    IntegrityError,
+    ManifestError,
+    MemoryCapError,
+    ModelFileError,
+    ModelSourceError,
+    PlanError,
+    RuntimeUnavailableError,
+    UnsafePathError,
+    UsageError,
+)
 
 MIN_CASES = 30
 MODEL = "denoiser/onnx/fp32/model.onnx"

@@ -9,7 +9,6 @@ API in-process (exact class and fragment).
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest

@@ -52,7 +52,7 @@ def test_stochastic_sampler_noise_follows_its_seed(name):
         s.set_timesteps(4)
         s.set_generator(seed)
         x = randn(0, (1, 4, 8, 8)) * np.float32(s.init_noise_sigma)
-        for i, t in enumerate(s.timesteps):
+        for i in range(len(s.timesteps)):
             x = s.step(np.float32(0.5) * s.scale_model_input(x, i), i, x)
         return x
 

@@ -24,7 +24,7 @@ def check_repository(repo, bundle: Bundle, backend: str) -> None:
         ins, outs = bundle.signature(name)
         for got, want in ((cfg.input, ins), (cfg.output, outs)):
             assert [t.name for t in got] == [t.name for t in want]
-            for g, w in zip(got, want):
+            for g, w in zip(got, want, strict=False):
                 assert list(g.dims) == [d if isinstance(d, int) and d > 0 else -1 for d in w.shape]
                 from tritonclient.grpc import model_config_pb2
 

@@ -6,8 +6,7 @@ import sys
 
 import click
 
-from edge_sdk.cli.common import (StageProgress, emit_json, json_option, progress_enabled, quiet_option, say,
-                                 table)
+from edge_sdk.cli.common import StageProgress, emit_json, json_option, progress_enabled, quiet_option, say, table
 
 
 @click.command("convert")
@@ -74,7 +73,7 @@ def command(source, output, formats, precisions, name, tolerance, samples, calib
                  "error": f.error.message} for f in report.failures]
     if as_json:
         emit_json({"bundle": str(bundle.root), "artifacts": [dict(zip(
-            ("component", "format", "precision", "size_bytes", "rel_l2", "cosine", "convert_seconds"), r))
+            ("component", "format", "precision", "size_bytes", "rel_l2", "cosine", "convert_seconds"), r, strict=False))
             for r in rows], "failures": failures})
     elif not quiet:
         say(table([(c, f, p, f"{s / 1e6:.2f} MB", f"{r:.2e}", f"{cos:.6f}", f"{sec:.1f}s")

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import (StageProgress, StepBar, emit_json, json_option, progress_enabled, quiet_option,
-                                 say, table)
+from edge_sdk.cli.common import (
+    StageProgress,
+    StepBar,
+    emit_json,
+    json_option,
+    progress_enabled,
+    quiet_option,
+    say,
+    table,
+)
 
 
 @click.command("demo")

@@ -5,7 +5,6 @@ request carried (input names, dtypes, shapes and the full tensor values as JSON)
 by the model's ``log`` parameter, so the tests can check that nothing but tensors ever arrived.
 """
 
-import json
 import os
 
 import numpy as np
@@ -34,4 +33,4 @@ class OnnxComponent(MLModel):
                 os.fsync(f.fileno())
         outs = self.session.run(None, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
         return InferenceResponse(model_name=self.name, id=payload.id,
-                                 outputs=[NumpyCodec.encode_output(n, a) for n, a in zip(self.output_names, outs)])
+                                 outputs=[NumpyCodec.encode_output(n, a) for n, a in zip(self.output_names, outs, strict=False)])
