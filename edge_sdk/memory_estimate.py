@@ -32,8 +32,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from edge_sdk.bundle import Bundle
-from edge_sdk.errors import PlanError
+from edge_sdk.errors import EdgeSDKError, PlanError, SupervisedProcessError
 
 MB = 1024 * 1024
 CACHE_ENV = "EDGE_SDK_CACHE_DIR"
@@ -52,6 +50,9 @@ DEFAULT_BASE = {"onnxruntime": 60 * MB, "openvino": 110 * MB, "litert": 45 * MB}
 # memory pattern would add a second pre-planned block beside the arena after the first run
 # (2x the activations here, and no faster on CPU: 0.29 s vs 0.46 s per denoiser call measured).
 RUNTIME_OPTIONS: dict[str, dict[str, Any]] = {"onnxruntime": {"mem_pattern": False}}
+# A memory probe runs the model: a graph that never terminates must not hang `plan` (hardening class 7).
+PROBE_TIMEOUT = 300.0
+PROBE_TIMEOUT_ENV = "EDGE_SDK_PROBE_TIMEOUT"
 SESSION_FACTOR = 1.2  # runtime-held bytes per artifact byte, when not measured
 SESSION_FIXED = 20 * MB
 # Role defaults, calibrated on SD 1.5 (fp32): VAE decoder 3.9 KB per output pixel with 49.5M
@@ -192,6 +193,21 @@ def _one_size(cls, args: dict[str, Any], n: int | None) -> tuple[int, list[int],
     return before - before_open, acts, inputs
 
 
+def _die_with_parent() -> None:
+    """In a forked probe process: SIGKILL when the probe child dies (its watchdog killed it for a
+    hang), so no orphan keeps running the model. Linux only (prctl); elsewhere a no-op."""
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
     """Runs in the child: per size, a forked process opens the artifact fresh and runs it once.
 
@@ -227,6 +243,7 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
         pid = os.fork() if hasattr(os, "fork") else -1
         if pid == 0:  # the forked child: measure, report, leave without cleanup
             try:
+                _die_with_parent()
                 os.close(r)
                 _, acts, _ = _one_size(cls, args, n)
                 os.write(w, json.dumps(acts).encode())
@@ -246,23 +263,38 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
     return {"base": base, "session": session, "samples": samples}
 
 
+def probe_timeout() -> float:
+    """Seconds a memory probe may take: ``EDGE_SDK_PROBE_TIMEOUT``, else PROBE_TIMEOUT."""
+    from edge_sdk.bounds import seconds_from_env
+
+    return seconds_from_env(PROBE_TIMEOUT_ENV, PROBE_TIMEOUT, bounds=(0.1, 86_400.0))
+
+
 def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu", threads: int = 1,
-          sizes: tuple[int, ...] = _PROBE_SIZES, budget: int = _PROBE_BUDGET, timeout: float = 300) -> ComponentCost:
-    """Measure a component's cost on ``runtime`` here, in a child process (clean peak-RSS marks)."""
+          sizes: tuple[int, ...] = _PROBE_SIZES, budget: int = _PROBE_BUDGET,
+          timeout: float | None = None) -> ComponentCost:
+    """Measure a component's cost on ``runtime`` here, in a supervised child process (clean peak-RSS
+    marks; a model that crashes or never terminates becomes SupervisedProcessError, hardening class 7).
+
+    A child that reports an ordinary failure (no fork here, a runtime error) is a PlanError, which
+    ``component_cost`` answers with the role default; a crash or a timeout is not: the same model
+    would crash or hang the run it is planned for, so it is reported.
+    """
+    from edge_sdk.supervise import run_supervised
+
+    timeout = probe_timeout() if timeout is None else timeout
     args = {"runtime": runtime, "path": str(art.path), "device": device, "threads": threads, "sizes": list(sizes),
             "budget": budget, "model": bundle.model, "options": RUNTIME_OPTIONS.get(runtime, {})}
-    code = ("import json,sys; from edge_sdk.memory_estimate import _probe_child; "
-            "print('EDGE_SDK_PROBE' + json.dumps(_probe_child(json.loads(sys.stdin.read()))))")
     try:
-        proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(args), capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise PlanError(f"measuring {component} on {runtime} took over {timeout:.0f} s") from None
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("EDGE_SDK_PROBE")), None)
-    if proc.returncode != 0 or line is None:
-        err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise PlanError(f"cannot measure {component} on {runtime} here: {err}")
-    got = json.loads(line[len("EDGE_SDK_PROBE"):])
+        got = run_supervised(_probe_child, args, timeout=timeout)
+    except SupervisedProcessError as e:
+        raise SupervisedProcessError(
+            f"the memory probe of {component} ({art.path.name}) on {runtime} failed: {e.message}",
+            hint=(f"the model may never terminate, or this machine is slow: raise {PROBE_TIMEOUT_ENV} "
+                  f"(now {timeout:g} s), or plan with --no-measure"
+                  if "no answer" in e.message else e.hint)) from None
+    except EdgeSDKError as e:
+        raise PlanError(f"cannot measure {component} on {runtime} here: {e.message}") from None
     if not got["samples"]:
         raise PlanError(f"measuring {component} on {runtime} gave no sample (no fork here, or every size failed)")
     down = int(bundle.model.get("vae_downsample", 1)) if component == "decoder" else 1

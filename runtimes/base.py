@@ -99,7 +99,16 @@ class Runtime(ABC):
         return self.device
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._run(self.check_feeds(feeds))
+        from edge_sdk.runtimes.watch import call_timeout, watched_call
+
+        checked = self.check_feeds(feeds)
+        # Stoppable by Ctrl-C and by EDGE_SDK_CALL_TIMEOUT: a graph may never terminate (runtimes/watch.py).
+        return watched_call(lambda: self._run(checked), self._cancel, what=f"{self.name} model {self.path.name}",
+                            timeout=call_timeout())
+
+    def _cancel(self) -> bool:
+        """Ask the engine to stop the call in flight; True if it was asked (adapters that can override this)."""
+        return False
 
     def check_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         where = f"{self.name} model {self.path.name}"

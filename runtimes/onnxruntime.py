@@ -147,8 +147,9 @@ class OnnxRuntime(Runtime):
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._binding is not None:
             return self._run_bound(feeds)
+        self._run_options = ort_options = _ort().RunOptions()  # one per call: terminate is per call
         try:
-            values = self._session.run(self._output_names, feeds)
+            values = self._session.run(self._output_names, feeds, ort_options)
         except Exception as e:
             raise InferenceError(f"onnxruntime failed running {self.path.name}: {_first_line(e)}") from None
         return dict(zip(self._output_names, values, strict=False))
@@ -162,11 +163,19 @@ class OnnxRuntime(Runtime):
                 b.bind_cpu_input(name, arr)
             for name in self._output_names:
                 b.bind_output(name, "cpu")
-            self._session.run_with_iobinding(b)
+            self._run_options = ort_options = _ort().RunOptions()
+            self._session.run_with_iobinding(b, ort_options)
             values = b.copy_outputs_to_cpu()
         except Exception as e:
             raise InferenceError(f"onnxruntime failed running {self.path.name}: {_first_line(e)}") from None
         return dict(zip(self._output_names, values, strict=False))
+
+    def _cancel(self) -> bool:
+        opts = getattr(self, "_run_options", None)
+        if opts is None:
+            return False
+        opts.terminate = True  # ORT checks it between kernels, Loop iterations included
+        return True
 
     def close(self) -> None:
         self._binding = None

@@ -227,6 +227,13 @@ class OpenVinoRuntime(Runtime):
         # run cannot overwrite what the caller holds.
         return {spec.name: res[port] for spec, port in zip(self.outputs, self._compiled.outputs, strict=False)}
 
+    def _cancel(self) -> bool:
+        request = self._request
+        if request is None:
+            return False
+        request.cancel()  # the blocking infer() then returns with an error
+        return True
+
     def close(self) -> None:
         self._request = None
         self._compiled = None

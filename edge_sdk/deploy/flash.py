@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_sdk.bounds import check_count, check_seconds
 from edge_sdk.deploy.install import CURRENT, DEFAULT_KEEP, DEFAULT_ROOT, STAGING, read_package
+from edge_sdk.deploy.options import CONNECT_TIMEOUT, FLASH_TIMEOUT, check_install_options
 from edge_sdk.deploy.package import BUNDLE_DIR
 from edge_sdk.errors import DeployError
 from edge_sdk.fsutil import sha256_file
@@ -313,6 +315,10 @@ def flash(package: str | os.PathLike, host: str, *, port: int | None = None, roo
     local = Path(package)
     if transfer not in ("auto", "rsync", "ssh"):
         raise DeployError(f"unknown transfer {transfer!r}", hint="auto, rsync or ssh")
+    # Checked here, before any connection: the board would refuse them only after the upload.
+    check_install_options(keep=keep, health_steps=health_steps, health_timeout=health_timeout)
+    check_seconds(timeout, option="timeout", bounds=FLASH_TIMEOUT)
+    check_count(connect_timeout, option="connect_timeout (--connect-timeout)", bounds=CONNECT_TIMEOUT)
     info = read_package(local, verify_key=verify_key)  # never upload what would be refused
     _remove_stale_control_dirs()
     # Short: a socket path has a ~100 byte limit. The pid lets a later flash remove it if we are killed.

@@ -26,7 +26,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -37,9 +36,19 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edge_sdk.bundle import Bundle
+from edge_sdk.config_schema import INSTALL_STATE
+from edge_sdk.config_schema import PACKAGE as PACKAGE_SCHEMA
+from edge_sdk.config_schema import validate as validate_config
 from edge_sdk.deploy import signing
 from edge_sdk.deploy.archive import Member, check_name, iter_members, open_stream
-from edge_sdk.deploy.package import BUNDLE_DIR, MAX_PACKAGE_JSON, PACKAGE_FORMAT, PACKAGE_JSON, PACKAGE_VERSION
+from edge_sdk.deploy.options import check_install_options
+from edge_sdk.deploy.package import (
+    BUNDLE_DIR,
+    MAX_PACKAGE_JSON,
+    PACKAGE_FORMAT,
+    PACKAGE_JSON,
+    PACKAGE_VERSION,
+)
 from edge_sdk.errors import DeployError, EdgeSDKError, IntegrityError, UnsafePathError
 from edge_sdk.fsutil import atomic_write, fsync_dir, sha256_file
 from edge_sdk.names import check_name as check_valid_name
@@ -57,8 +66,6 @@ KILL_ENV = "EDGE_SDK_TEST_KILL_AT"
 STAGES = ("verified", "extracting", "extracted", "released", "link-created", "switched")
 _CHUNK = 1 << 20
 MAX_STATE_BYTES = 1 << 20
-MAX_HISTORY = 10_000
-_RELEASE_ID = re.compile(r"[0-9a-f]{16}")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -106,22 +113,15 @@ def _parse_doc(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, dict[s
     if doc.get("package_version") != PACKAGE_VERSION:
         raise DeployError(f"{where}: package version {doc.get('package_version')!r} is not supported "
                           f"(this edge-sdk reads {PACKAGE_VERSION})", hint="upgrade edge-sdk on this board")
+    # Types and finite bounds of every field (hardening class 6); paths are checked below, in code.
+    validate_config(doc, PACKAGE_SCHEMA, source=f"{where}: package.json", error=DeployError,
+                    hint="this package was not made by `edge-sdk package`, or was edited")
     files: dict[str, dict[str, Any]] = {}
-    records = doc.get("files")
-    if not isinstance(records, list) or not records:
-        raise DeployError(f"{where}: package.json lists no files")
-    for rec in records:
-        try:
-            name, size, digest, mode = rec["path"], rec["size"], rec["sha256"], int(rec["mode"], 8)
-        except (KeyError, TypeError, ValueError):
-            raise DeployError(f"{where}: package.json has a malformed file record: {rec!r}") from None
+    for rec in doc["files"]:
+        name, size, digest, mode = rec["path"], rec["size"], rec["sha256"], int(rec["mode"], 8)
         check_name(name, where=f"{where}: package.json")
         if not name.startswith(BUNDLE_DIR + "/"):
             raise UnsafePathError(f"{where}: package.json lists {name!r} outside {BUNDLE_DIR}/")
-        if not (isinstance(size, int) and size >= 0 and isinstance(digest, str) and len(digest) == 64):
-            raise DeployError(f"{where}: package.json has a bad size or sha256 for {name}")
-        if mode not in (0o644, 0o755):
-            raise DeployError(f"{where}: package.json gives {name} mode {mode:o}; packages use 644 or 755")
         if name in files:
             raise DeployError(f"{where}: package.json lists {name} twice")
         files[name] = {"size": size, "sha256": digest, "mode": mode}
@@ -305,23 +305,17 @@ def current_release(root: str | os.PathLike | None = None) -> str | None:
 
 
 def _read_state(root: Path) -> dict[str, Any]:
-    """state.json: {"history": [release ids]}; strict (safeio), one DeployError naming file and field."""
+    """state.json: {"history": [release ids]}; strict (safeio), its schema (edge_sdk/schemas/install-state),
+    one DeployError naming file and field."""
     from edge_sdk.safeio import load_json
 
     path = root / STATE
     if not os.path.lexists(path):
         return {"history": []}
     data = load_json(path, max_bytes=MAX_STATE_BYTES, error=DeployError, what="install state")
-    if not isinstance(data, dict):
-        raise DeployError(f"{path}: must be a JSON object", hint="move it away; the next install writes a new one")
-    history = data.get("history", [])
-    if not isinstance(history, list) or len(history) > MAX_HISTORY:
-        raise DeployError(f"{path}: field history must be a list of at most {MAX_HISTORY} release ids")
-    for i, h in enumerate(history):
-        if not (isinstance(h, str) and _RELEASE_ID.fullmatch(h)):
-            raise DeployError(f"{path}: field history/{i} is not a release id: {h!r}"[:300],
-                              hint="move it away; the next install writes a new one")
-    return {**data, "history": history}
+    validate_config(data, INSTALL_STATE, source=str(path), error=DeployError,
+                    hint="move it away; the next install writes a new one")
+    return {"history": data.get("history", [])}
 
 
 def _write_state(root: Path, state: dict[str, Any]) -> None:
@@ -418,8 +412,7 @@ def install(package: str | os.PathLike, root: str | os.PathLike | None = None, *
             health_check: bool = False, health_steps: int = 1, health_timeout: float = 120.0,
             check_runtimes: bool = True) -> dict[str, Any]:
     """Install ``package`` as a new release under ``root`` and make it current. See the module doc."""
-    if keep < 0:
-        raise DeployError(f"--keep must be 0 or more, got {keep}")
+    check_install_options(keep=keep, health_steps=health_steps, health_timeout=health_timeout)
     root_p = _root(root)
     package = Path(package)
     _prepare_root(root_p)
@@ -552,9 +545,8 @@ def list_releases(root: str | os.PathLike | None = None) -> list[dict[str, Any]]
 
         try:
             doc = load_json(p / PACKAGE_JSON, max_bytes=MAX_PACKAGE_JSON, error=DeployError, what="package.json")
-        except DeployError:
-            doc = {}
-        if not isinstance(doc, dict):
+            validate_config(doc, PACKAGE_SCHEMA, source=str(p / PACKAGE_JSON), error=DeployError)
+        except DeployError:  # listed without its details; rollback verifies a release before using it
             doc = {}
         out.append({"release": p.name, "name": doc.get("name"), "sdk_version": doc.get("sdk_version"),
                     "board": (doc.get("requirements") or {}).get("board"), "current": p.name == cur,

@@ -16,6 +16,7 @@ import numpy as np
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BundleError, UsageError
+from edge_sdk.governor import activation_estimate, check_run
 from edge_sdk.pipelines.callbacks import StepCallback, StepInfo, minmax_uint8, notify
 from edge_sdk.pipelines.guidance_embedding import guidance_scale_embedding
 from edge_sdk.pipelines.img2img import ImageLike, encode_latents, read_image, resize, to_model_range
@@ -212,6 +213,13 @@ class DiffusionPipeline:
         embedded = None
         if self._w_dim is not None:  # LCM: the scale goes into the UNet, not into CFG
             embedded, guidance = guidance, 1.0
+        # Memory governor (hardening class 7): refuse a size/batch whose buffers alone cannot fit here,
+        # before anything is allocated, board profile or not.
+        gshape = self.sample_shape(batch, height, width)
+        branches = 2 if guidance != 1.0 else 1
+        check_run(batch, gshape[1], gshape[2], gshape[3], self.downsample, guided=guidance != 1.0,
+                  activations=activation_estimate(self.bundle, self.plan, gshape[2] * gshape[3], self.downsample,
+                                                  batch * branches))
 
         # Conditioning: class labels or text embeddings; the unconditional branch when guided.
         cond = uncond = labels = None

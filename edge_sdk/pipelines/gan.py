@@ -10,6 +10,7 @@ import numpy as np
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BundleError, UsageError
+from edge_sdk.governor import activation_estimate, check_gan
 from edge_sdk.pipelines.callbacks import StepCallback, StepInfo, notify
 from edge_sdk.pipelines.labels import class_labels_for
 from edge_sdk.pipelines.result import GenerationResult, to_uint8
@@ -61,9 +62,14 @@ class GanPipeline:
         if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
             raise UsageError(f"batch must be a positive integer, got {batch!r}")
         batch = int(batch or 1)
+        ins, outs = self.bundle.signature("generator")
+        # Memory governor (hardening class 7): a batch whose buffers cannot fit here is refused before z is drawn.
+        image = [d for d in outs[0].shape[1:] if isinstance(d, int)]
+        pixels = int(np.prod(image[-2:])) if len(image) >= 2 else 1
+        check_gan(batch, int(np.prod(self.latent_shape())), int(np.prod(image)) if image else 1,
+                  activations=activation_estimate(self.bundle, self.plan, pixels, 1, batch))
         noise = RowNoise(seed, batch)
         z = noise.draw(self.latent_shape())
-        ins, _ = self.bundle.signature("generator")
         feeds = {ins[0].name: z}
         labels = class_labels_for(self.model, class_labels, batch)
         if labels is not None:

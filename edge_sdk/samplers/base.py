@@ -32,6 +32,9 @@ from edge_sdk.samplers.schedule import (
     threshold_sample,
 )
 
+# A schedule allocates per training step; diffusers configs use 1000 (score SDE 2000). Bounded so a
+# crafted config cannot make a run allocate terabytes (hardening class 7); converters use the same bound.
+MAX_TRAIN_TIMESTEPS = 100_000
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 # Short names people write; diffusers only knows the long ones.
 _PREDICTION_ALIASES = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
@@ -88,8 +91,10 @@ class Sampler:
                 hint=f"use one of {', '.join(BETA_SCHEDULES)}",
             )
         n_train = cfg["num_train_timesteps"]
-        if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)) or n_train < 2:
-            raise UsageError(f"num_train_timesteps must be an integer >= 2, got {n_train!r}")
+        if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)) \
+                or not 2 <= n_train <= MAX_TRAIN_TIMESTEPS:
+            raise UsageError(f"num_train_timesteps must be an integer from 2 to {MAX_TRAIN_TIMESTEPS:,}, "
+                             f"got {n_train!r}"[:300])
         self.config: dict[str, Any] = cfg
         self.prediction_type: str = pred
         self.num_train_timesteps = int(n_train)

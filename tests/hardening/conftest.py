@@ -48,3 +48,20 @@ def helpers():
     h.reseal = reseal
     h.edit_manifest = edit_manifest
     return h
+
+
+# -- the counts table (tests/hardening/counts.py, test_counts.py) ---------------------------------
+ALL_ITEMS = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Remember every hardening item before -m/-k deselect any, for test_counts.py."""
+    here = Path(__file__).parent
+    config.stash[ALL_ITEMS] = [i.nodeid for i in items if Path(str(i.path)).parent == here]
+
+
+@pytest.fixture
+def hardening_items(request) -> list[str]:
+    """Node ids of every hardening test this session collected (before deselection)."""
+    return request.config.stash.get(ALL_ITEMS, [])

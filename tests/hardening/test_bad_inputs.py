@@ -241,7 +241,7 @@ case(id="openvino-bin-missing", error=IntegrityError, fragment="which the manife
 # -- manifest.json ---------------------------------------------------------------------------------------
 case(cli="info", id="manifest-not-json", error=ManifestError, fragment="not valid JSON",
      setup=_edit_manifest(None, raw="{nope"))
-case(cli="info", id="manifest-not-utf8", error=ManifestError, fragment="not valid JSON",
+case(cli="info", id="manifest-not-utf8", error=ManifestError, fragment="not UTF-8",
      setup=_edit_manifest(None, raw=b'{"name": "\xff\xfe"}'))
 case(cli="info", id="manifest-is-array", error=ManifestError, fragment="must be a JSON object",
      setup=_edit_manifest(None, raw="[1]"))
@@ -321,7 +321,7 @@ case(id="precision-not-in-bundle", error=RuntimeUnavailableError, fragment="no a
      api=lambda b, t: edge_sdk.load(b, precision="fp16"), cli=lambda b, t: _run_argv(b, t) + ["--precision", "fp16"])
 case(id="resolution-zero", error=UsageError, fragment="width 0 does not fit this model",
      api=lambda b, t: _generate(b, t, width=0, height=32), cli=lambda b, t: _run_argv(b, t) + ["--size", "0x32"])
-case(id="resolution-too-big-for-memory", error=MemoryCapError, fragment="not enough memory",
+case(id="resolution-too-big-for-memory", error=MemoryCapError, fragment="for its buffers alone",
      api=lambda b, t: _generate(b, t, width=200_000, height=200_000),
      cli=lambda b, t: _run_argv(b, t) + ["--size", "200000x200000"])
 case(id="class-label-on-unconditional", error=UsageError, fragment="not class-conditional",

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import edge_sdk
-from edge_sdk.errors import CancelledError, UsageError
+from edge_sdk.errors import CancelledError, MemoryCapError, UsageError
 from edge_sdk.samplers import randn
 
 # One fp32 call: ORT and torch differ by summation order only (~1e-7 on tanh outputs).
@@ -76,3 +76,11 @@ def test_gan_callback_runs_once_and_can_cancel(gen):
 def test_gan_refuses_what_does_not_apply(gen, kwargs, match):
     with pytest.raises(UsageError, match=match):
         gen.generate(**kwargs)
+
+
+@pytest.mark.parametrize("batch", [10**9, 2**40])
+def test_gan_batch_beyond_memory_refused_before_drawing(gen, batch):
+    """The memory governor (hardening class 7) covers one-shot generators: 10^9 images of 16x16x3 need
+    ~4.6 TB of buffers alone, refused from arithmetic (z is never drawn)."""
+    with pytest.raises(MemoryCapError, match=f"a batch of {batch} images needs .* GB for its buffers alone.*available"):
+        gen.generate(seed=0, batch=batch)

@@ -111,7 +111,7 @@ def test_bad_img2img_input_is_a_usage_error(gen, init_png, kwargs, match):
 def test_undecodable_file_is_a_usage_error(gen, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png at all")
-    with pytest.raises(UsageError, match="cannot be decoded"):
+    with pytest.raises(UsageError, match="not a PNG, JPEG, BMP or WebP file"):
         gen.generate(prompt="a cat", steps=4, init_image=bad)
 
 

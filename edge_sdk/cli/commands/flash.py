@@ -23,7 +23,7 @@ from edge_sdk.cli.common import emit_json, json_option, quiet_option, say
 @click.option("--remote-verify-key", help="Public key file ON THE BOARD the package must be signed with.")
 @click.option("--health-check", is_flag=True, help="One short generation on the board before switching.")
 @click.option("--health-steps", type=click.IntRange(1, 50), default=1, show_default=True)
-@click.option("--health-timeout", type=float, default=120.0, show_default=True)
+@click.option("--health-timeout", type=click.FloatRange(0.01, 86400), default=120.0, show_default=True)
 @click.option("--transfer", type=click.Choice(["auto", "rsync", "ssh"]), default="auto", show_default=True,
               help="rsync where both ends have it, else ssh with `cat`.")
 @click.option("--bwlimit", type=click.IntRange(1), hidden=True, help="KiB/s upload limit (tests).")

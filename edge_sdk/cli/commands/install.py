@@ -17,7 +17,7 @@ from edge_sdk.cli.common import emit_json, json_option, quiet_option, say
 @click.option("--health-check", is_flag=True,
               help="Run one short generation before switching; failing keeps the old release.")
 @click.option("--health-steps", type=click.IntRange(1, 50), default=1, show_default=True)
-@click.option("--health-timeout", type=float, default=120.0, show_default=True,
+@click.option("--health-timeout", type=click.FloatRange(0.01, 86400), default=120.0, show_default=True,
               help="Seconds the health check may take.")
 @click.option("--no-runtime-check", is_flag=True,
               help="Install even if none of the package's runtimes is installed here.")
