@@ -166,6 +166,7 @@ def test_planner_auto_board_uses_detection(tmp_path, monkeypatch, tiny_bundle):
         plan(Bundle.open(tiny_bundle), "auto", PlanRequest(measure=False))
 
 
+@pytest.mark.slow  # three CLI subprocesses: 5.2-7 s
 def test_doctor_and_plan_cli_on_a_recorded_board(cli, tmp_path, tiny_bundle):
     env = {"EDGE_SDK_DETECT_ROOT": str(record(tmp_path / "z", **BOARDS["zero2"]))}
     r = cli("doctor", "--json", env=env)
