@@ -78,9 +78,10 @@ def markdown(results: list[Path]) -> str:
         seen = set()
         for c in r["cases"]:
             seen.add(c["runtime"])
-            lines.append(f"| {arch} | {c['runtime']} | {c['format']} | {c['precision']} | yes | "
-                         f"{'yes' if c.get('ok') else 'no: ' + c.get('error', '')[:80]} | {c.get('max_level_diff', '-')} | "
-                         f"{_pct(c.get('pixels_differing'))} | {c.get('generate_s', '-')} | {c.get('x86_generate_s', '-')} |")
+            runs = "yes" if c.get("ok") else "no: " + c.get("error", "")[:80]
+            lines.append(f"| {arch} | {c['runtime']} | {c['format']} | {c['precision']} | yes | {runs} | "
+                         f"{c.get('max_level_diff', '-')} | {_pct(c.get('pixels_differing'))} | "
+                         f"{c.get('generate_s', '-')} | {c.get('x86_generate_s', '-')} |")
         for line in r.get("runtimes_one_by_one", []):
             name, _, how = line.partition(": ")
             runtime = {"ai-edge-litert": "litert", "tflite-runtime": "litert"}.get(name, name)
