@@ -70,8 +70,8 @@ def main(work: Path, results: Path) -> int:
 
 def markdown(results: list[Path]) -> str:
     """One row per architecture x runtime x format x precision; a runtime that did not install gets one row."""
-    lines = ["| arch | runtime | format | precision | installs | runs | max level diff vs x86 | pixels differing "
-             "| generate s (emulated) | generate s (x86) |", "|" + "---|" * 10]
+    lines = ["| arch | model | runtime | format | precision | installs | runs | max level diff vs x86 "
+             "| pixels differing | generate s (emulated) | generate s (x86) |", "|" + "---|" * 11]
     for path in results:
         r = json.loads(path.read_text())
         arch = r.get("arch", path.stem)
@@ -79,14 +79,15 @@ def markdown(results: list[Path]) -> str:
         for c in r["cases"]:
             seen.add(c["runtime"])
             runs = "yes" if c.get("ok") else "no: " + c.get("error", "")[:80]
-            lines.append(f"| {arch} | {c['runtime']} | {c['format']} | {c['precision']} | yes | {runs} | "
+            lines.append(f"| {arch} | {c['bundle']} | {c['runtime']} | {c['format']} | {c['precision']} | "
+                         f"yes | {runs} | "
                          f"{c.get('max_level_diff', '-')} | {_pct(c.get('pixels_differing'))} | "
                          f"{c.get('generate_s', '-')} | {c.get('x86_generate_s', '-')} |")
         for line in r.get("runtimes_one_by_one", []):
             name, _, how = line.partition(": ")
             runtime = {"ai-edge-litert": "litert", "tflite-runtime": "litert"}.get(name, name)
             if name in ("onnxruntime", "ai-edge-litert", "tflite-runtime") and runtime not in seen:
-                lines.append(f"| {arch} | {name} | - | - | {'yes' if how.startswith('installs') else 'no: ' + how} "
+                lines.append(f"| {arch} | - | {name} | - | - | {'yes' if how.startswith('installs') else 'no: ' + how} "
                              "| - | - | - | - | - |")
     return "\n".join(lines)
 
