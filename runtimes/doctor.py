@@ -42,14 +42,18 @@ def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     return {"model": model, "cores": os.cpu_count(), "machine": platform.machine(), "features": present}
 
 
-# What installs from PyPI on a 32-bit ARM userland (Raspberry Pi OS 32-bit), as found by
-# scripts/arm64-check --armv7 (docs/boards.md): no runtime wheel, no numpy/OpenCV wheel either.
+# What installs from PyPI on a 32-bit ARM userland, as found by `scripts/arm64-check --arch armhf`
+# (Debian 12 armhf, Python 3.11; benchmarks/results/armhf.json, docs/boards.md).
 ARMV7_NOTES = [
-    "32-bit ARM (armv7l): PyPI has no onnxruntime, ai-edge-litert or tflite-runtime wheels for it, "
-    "and no numpy or opencv-python-headless wheels (pip would try to build them from source)",
-    "install a 64-bit OS (Raspberry Pi OS 64-bit runs on the Pi 3/4/5 and Zero 2 W) and "
-    "pip install 'edge-sdk[litert,onnxruntime]'; or, staying 32-bit, use piwheels.org "
-    "(Raspberry Pi OS's default pip index) for numpy, opencv-python-headless and tflite-runtime",
+    "32-bit ARM (armv7l): PyPI has no onnxruntime or ai-edge-litert wheel for it; tflite-runtime 2.14 has one "
+    "(Python 3.11, glibc 2.34+: Raspberry Pi OS / Debian 12) and runs the TFLite artifacts (runtime litert)",
+    "numpy, psutil and opencv-python-headless have no armv7l wheel on PyPI: take numpy and psutil from the OS "
+    "(apt install python3-numpy python3-psutil; venv --system-site-packages) or piwheels.org, then "
+    "pip install --no-deps edge-sdk and pip install click jsonschema tflite-runtime; only PNG writing and "
+    "img2img need OpenCV",
+    "tokenizers did not install binary-only there (its dependencies lack armv7l wheels): text prompts need "
+    "prompt_embeds, or a 64-bit OS (Raspberry Pi OS 64-bit runs on the Pi 3/4/5 and Zero 2 W) with "
+    "pip install 'edge-sdk[litert,onnxruntime,text]'",
 ]
 
 

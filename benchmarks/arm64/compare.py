@@ -6,6 +6,7 @@ more than one level. fp32 passes when no value differs by more than 1 and at mos
 differ; fp16 and int8 are reported, not judged (ARM and x86 kernels round differently there).
 
     python compare.py WORK_DIR RESULTS_JSON
+    python compare.py --markdown RESULTS_JSON [RESULTS_JSON...]   # the table of docs/boards.md
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def main(work: Path, results: Path) -> int:
                                              and row["pixels_differing"] <= FP32_MAX_PIXEL_SHARE)
         rows.append(row)
     out = {
-        "what": "edge-sdk device side on an emulated arm64 Debian userland (qemu-user), images against x86-64",
+        "what": f"edge-sdk device side on an emulated {extra.get('arch', 'arm64')} Debian userland (qemu-user), "
+                "images against x86-64",
         "note": "times are under qemu emulation on a shared x86 host: NOT board times",
         "fp32_criterion": f"every value within {FP32_MAX_LEVEL} level and at most {FP32_MAX_PIXEL_SHARE:.0%} of "
                           "pixels differing",
@@ -66,5 +68,36 @@ def main(work: Path, results: Path) -> int:
     return 0 if arm and fp32 and not bad else 1
 
 
+def markdown(results: list[Path]) -> str:
+    """One row per architecture x runtime x format x precision; a runtime that did not install gets one row."""
+    lines = ["| arch | model | runtime | format | precision | installs | runs | max level diff vs x86 "
+             "| pixels differing | generate s (emulated) | generate s (x86) |", "|" + "---|" * 11]
+    for path in results:
+        r = json.loads(path.read_text())
+        arch = r.get("arch", path.stem)
+        seen = set()
+        for c in r["cases"]:
+            seen.add(c["runtime"])
+            runs = "yes" if c.get("ok") else "no: " + c.get("error", "")[:80]
+            lines.append(f"| {arch} | {c['bundle']} | {c['runtime']} | {c['format']} | {c['precision']} | "
+                         f"yes | {runs} | "
+                         f"{c.get('max_level_diff', '-')} | {_pct(c.get('pixels_differing'))} | "
+                         f"{c.get('generate_s', '-')} | {c.get('x86_generate_s', '-')} |")
+        for line in r.get("runtimes_one_by_one", []):
+            name, _, how = line.partition(": ")
+            runtime = {"ai-edge-litert": "litert", "tflite-runtime": "litert"}.get(name, name)
+            if name in ("onnxruntime", "ai-edge-litert", "tflite-runtime") and runtime not in seen:
+                lines.append(f"| {arch} | - | {name} | - | - | {'yes' if how.startswith('installs') else 'no: ' + how} "
+                             "| - | - | - | - | - |")
+    return "\n".join(lines)
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share:.1%}"
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--markdown":
+        print(markdown([Path(p) for p in sys.argv[2:]]))
+        sys.exit(0)
     sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2])))
