@@ -254,11 +254,13 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
     unet_cfg = _read_json(root / "unet" / "config.json")
     cls = UNet2DConditionModel if (unet_cls or unet_cfg.get("_class_name")) == "UNet2DConditionModel" else UNet2DModel
     unet = _load(cls, root / "unet", "denoiser", variant)
-    lora_records = []
+    lora_records: list = []
+    loaded_loras: list = []
     if loras:  # fused into the weights before anything is exported (converters/lora.py)
-        from edge_sdk.converters.lora import LoraRef, fuse_loras
+        from edge_sdk.converters.lora import LoraRef, fuse_unet, read_loras
 
-        lora_records = fuse_loras(unet, [LoraRef.parse(x) for x in loras])
+        loaded_loras = read_loras([LoraRef.parse(x) for x in loras])
+        lora_records = fuse_unet(unet, loaded_loras)
     cfg = unet.config
     size = cfg.sample_size if isinstance(cfg.sample_size, (list, tuple)) else (cfg.sample_size, cfg.sample_size)
     size = [int(s) for s in size]
@@ -352,7 +354,11 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
         model["image_channels"] = int(cfg.out_channels)
 
     if (root / "text_encoder").is_dir():
-        comps["text_encoder"] = _text_encoder(root, index, b, variant)
+        comps["text_encoder"] = _text_encoder(root, index, b, variant, loaded_loras)
+    if loaded_loras:
+        from edge_sdk.converters.lora import check_all_fused
+
+        check_all_fused(loaded_loras, f"the folder {root.name}")
 
     sched_path = root / "scheduler" / "scheduler_config.json"
     if sched_path.is_file():
@@ -401,11 +407,16 @@ def _tokenizer_files(folder: Path) -> tuple[Path, int | None]:
     return tj, _pad_token_id(folder, tj)
 
 
-def _text_encoder(root: Path, index: dict[str, Any], b: int, variant: str | None) -> ComponentSpec:
-    """text_encoder/ (CLIPTextModel), or with text_encoder_2/ beside it SDXL's pair as one component."""
+def _text_encoder(root: Path, index: dict[str, Any], b: int, variant: str | None,
+                  loras: list | None = None) -> ComponentSpec:
+    """text_encoder/ (CLIPTextModel), or with text_encoder_2/ beside it SDXL's pair as one component;
+    the text-encoder parts of ``loras`` (read_loras) fused in."""
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    from edge_sdk.converters.lora import fuse_text_encoder
+
     te = _load(CLIPTextModel, root / "text_encoder", "text encoder", variant)
+    lora_records = fuse_text_encoder(te, "text_encoder", loras) if loras else []
     length = int(te.config.max_position_embeddings)
     ids = torch.randint(0, int(te.config.vocab_size), (b, length), generator=torch.Generator().manual_seed(4))
     extra: dict[str, Path] = {}
@@ -415,11 +426,18 @@ def _text_encoder(root: Path, index: dict[str, Any], b: int, variant: str | None
         if pad_id is not None:
             config["pad_token_id"] = pad_id
     if not (root / "text_encoder_2").is_dir():
+        if lora_records:
+            config["loras"] = lora_records
         return ComponentSpec(
             role="text_encoder", module=TextEncoder(te).eval(), example_inputs={"input_ids": ids},
             output_names=["last_hidden_state"], dynamic_dims={"input_ids": {0: "batch"}},
             output_dynamic_dims={"last_hidden_state": {0: "batch"}}, extra_files=extra, config=config)
     te2 = _load(CLIPTextModelWithProjection, root / "text_encoder_2", "second text encoder", variant)
+    for rec in fuse_text_encoder(te2, "text_encoder_2", loras) if loras else []:
+        if rec not in lora_records:
+            lora_records.append(rec)
+    if lora_records:
+        config["loras"] = lora_records
     if int(te2.config.max_position_embeddings) != length:
         raise ModelSourceError(f"{root}: text_encoder and text_encoder_2 take {length} and "
                                f"{te2.config.max_position_embeddings} tokens; SDXL needs them equal")

@@ -115,7 +115,8 @@ def default_cost(bundle: Bundle, component: str, runtime: str, art) -> Component
     scale = math.sqrt(max(params, 1) / ref_params)
     return ComponentCost(role=component, runtime=runtime, base=DEFAULT_BASE.get(runtime, 60 * MB),
                          session=int(art.size * SESSION_FACTOR + SESSION_FIXED), c0=0.0, c1=per_unit * scale,
-                         c2=4.0 * heads if alt.get("attention", True) else 0.0, unit="out_pixel" if component == "decoder" else "cell", source="default")
+                         c2=4.0 * heads if alt.get("attention", True) else 0.0,
+                         unit="out_pixel" if component == "decoder" else "cell", source="default")
 
 
 def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu",

@@ -1,17 +1,16 @@
 """A tiny autoencoder (TAESD) carried as the decoder's ``tiny`` variant, and the planner's choice.
 
-One latent-diffusion folder (UNet2DModel on 4-channel latents, an AutoencoderKL with SD's 8 px per
-latent cell) converted with ``tiny_vae=`` an AutoencoderTiny folder, both written by diffusers'
-own classes with ``save_pretrained``. Checked: the manifest records the variant; the tiny artifact
-decodes what the pipeline feeds the full one (latent / scaling_factor) to what diffusers'
-AutoencoderTiny makes of the sampler's latents; a board whose cap the full VAE only meets in tiles
-gets the tiny decoder, a big board the full one; and both plans generate, each image equal to the
-reference decoder's output on the run's own final latents.
+The shared convert of the SD-style test folder (conftest ``lora_taesd``): its decoder an
+AutoencoderKL with SD's 8 px per latent cell (``--vae``), plus ``--tiny-vae`` an AutoencoderTiny,
+both written by diffusers' own classes with ``save_pretrained``. Checked: the manifest records the
+variant; the tiny artifact decodes what the pipeline feeds the full one (latent / scaling_factor)
+to what diffusers' AutoencoderTiny makes of the sampler's latents; a board whose cap the full VAE
+only meets in tiles gets the tiny decoder, a big board the full one; and both plans generate, each
+image equal to the reference decoder's output on the run's own final latents.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -24,43 +23,11 @@ from edge_sdk.errors import ModelSourceError, UsageError
 SIZE = 256  # pixels: 32x32 latent cells, where the full decoder's activations dominate the default model
 
 
-def _write_ldm(root: Path) -> Path:
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel
-
-    root.mkdir(parents=True)
-    torch.manual_seed(0)
-    UNet2DModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-                down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
-                norm_num_groups=4).save_pretrained(str(root / "unet"))
-    torch.manual_seed(1)
-    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                  up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 32, 32, 32), latent_channels=4,
-                  layers_per_block=1, norm_num_groups=8, sample_size=64).save_pretrained(str(root / "vae"))
-    DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(
-        str(root / "scheduler"))
-    (root / "model_index.json").write_text(json.dumps({
-        "_class_name": "LDMPipeline", "unet": ["diffusers", "UNet2DModel"], "vae": ["diffusers", "AutoencoderKL"],
-        "scheduler": ["diffusers", "DDIMScheduler"]}))
-    return root
-
-
-def _write_taesd(out: Path) -> Path:
-    from diffusers import AutoencoderTiny
-
-    torch.manual_seed(2)
-    AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
-                    num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4, latent_channels=4).save_pretrained(str(out))
-    return out
-
-
 @pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    import edge_sdk
-
-    tmp = tmp_path_factory.mktemp("tinyvae")
-    ldm, taesd = _write_ldm(tmp / "ldm"), _write_taesd(tmp / "taesd")
-    b = edge_sdk.convert(str(ldm), tmp / "ldm.bundle", components=["denoiser", "decoder"], samples=1, tiny_vae=taesd)
-    return b, ldm, taesd, tmp
+def taesd_bundle(lora_taesd, tmp_path_factory):
+    """(bundle, AutoencoderKL folder, TAESD folder, a folder for board files)."""
+    b, _, taesd, kl8 = lora_taesd
+    return b, kl8, taesd, tmp_path_factory.mktemp("boards")
 
 
 def _board(tmp: Path, name: str, cap_mb: int) -> Path:
@@ -78,11 +45,11 @@ def _board(tmp: Path, name: str, cap_mb: int) -> Path:
 
 
 @pytest.mark.slow
-def test_tiny_decoder_is_recorded_and_decodes_like_diffusers(tiny_bundle):
+def test_tiny_decoder_is_recorded_and_decodes_like_diffusers(taesd_bundle):
     import onnxruntime as ort
     from diffusers import AutoencoderTiny
 
-    b, _, taesd, _ = tiny_bundle
+    b, _, taesd, _ = taesd_bundle
     arts = {a.variant: a for a in b.artifacts("decoder")}
     assert set(arts) == {"", "tiny"}
     rec = b.component("decoder")["config"]["variants"]["tiny"]
@@ -104,14 +71,14 @@ def test_tiny_decoder_is_recorded_and_decodes_like_diffusers(tiny_bundle):
 
 
 @pytest.mark.slow
-def test_small_board_plans_the_tiny_decoder_big_board_the_full_vae_and_both_generate(tiny_bundle):
+def test_small_board_plans_the_tiny_decoder_big_board_the_full_vae_and_both_generate(taesd_bundle):
     from diffusers import AutoencoderKL, AutoencoderTiny
 
-    from edge_sdk.pipelines.result import to_uint8
     from edge_sdk import api
+    from edge_sdk.pipelines.result import to_uint8
     from edge_sdk.planner import PlanRequest, plan
 
-    b, ldm, taesd, tmp = tiny_bundle
+    b, kl8, taesd, tmp = taesd_bundle
     # Role-default memory model (measure=False): deterministic, and probing three artifacts would
     # take ~40 s here. The cap of the small board sits halfway between the two decoders' peaks.
     req = dict(height=SIZE, width=SIZE, measure=False)
@@ -132,14 +99,14 @@ def test_small_board_plans_the_tiny_decoder_big_board_the_full_vae_and_both_gene
     assert p_small.estimates["peak"] <= p_small.memory_cap_bytes * 0.95
 
     vaes = {"tiny": AutoencoderTiny.from_pretrained(str(taesd)).eval(),
-            "": AutoencoderKL.from_pretrained(str(ldm / "vae")).eval()}
+            "": AutoencoderKL.from_pretrained(str(kl8)).eval()}
     for board, variant in ((str(small), "tiny"), ("jetson-agx-orin-64gb", "")):
-        final = []
+        final: list[np.ndarray] = []
         p = plan(b, board, PlanRequest(**req, installed_only=True))  # runtimes here, as `run --board` does
         assert p.components["decoder"].variant == variant
         with api.load(b, plan=p) as g:
-            res = g.generate(steps=2, seed=0, height=SIZE, width=SIZE,
-                             callback=lambda info: final.append(info.sample.copy()) or True)
+            res = g.generate(prompt="a cat", steps=2, seed=0, height=SIZE, width=SIZE,
+                             callback=lambda info, keep=final: keep.append(info.sample.copy()) or True)
         img = np.asarray(res.images)
         assert img.shape == (1, SIZE, SIZE, 3) and img.dtype == np.uint8
         vae = vaes[variant]
@@ -150,12 +117,12 @@ def test_small_board_plans_the_tiny_decoder_big_board_the_full_vae_and_both_gene
         assert diff.max() <= 1 and diff.mean() < 0.05, (variant, diff.max(), diff.mean())
 
 
-def test_bad_tiny_vae_folders_are_clear_errors(diffusers_folder, tmp_path):
+def test_bad_tiny_vae_folders_are_clear_errors(diffusers_folder, tmp_path, arch):
     from diffusers import AutoencoderKL
 
     from edge_sdk.converters.sources import load_source
 
-    taesd = _write_taesd(tmp_path / "taesd")
+    taesd = arch.make_taesd(tmp_path / "taesd")
     # The shared test folder's VAE makes 2 px per latent cell; TAESD 8: not interchangeable.
     with pytest.raises(ModelSourceError, match=r"decodes to 3 channels at 8 px per latent cell, the model's VAE "
                                                r"to 3 at 2"):
@@ -169,11 +136,11 @@ def test_bad_tiny_vae_folders_are_clear_errors(diffusers_folder, tmp_path):
         load_source("examples.tiny:make", tiny_vae=taesd)
 
 
-def test_planner_refuses_tiny_decoder_a_bundle_lacks(tmp_path):
-    import edge_sdk
+def test_planner_refuses_tiny_decoder_a_bundle_lacks(tiny_bundle):
+    from edge_sdk.bundle import Bundle
     from edge_sdk.planner import PlanRequest, plan
 
-    b = edge_sdk.convert("examples/tiny_unet.py:factory", tmp_path / "t.bundle", samples=1)
+    b = Bundle.open(tiny_bundle)  # the session's shared pixel-space bundle: no decoder at all
     with pytest.raises(UsageError, match="has no tiny decoder"):
         plan(b, "rpi4-4gb", PlanRequest(decoder="tiny", measure=False))
     with pytest.raises(UsageError, match="unknown decoder choice"):
