@@ -195,3 +195,42 @@ def test_incompatible_vae_is_a_clear_error(diffusers_folder, tmp_path):
         load_source(diffusers_folder, vae=tmp_path / "t16")
     with pytest.raises(ModelSourceError, match="not a VAE folder"):
         load_source(diffusers_folder, vae=tmp_path)
+
+
+@pytest.mark.slow
+def test_kohya_text_encoder_lora_fuses_like_the_diffusers_format(diffusers_folder, tmp_path, arch):
+    """The same text-encoder LoRA as kohya writes it (``lora_te_text_model_*`` keys, ``lora_down``/
+    ``lora_up``, ``alpha`` = rank) and in diffusers' format fuses to the same text encoder.
+    Tolerance 1e-6 relative: the same fp32 additions in another order at most."""
+    from safetensors.torch import load_file, save_file
+
+    from edge_sdk.converters.sources import load_source
+
+    lora = arch.make_lora(tmp_path / "lora")
+    ab = load_file(str(lora.parent / "te_lora_peft.safetensors"))
+    kohya = {}
+    for key, a in ab.items():
+        if key.endswith(".lora_A.weight"):
+            path = key.removesuffix(".lora_A.weight")
+            name = "lora_te_text_model_" + path.removeprefix("text_model.").replace(".", "_")
+            kohya[f"{name}.lora_down.weight"] = a.contiguous()
+            kohya[f"{name}.lora_up.weight"] = ab[key.replace("lora_A", "lora_B")].contiguous()
+            kohya[f"{name}.alpha"] = torch.tensor(float(a.shape[0]))
+    save_file(kohya, str(tmp_path / "kohya_te.safetensors"))
+    te_only = {k: v for k, v in load_file(str(lora)).items() if k.startswith("text_encoder.")}
+    save_file(te_only, str(tmp_path / "diffusers_te.safetensors"))
+
+    ids = torch.randint(0, 1000, (1, 16), generator=torch.Generator().manual_seed(9))
+
+    def encode(lora_file: str) -> np.ndarray:
+        spec = load_source(diffusers_folder, loras=[lora_file])
+        assert spec.components["text_encoder"].config["loras"][0]["file"] == Path(lora_file.split(":")[0]).name
+        assert "loras" not in spec.components["denoiser"].config  # a text-encoder-only LoRA leaves the UNet
+        with torch.no_grad():
+            return spec.components["text_encoder"].module(ids).numpy()
+
+    k1, d1 = encode(str(tmp_path / "kohya_te.safetensors")), encode(str(tmp_path / "diffusers_te.safetensors"))
+    assert rel(k1, d1) < 1e-6
+    with torch.no_grad():
+        plain = load_source(diffusers_folder).components["text_encoder"].module(ids).numpy()
+    assert rel(k1, plain) > 1e-2  # the LoRA changes the encoder, so the equality above means something
