@@ -11,6 +11,7 @@ image equal to the reference decoder's output on the run's own final latents.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -97,6 +98,20 @@ def test_small_board_plans_the_tiny_decoder_big_board_the_full_vae_and_both_gene
     forced = plan(b, str(small), PlanRequest(**req, decoder="full"))
     assert forced.components["decoder"].variant == "" and forced.decode_tiling is not None
     assert p_small.estimates["peak"] <= p_small.memory_cap_bytes * 0.95
+    # The same choice through `edge-sdk plan` (in-process), and --decoder full forcing the VAE.
+    from click.testing import CliRunner
+
+    from edge_sdk.cli.main import cli as edge_cli
+
+    def cli_plan(*extra):
+        r = CliRunner().invoke(edge_cli, ["plan", str(b.root), "--board", str(small), "--size", f"{SIZE}x{SIZE}",
+                                          "--no-measure", "--json", *extra])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)
+
+    assert cli_plan()["components"]["decoder"]["variant"] == "tiny"
+    forced_cli = cli_plan("--decoder", "full")
+    assert forced_cli["components"]["decoder"]["variant"] == "" and forced_cli["decode_tiling"] is not None
 
     vaes = {"tiny": AutoencoderTiny.from_pretrained(str(taesd)).eval(),
             "": AutoencoderKL.from_pretrained(str(kl8)).eval()}
