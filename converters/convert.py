@@ -94,7 +94,7 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
             static_variant: bool = False, calibration_steps: int | None = None, keep_going: bool = False,
             progress: ProgressFn | None = None, report: ConvertReport | None = None,
             variant: str | None = None, kind: str | None = None, loras: Iterable[Any] | None = None,
-            vae: str | Path | None = None) -> Bundle:
+            vae: str | Path | None = None, tiny_vae: str | Path | None = None) -> Bundle:
     """Convert ``source`` into a bundle at ``output``; every artifact is validated against PyTorch.
 
     An artifact over its precision's tolerance stops the convert (nothing is written) unless a
@@ -103,8 +103,8 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
     source's default step count, else 20). ``static_variant`` adds fixed-shape artifacts (for
     NPUs) in the formats that make them. ``variant`` (diffusers folders: ``fp16``, ...) and
     ``kind`` (factories: ``generator``/``denoiser``) and ``loras`` (``FILE[:SCALE]``, fused into
-    a diffusers folder's UNet) and ``vae`` (a VAE folder replacing vae/, e.g. TAESD) go to
-    ``load_source``.
+    a diffusers folder's UNet) and ``vae`` (a VAE folder replacing vae/, e.g. TAESD) and
+    ``tiny_vae`` (a TAESD folder converted as the decoder's ``tiny`` variant) go to ``load_source``.
     """
     fmts = [normalize_format(f) for f in _split(formats, ["onnx"], known_formats())]
     precs = normalize_all(_split(precisions, ["fp32"], list(PRECISIONS)))
@@ -119,7 +119,8 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
         check_name(name, what="bundle name")
     tell = progress or (lambda *a: None)
     tell("", "", "", "load")  # loading a full-size folder takes minutes; say so
-    spec = load_source(source, name=name, variant=variant, kind=kind, loras=list(loras or []), vae=vae)
+    spec = load_source(source, name=name, variant=variant, kind=kind, loras=list(loras or []), vae=vae,
+                       tiny_vae=tiny_vae)
     spec.name = sanitize(spec.name)
     wanted = list(components) if components else list(spec.components)
     for role in wanted:
@@ -153,6 +154,15 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
                                 passed.append(done)
                                 if fmt not in converted.setdefault(role, []):
                                     converted[role].append(fmt)
+                    # Alternative networks (a TAESD decoder): exported as plain artifacts of their
+                    # own module, recorded under their variant name.
+                    for alt_name, alt in comp.alternatives.items():
+                        for prec in precs:
+                            done = _one(writer, conv, alt, fmt, prec, alt_name, steps, samples, tolerance, tell,
+                                        rep, export_variant="")
+                            interrupt.check()
+                            if done is not None:
+                                passed.append(done)
                 if passed:  # with keep_going, a component none of whose artifacts passed is left out
                     writer.add_component(role, comp.input_specs(), comp.output_specs(),
                                          parameters=comp.parameters(), config=comp.config or None)
@@ -173,8 +183,12 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
 
 
 def _one(writer: BundleWriter, conv: Converter, comp, fmt: str, prec: str, variant: str, steps: int,
-         samples: int, tolerance: float | None, tell: ProgressFn, rep: ConvertReport) -> tuple | None:
-    """Convert and validate one artifact; the add_artifact arguments if it passed, else None."""
+         samples: int, tolerance: float | None, tell: ProgressFn, rep: ConvertReport,
+         export_variant: str | None = None) -> tuple | None:
+    """Convert and validate one artifact; the add_artifact arguments if it passed, else None.
+
+    ``export_variant``: what the converter is asked to make when it differs from the variant the
+    artifact is recorded as (an alternative network is a plain export of its own module)."""
     role = comp.role
     label = prec + (f"/{variant}" if variant else "")
     tell(role, fmt, label, "convert")
@@ -182,7 +196,8 @@ def _one(writer: BundleWriter, conv: Converter, comp, fmt: str, prec: str, varia
     t0 = time.perf_counter()
     try:
         with quiet_exporters():
-            art = conv.convert(comp, prec, out_dir, variant=variant, calibration_steps=steps)
+            art = conv.convert(comp, prec, out_dir, variant=variant if export_variant is None else export_variant,
+                               calibration_steps=steps)
         seconds = time.perf_counter() - t0
         tell(role, fmt, label, "validate")
         metrics = validate_artifact(comp, art.entry, conv.runtime, prec, samples=samples, tolerance=tolerance,

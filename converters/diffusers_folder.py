@@ -69,6 +69,24 @@ class VaeDecoder(nn.Module):
         return self.vae.decode(latent, return_dict=False)[0]
 
 
+class TinyDecoder(nn.Module):
+    """A tiny autoencoder's (TAESD) decoder behind the full VAE's decoder interface, so the
+    pipeline feeds it exactly what it feeds the full one: latent / scale + shift of the full VAE
+    in, image in [-1, 1] out. TAESD itself wants the latents in its own scale (1.0 for the SD
+    family, i.e. the sampler's latents as they are), so the wrapper converts between the two."""
+
+    def __init__(self, tiny: nn.Module, scale: float, shift: float) -> None:
+        super().__init__()
+        self.tiny = tiny
+        self.scale, self.shift = float(scale), float(shift)
+        self.tiny_scale = float(tiny.config.scaling_factor)
+        self.tiny_shift = float(getattr(tiny.config, "shift_factor", None) or 0.0)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        z = (latent - self.shift) * self.scale  # the sampler's latents
+        return self.tiny.decode(z / self.tiny_scale + self.tiny_shift, return_dict=False)[0]
+
+
 class VaeEncoder(nn.Module):
     """image in [-1, 1] -> the latent distribution's mean (not yet times scaling_factor)."""
 
@@ -210,13 +228,16 @@ def _pad_token_id(folder: Path, tokenizer_json: Path) -> int | None:
 
 def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_batch: int = 1,
                           variant: str | None = None, loras: list | None = None,
-                          vae_folder: str | Path | None = None) -> ModelSpec:
+                          vae_folder: str | Path | None = None,
+                          tiny_vae_folder: str | Path | None = None) -> ModelSpec:
     """A ModelSpec with every component the folder has (denoiser, decoder, encoder, text_encoder).
 
     ``variant`` picks ``*.<variant>.safetensors`` weights (e.g. fp16); without it a component
     whose only weights are one variant loads that one. ``loras``: ``FILE[:SCALE]`` LoRAs fused
     into the UNet (recorded with sha256 and scale in the denoiser's config). ``vae_folder``: a
-    compatible AutoencoderKL or AutoencoderTiny (TAESD) folder used instead of the folder's vae/."""
+    compatible AutoencoderKL or AutoencoderTiny (TAESD) folder used instead of the folder's vae/.
+    ``tiny_vae_folder``: an AutoencoderTiny folder converted as the decoder's ``tiny`` variant, an
+    alternative the planner picks where the full decoder does not fit (or only in tiles)."""
     from diffusers import UNet2DConditionModel, UNet2DModel
 
     description_extra = ""
@@ -233,11 +254,13 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
     unet_cfg = _read_json(root / "unet" / "config.json")
     cls = UNet2DConditionModel if (unet_cls or unet_cfg.get("_class_name")) == "UNet2DConditionModel" else UNet2DModel
     unet = _load(cls, root / "unet", "denoiser", variant)
-    lora_records = []
+    lora_records: list = []
+    loaded_loras: list = []
     if loras:  # fused into the weights before anything is exported (converters/lora.py)
-        from edge_sdk.converters.lora import LoraRef, fuse_loras
+        from edge_sdk.converters.lora import LoraRef, fuse_unet, read_loras
 
-        lora_records = fuse_loras(unet, [LoraRef.parse(x) for x in loras])
+        loaded_loras = read_loras([LoraRef.parse(x) for x in loras])
+        lora_records = fuse_unet(unet, loaded_loras)
     cfg = unet.config
     size = cfg.sample_size if isinstance(cfg.sample_size, (list, tuple)) else (cfg.sample_size, cfg.sample_size)
     size = [int(s) for s in size]
@@ -320,12 +343,22 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
             role="encoder", module=VaeEncoder(vae).eval(), example_inputs={"image": img}, output_names=["latent"],
             dynamic_dims={"image": {0: "batch", 2: "height", 3: "width"}},
             output_dynamic_dims={"latent": {0: "batch", 2: "out_height", 3: "out_width"}})
+        if tiny_vae_folder is not None:
+            comps["decoder"].alternatives["tiny"] = _tiny_decoder(Path(tiny_vae_folder), model, lat, vdown)
+            comps["decoder"].config["variants"] = {"tiny": comps["decoder"].alternatives["tiny"].config}
     else:
+        if tiny_vae_folder is not None:
+            raise ModelSourceError(f"--tiny-vae {tiny_vae_folder}: {root} has no vae/ (a pixel-space model)",
+                                   hint="a tiny decoder is an alternative to a VAE decoder; drop --tiny-vae")
         model["kind"] = "pixel_diffusion"
         model["image_channels"] = int(cfg.out_channels)
 
     if (root / "text_encoder").is_dir():
-        comps["text_encoder"] = _text_encoder(root, index, b, variant)
+        comps["text_encoder"] = _text_encoder(root, index, b, variant, loaded_loras)
+    if loaded_loras:
+        from edge_sdk.converters.lora import check_all_fused
+
+        check_all_fused(loaded_loras, f"the folder {root.name}")
 
     sched_path = root / "scheduler" / "scheduler_config.json"
     if sched_path.is_file():
@@ -336,17 +369,54 @@ def load_diffusers_folder(path: str | Path, *, name: str | None = None, example_
                      description=f"converted from the diffusers folder {root.resolve().name}{description_extra}")
 
 
+def _tiny_decoder(folder: Path, model: dict[str, Any], lat: torch.Tensor, vdown: int) -> ComponentSpec:
+    """The ``tiny`` variant of the decoder: an AutoencoderTiny folder that decodes the same latents
+    to the same image size as the folder's VAE (checked here, so the plan can swap them freely)."""
+    from diffusers import AutoencoderTiny
+
+    where = f"--tiny-vae {folder}"
+    if not (folder / "config.json").is_file():
+        raise ModelSourceError(f"{where}: not a VAE folder (no config.json)",
+                               hint="give a folder written by AutoencoderTiny.save_pretrained (TAESD)")
+    if _read_json(folder / "config.json").get("_class_name") != "AutoencoderTiny":
+        raise ModelSourceError(f"{where}: not an AutoencoderTiny (TAESD) folder",
+                               hint="to replace the decoder with another AutoencoderKL, use --vae")
+    tiny = _load(AutoencoderTiny, folder, "tiny VAE")
+    if int(tiny.config.latent_channels) != lat.shape[1]:
+        raise ModelSourceError(f"{where}: its latents have {tiny.config.latent_channels} channels, the model's VAE "
+                               f"{lat.shape[1]}", hint="give the TAESD made for this model family")
+    tdown = _vae_downsample(tiny, int(tiny.config.latent_channels))
+    if tdown != vdown or int(tiny.config.out_channels) != int(model["image_channels"]):
+        raise ModelSourceError(f"{where}: it decodes to {tiny.config.out_channels} channels at {tdown} px per latent "
+                               f"cell, the model's VAE to {model['image_channels']} at {vdown}",
+                               hint="an alternative decoder must make the same image; give the TAESD made for "
+                                    "this model family")
+    module = TinyDecoder(tiny, model["latent_scale_factor"], model.get("latent_shift_factor", 0.0)).eval()
+    params = sum(p.numel() for p in tiny.decoder.parameters())
+    return ComponentSpec(
+        role="decoder", module=module, example_inputs={"latent": lat}, output_names=["image"],
+        dynamic_dims={"latent": {0: "batch", 2: "height", 3: "width"}},
+        output_dynamic_dims={"image": {0: "batch", 2: "out_height", 3: "out_width"}},
+        config={"class": "AutoencoderTiny", "source": folder.resolve().name, "parameters": int(params),
+                "attention": False})  # TAESD's decoder: convolutions and upsampling only
+
+
 def _tokenizer_files(folder: Path) -> tuple[Path, int | None]:
     work = Path(tempfile.mkdtemp(prefix="edge-sdk-tok-"))
     tj = _tokenizer_json(folder, work)
     return tj, _pad_token_id(folder, tj)
 
 
-def _text_encoder(root: Path, index: dict[str, Any], b: int, variant: str | None) -> ComponentSpec:
-    """text_encoder/ (CLIPTextModel), or with text_encoder_2/ beside it SDXL's pair as one component."""
+def _text_encoder(root: Path, index: dict[str, Any], b: int, variant: str | None,
+                  loras: list | None = None) -> ComponentSpec:
+    """text_encoder/ (CLIPTextModel), or with text_encoder_2/ beside it SDXL's pair as one component;
+    the text-encoder parts of ``loras`` (read_loras) fused in."""
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    from edge_sdk.converters.lora import fuse_text_encoder
+
     te = _load(CLIPTextModel, root / "text_encoder", "text encoder", variant)
+    lora_records = fuse_text_encoder(te, "text_encoder", loras) if loras else []
     length = int(te.config.max_position_embeddings)
     ids = torch.randint(0, int(te.config.vocab_size), (b, length), generator=torch.Generator().manual_seed(4))
     extra: dict[str, Path] = {}
@@ -356,11 +426,18 @@ def _text_encoder(root: Path, index: dict[str, Any], b: int, variant: str | None
         if pad_id is not None:
             config["pad_token_id"] = pad_id
     if not (root / "text_encoder_2").is_dir():
+        if lora_records:
+            config["loras"] = lora_records
         return ComponentSpec(
             role="text_encoder", module=TextEncoder(te).eval(), example_inputs={"input_ids": ids},
             output_names=["last_hidden_state"], dynamic_dims={"input_ids": {0: "batch"}},
             output_dynamic_dims={"last_hidden_state": {0: "batch"}}, extra_files=extra, config=config)
     te2 = _load(CLIPTextModelWithProjection, root / "text_encoder_2", "second text encoder", variant)
+    for rec in fuse_text_encoder(te2, "text_encoder_2", loras) if loras else []:
+        if rec not in lora_records:
+            lora_records.append(rec)
+    if lora_records:
+        config["loras"] = lora_records
     if int(te2.config.max_position_embeddings) != length:
         raise ModelSourceError(f"{root}: text_encoder and text_encoder_2 take {length} and "
                                f"{te2.config.max_position_embeddings} tokens; SDXL needs them equal")

@@ -184,7 +184,8 @@ def load_weights(module: torch.nn.Module, path: str | Path, *, strict: bool = Tr
 
 
 def load_source(source: Any, *, name: str | None = None, variant: str | None = None,
-                kind: str | None = None, loras: list | None = None, vae: str | Path | None = None) -> ModelSpec:
+                kind: str | None = None, loras: list | None = None, vae: str | Path | None = None,
+                tiny_vae: str | Path | None = None) -> ModelSpec:
     """Resolve whatever the user gave: an entry point string, a .pt2 file, a diffusers folder,
     a ModelSpec, or a (module, example_inputs) pair.
 
@@ -196,7 +197,8 @@ def load_source(source: Any, *, name: str | None = None, variant: str | None = N
 
         raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
     folder = isinstance(source, (str, Path)) and Path(str(source)).is_dir()
-    folder_only = [n for n, v in (("--variant", variant), ("--lora", loras), ("--vae", vae)) if v]
+    folder_only = [n for n, v in (("--variant", variant), ("--lora", loras), ("--vae", vae),
+                                          ("--tiny-vae", tiny_vae)) if v]
     if folder_only and not folder:
         from edge_sdk.errors import UsageError
 
@@ -219,7 +221,8 @@ def load_source(source: Any, *, name: str | None = None, variant: str | None = N
             from edge_sdk.converters.diffusers_folder import is_diffusers_folder, load_diffusers_folder
 
             if is_diffusers_folder(path):
-                return load_diffusers_folder(path, name=name, variant=variant, loras=loras, vae_folder=vae)
+                return load_diffusers_folder(path, name=name, variant=variant, loras=loras, vae_folder=vae,
+                                             tiny_vae_folder=tiny_vae)
             raise ModelSourceError(f"{path} is a folder without model_index.json",
                                    hint="give a diffusers-style folder (save_pretrained), a .pt2 file "
                                         "or module:factory")

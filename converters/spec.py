@@ -34,6 +34,9 @@ class ComponentSpec:
     config: dict[str, Any] = field(default_factory=dict)
     # steps -> input dicts gathered along the model's own sampling trajectory at that step count.
     calibration: Callable[[int], list[dict[str, torch.Tensor]]] | None = None
+    # variant -> another network with the same inputs and outputs, converted as that variant of
+    # this component (e.g. "tiny": a TAESD decoder the planner may pick on small boards).
+    alternatives: dict[str, ComponentSpec] = field(default_factory=dict)
     _calibration_cache: dict[int, list[dict[str, torch.Tensor]]] = field(default_factory=dict, repr=False)
 
     def calibration_inputs(self, steps: int) -> list[dict[str, torch.Tensor]]:

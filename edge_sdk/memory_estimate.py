@@ -110,18 +110,22 @@ def _entry_sha(bundle: Bundle, component: str, art) -> str:
 
 def default_cost(bundle: Bundle, component: str, runtime: str, art) -> ComponentCost:
     per_unit, ref_params, heads = _ROLE_DEFAULT.get(component, (2000.0, 50e6, 0.0))
-    params = bundle.component(component).get("parameters") or ref_params
+    config = bundle.component(component).get("config") or {}
+    # An alternative network (the "tiny" decoder) has its own parameter count in the config.
+    alt = (config.get("variants") or {}).get(getattr(art, "variant", "")) or {}
+    params = alt.get("parameters") or bundle.component(component).get("parameters") or ref_params
     scale = math.sqrt(max(params, 1) / ref_params)
     return ComponentCost(role=component, runtime=runtime, base=DEFAULT_BASE.get(runtime, 60 * MB),
                          session=int(art.size * SESSION_FACTOR + SESSION_FIXED), c0=0.0, c1=per_unit * scale,
-                         c2=4.0 * heads, unit="out_pixel" if component == "decoder" else "cell", source="default")
+                         c2=4.0 * heads if alt.get("attention", True) else 0.0,
+                         unit="out_pixel" if component == "decoder" else "cell", source="default")
 
 
 def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu",
                    threads: int | None = None, measure: bool = True) -> ComponentCost:
     """The cost model of one artifact on one runtime: recorded, cached, probed, or the role default."""
     recorded = (bundle.component(component).get("config") or {}).get("memory_profile")
-    if isinstance(recorded, dict) and recorded.get("runtime") == runtime:
+    if isinstance(recorded, dict) and recorded.get("runtime") == runtime and art.variant in ("", "static"):
         try:
             return ComponentCost(**{**recorded, "source": "manifest"})
         except TypeError:

@@ -28,6 +28,7 @@ from edge_sdk.memory_estimate import RUNTIME_OPTIONS, ComponentCost, component_c
 from edge_sdk.plan import PRECISION_ORDER, ComponentPlan, Plan, TilePlan, usable_runtimes
 
 MB = 1024 * 1024
+TINY = "tiny"  # the decoder variant holding a tiny autoencoder (TAESD), see converters/diffusers_folder.py
 RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "openvino": ("openvino", "onnx"), "litert": ("tflite",)}
 # The device a runtime's memory probe runs on here (activations on a board's GPU are close to CPU's).
 PROBE_DEVICE = {"onnxruntime": "cpu", "openvino": "CPU", "litert": "cpu"}
@@ -58,6 +59,9 @@ class PlanRequest:
     measure: bool = True  # probe components here where their runtime is installed
     # Components to run on an Open Inference Protocol server: {component: url} (runtimes/remote.py).
     remote: dict[str, str] | None = None
+    # "full" or "tiny" (the bundle's TAESD decoder variant); None: tiny only where it lets the run
+    # take an earlier rung of the ladder (no tiles, no reloads) or where nothing else fits.
+    decoder: str | None = None
 
 
 @dataclass
@@ -114,8 +118,10 @@ def _devices_here(runtime: str) -> set[str]:
 
 
 def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw: tuple[int, int],
-            usable: set[str] | None, measure_ok: set[str]) -> _Choice:
-    arts = bundle.artifacts(role)
+            usable: set[str] | None, measure_ok: set[str], alt: str = "") -> _Choice:
+    """The first artifact of ``role`` the board can run; ``alt`` picks among that variant only
+    (an alternative network such as the "tiny" decoder) instead of the general/static ones."""
+    arts = [a for a in bundle.artifacts(role) if (a.variant == alt if alt else a.variant != TINY)]
     prefs = [req.precision] if req.precision else list(board.precisions_for(role))
     # Board order first, then anything else the bundle has (a precision the board does not list
     # beats no plan; the note says so).
@@ -139,7 +145,7 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
                     static = a.variant == "static"
                     if device.upper() == "NPU" and not static:
                         continue  # NPUs compile fixed shapes: only a static artifact runs there
-                    if a.variant not in ("", "static"):
+                    if a.variant not in ("", "static", alt):
                         continue
                     if static:
                         shp = next(iter(a.static_shapes.values()), None) if a.static_shapes else None
@@ -282,7 +288,15 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     h, w, down = _latent_size(bundle, req)
     here = usable_runtimes()
     usable = here if req.installed_only else None
-    choices = {role: _choose(bundle, board, role, req, (h, w), usable, here) for role in bundle.components}
+    if req.decoder not in (None, "full", TINY):
+        raise UsageError(f"unknown decoder choice {req.decoder!r}", hint="use full or tiny")
+    tiny_here = "decoder" in bundle.components and any(a.variant == TINY for a in bundle.artifacts("decoder"))
+    if req.decoder == TINY and not tiny_here:
+        raise UsageError(f"bundle {bundle.name} has no tiny decoder",
+                         hint="convert with --tiny-vae TAESD_FOLDER to add one, or drop --decoder tiny")
+    choices = {role: _choose(bundle, board, role, req, (h, w), usable, here,
+                             alt=TINY if role == "decoder" and req.decoder == TINY else "")
+               for role in bundle.components}
     remote_notes = _place_remote(choices, req.remote or {}) if req.remote else []
     model = bundle.model
     guidance = req.guidance if req.guidance is not None else float(bundle.sampler.get("default_guidance", 1.0))
@@ -291,9 +305,14 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     cfg_opts = ["sequential"] if static_batch1 else (["batched", "sequential"] if cfg_active else ["batched"])
     cap = board.cap_bytes
     fit, best = _first_fit(bundle, choices, board, (h, w), down, req.batch, cfg_active, cfg_opts, cap, req.tile)
+    tiny_note = ""
+    if tiny_here and req.decoder is None and choices["decoder"].plan.runtime != "remote" and (
+            fit is None or fit.tile is not None or fit.release_others or fit.release_denoiser):
+        fit, best, tiny_note = _try_tiny(bundle, board, req, choices, fit, best, (h, w), down, usable, here,
+                                         cfg_active, cfg_opts, cap)
     if fit is None:
         raise _refusal(bundle, board, req, choices, best, (h, w), down, cfg_active, cfg_opts)
-    notes = [c.note for c in choices.values() if c.note] + remote_notes
+    notes = [c.note for c in choices.values() if c.note] + remote_notes + ([tiny_note] if tiny_note else [])
     for name, c in choices.items():
         if c.plan.runtime == "remote":
             continue
@@ -316,6 +335,33 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
                 decode_tiling=TilePlan(fit.tile, _overlap(board, fit.tile)) if fit.tile is not None else None,
                 memory_cap_bytes=cap, board=board.name, estimates=estimates, notes=notes,
                 memory_unified=board.unified, size=(h * down, w * down))
+
+
+def _rank(rung: _Rung) -> tuple:
+    """Where a rung sits on the ladder (lower is faster): loading level, CFG, then tiles."""
+    return (rung.release_denoiser, rung.release_others, rung.cfg == "sequential",
+            rung.tile is not None, -(rung.tile or 0))
+
+
+def _try_tiny(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dict[str, _Choice],
+              fit: _Rung | None, best: _Rung | None, hw: tuple[int, int], down: int, usable: set[str] | None,
+              here: set[str], cfg_active: bool, cfg_opts: list[str], cap: int) -> tuple:
+    """Swap in the tiny decoder when it reaches an earlier (faster) rung than the full VAE, or the
+    only one that fits: TAESD trades some image detail for ~1/50 of the decoder's memory, which
+    beats tiled decodes (slower, seams) and per-stage reloads on small boards."""
+    try:
+        tiny = _choose(bundle, board, "decoder", req, hw, usable, here, alt=TINY)
+    except PlanError:
+        return fit, best, ""  # no tiny artifact this board runs: the full VAE's plan stands
+    trial = {**choices, "decoder": tiny}
+    tfit, tbest = _first_fit(bundle, trial, board, hw, down, req.batch, cfg_active, cfg_opts, cap, req.tile)
+    if tfit is None or (fit is not None and _rank(tfit) >= _rank(fit)):
+        return fit, best, ""
+    why = ("the full VAE does not fit the cap" if fit is None else
+           "the full VAE would need " + ("per-call reloads" if fit.release_denoiser else
+                                         "per-stage loading" if fit.release_others else "tiled decoding"))
+    choices["decoder"] = tiny
+    return tfit, tbest, f"decoder: tiny (TAESD) variant, since {why} on {board.name} (--decoder full to force it)"
 
 
 def _place_remote(choices: dict[str, _Choice], remote: dict[str, str]) -> list[str]:
@@ -414,11 +460,12 @@ def plan_summary(plan_: Plan) -> dict[str, Any]:
 
 def load_for_board(bundle: Bundle | str, board: BoardProfile | str, *, height: int | None = None,
                    width: int | None = None, batch: int = 1, guidance: float | None = None,
-                   runtime: str | None = None, precision: str | None = None, verify: bool = True):
+                   runtime: str | None = None, precision: str | None = None, verify: bool = True,
+                   decoder: str | None = None):
     """``edge_sdk.load`` with the plan for ``board``, from runtimes installed here (``run --board``)."""
     import edge_sdk
 
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify=verify)
     p = plan(b, board, PlanRequest(height=height, width=width, batch=batch, guidance=guidance, runtime=runtime,
-                                   precision=precision, installed_only=True))
+                                   precision=precision, installed_only=True, decoder=decoder))
     return edge_sdk.load(b, plan=p)

@@ -126,7 +126,8 @@ def arch():
     from types import SimpleNamespace
 
     return SimpleNamespace(unet2d=tiny_unet2d, unet_cond=tiny_unet_cond, vae=tiny_vae, clip=tiny_clip,
-                           dcgan=tiny_dcgan, rel_l2=rel_l2, write_diffusers_folder=write_diffusers_folder)
+                           dcgan=tiny_dcgan, rel_l2=rel_l2, write_diffusers_folder=write_diffusers_folder,
+                           make_taesd=make_taesd, make_kl8=make_kl8, make_lora=make_lora, lora_scale=LORA_SCALE)
 
 
 # A small English corpus for a CLIP-format BPE (vocab.json + merges.txt), learned here because no
@@ -226,3 +227,71 @@ def hub_sd_bundle(tmp_path_factory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("hub-bundle") / "sd-dpm.bundle"
     convert(root, out, components=["denoiser", "decoder", "text_encoder"], samples=1)
     return root, out
+
+
+# -- one convert shared by the LoRA, --vae and --tiny-vae tests ------------------------------------
+LORA_SCALE = 0.7
+
+
+def make_lora(out: Path) -> Path:
+    """A LoRA for ``diffusers_folder``'s UNet and text encoder, built with PEFT (random A and B) and
+    saved by diffusers' ``save_lora_weights`` (``unet.*`` and ``text_encoder.*`` keys), as the
+    diffusers training scripts write one. Beside it, ``te_lora_peft.safetensors``: the text
+    encoder's A and B as PEFT holds them, for a reference fused by hand (W + scale * B @ A)."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    unet, te = tiny_unet_cond(), tiny_clip()
+    torch.manual_seed(1)
+    # init_lora_weights=False: random A and B, so the LoRA changes the outputs (a zero B would not).
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    # PEFT directly (transformers' add_adapter wants a PEFT newer than any published); alpha = r,
+    # as diffusers assumes for a file without alphas.
+    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                       target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]), te)
+    te_state = get_peft_model_state_dict(te)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in te_state.items()}, str(out / "te_lora_peft.safetensors"))
+    StableDiffusionPipeline.save_lora_weights(
+        str(out), unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)),
+        text_encoder_lora_layers=convert_state_dict_to_diffusers(te_state), safe_serialization=True)
+    return out / "pytorch_lora_weights.safetensors"
+
+
+def make_taesd(out: Path) -> Path:
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(2)
+    AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
+                    num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4,
+                    latent_channels=4).save_pretrained(str(out))
+    return out
+
+
+def make_kl8(out: Path) -> Path:
+    """An AutoencoderKL with SD's 8 px per latent cell (the folder's own VAE makes 2), for --vae."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(3)
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16,) * 4, latent_channels=4,
+                  layers_per_block=1, norm_num_groups=8, sample_size=64).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def lora_taesd(diffusers_folder, tmp_path_factory):
+    """``diffusers_folder`` converted once (ONNX fp32: denoiser, decoder, text encoder) with a UNet +
+    text-encoder LoRA at LORA_SCALE, ``--vae`` an 8x AutoencoderKL and ``--tiny-vae`` a TAESD.
+    Returns (bundle, lora file, TAESD folder, AutoencoderKL folder). Read-only."""
+    from edge_sdk.converters.convert import convert
+
+    tmp = tmp_path_factory.mktemp("lora")
+    lora, taesd, kl8 = make_lora(tmp / "lora"), make_taesd(tmp / "taesd"), make_kl8(tmp / "kl8")
+    b = convert(diffusers_folder, tmp / "lora.bundle", components=["denoiser", "decoder", "text_encoder"], samples=1,
+                loras=[f"{lora}:{LORA_SCALE}"], vae=kl8, tiny_vae=taesd)
+    return b, lora, taesd, kl8

@@ -36,13 +36,16 @@ from edge_sdk.cli.common import StageProgress, emit_json, json_option, progress_
 @click.option("--vae", type=click.Path(exists=True, file_okay=False),
               help="Diffusers folders: use this VAE folder (AutoencoderKL, or AutoencoderTiny/TAESD for small "
                    "boards) instead of the folder's vae/.")
+@click.option("--tiny-vae", type=click.Path(exists=True, file_okay=False),
+              help="Diffusers folders: also convert this AutoencoderTiny (TAESD) folder as an alternative "
+                   "decoder; board plans pick it where the full VAE does not fit or needs tiles.")
 @click.option("--kind", type=click.Choice(["generator", "denoiser"]),
               help="module:factory sources: what the returned module is (default: one input whose output is "
                    "shaped unlike it = generator).")
 @json_option
 @quiet_option
 def command(source, output, formats, precisions, name, tolerance, samples, calibration_steps, static_variant,
-            keep_going, overwrite, variant, loras, vae, kind, as_json, quiet):
+            keep_going, overwrite, variant, loras, vae, tiny_vae, kind, as_json, quiet):
     """Convert SOURCE into a bundle: every artifact is checked against PyTorch.
 
     SOURCE is a `module:factory` entry point (the factory returns `(model, example_inputs)` or a
@@ -59,7 +62,8 @@ def command(source, output, formats, precisions, name, tolerance, samples, calib
         bundle = convert(source, output, formats=formats, precisions=precisions, name=name, overwrite=overwrite,
                          tolerance=tolerance, samples=samples, calibration_steps=calibration_steps,
                          static_variant=static_variant, keep_going=keep_going, progress=progress, report=report,
-                         variant=variant, kind=kind, loras=loras, vae=vae)
+                         variant=variant, kind=kind, loras=loras, vae=vae,
+                         tiny_vae=tiny_vae)
     finally:
         progress.close()
     rows = []

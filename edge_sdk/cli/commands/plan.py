@@ -19,9 +19,12 @@ MB = 1024 * 1024
 @click.option("--runtime", help="Plan with this runtime only.")
 @click.option("--precision", help="Plan with this precision only.")
 @click.option("--tile", type=click.IntRange(1, 4096), help="Force this decode tile (latent cells).")
+@click.option("--decoder", type=click.Choice(["full", "tiny"]),
+              help="Force the full VAE or the bundle's tiny (TAESD) decoder (default: tiny only where it "
+                   "avoids tiles or reloads, or nothing else fits).")
 @click.option("--no-measure", is_flag=True, help="Use role defaults instead of measuring components here.")
 @json_option
-def command(bundle, board, size, batch, guidance, runtime, precision, tile, no_measure, as_json):
+def command(bundle, board, size, batch, guidance, runtime, precision, tile, decoder, no_measure, as_json):
     """Plan BUNDLE for a board: runtime, device and precision per component, CFG, tiles, peak memory."""
     from edge_sdk.bundle import Bundle
     from edge_sdk.cli.commands.run import parse_size
@@ -30,7 +33,8 @@ def command(bundle, board, size, batch, guidance, runtime, precision, tile, no_m
     width, height = parse_size(size)
     b = Bundle.open(bundle)
     p = plan(b, board, PlanRequest(height=height, width=width, batch=batch, guidance=guidance, runtime=runtime,
-                                   precision=precision, tile=tile, measure=not no_measure))
+                                   precision=precision, tile=tile, measure=not no_measure,
+                                   decoder=decoder))
     if as_json:
         emit_json(plan_summary(p))
         return
