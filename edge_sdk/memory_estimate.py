@@ -45,12 +45,8 @@ from edge_sdk.errors import PlanError
 MB = 1024 * 1024
 CACHE_ENV = "EDGE_SDK_CACHE_DIR"
 PROFILE_VERSION = 6
-# Process before any session, per runtime, measured here (Python 3.11 + numpy + the runtime).
-DEFAULT_BASE = {"onnxruntime": 60 * MB, "openvino": 110 * MB, "litert": 45 * MB}
-# Session options the planner gives each runtime, and the probe measures with: ONNX Runtime's
-# memory pattern would add a second pre-planned block beside the arena after the first run
-# (2x the activations here, and no faster on CPU: 0.29 s vs 0.46 s per denoiser call measured).
-RUNTIME_OPTIONS: dict[str, dict[str, Any]] = {"onnxruntime": {"mem_pattern": False}}
+# The process before any session and the session options the probe measures with are each
+# runtime's own facts (``Runtime.base_memory``, ``Runtime.plan_options``).
 SESSION_FACTOR = 1.2  # runtime-held bytes per artifact byte, when not measured
 SESSION_FIXED = 20 * MB
 # Role defaults, calibrated on SD 1.5 (fp32): VAE decoder 3.9 KB per output pixel with 49.5M
@@ -106,11 +102,21 @@ def _entry_sha(bundle: Bundle, component: str, art) -> str:
     raise PlanError(f"artifact of {component} is not in the manifest")
 
 
+def _base_memory(runtime: str) -> int:
+    from edge_sdk.runtimes.base import Runtime
+    from edge_sdk.runtimes.registry import get_runtime
+
+    try:
+        return get_runtime(runtime).base_memory
+    except Exception:  # noqa: BLE001 - an engine we cannot load: the generic adapter's figure
+        return Runtime.base_memory
+
+
 def default_cost(bundle: Bundle, component: str, runtime: str, art) -> ComponentCost:
     per_unit, ref_params, heads = _ROLE_DEFAULT.get(component, (2000.0, 50e6, 0.0))
     params = bundle.component(component).get("parameters") or ref_params
     scale = math.sqrt(max(params, 1) / ref_params)
-    return ComponentCost(role=component, runtime=runtime, base=DEFAULT_BASE.get(runtime, 60 * MB),
+    return ComponentCost(role=component, runtime=runtime, base=_base_memory(runtime),
                          session=int(art.size * SESSION_FACTOR + SESSION_FIXED), c0=0.0, c1=per_unit * scale,
                          c2=4.0 * heads, unit="out_pixel" if component == "decoder" else "cell", source="default")
 
@@ -248,8 +254,10 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
 def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu", threads: int = 1,
           sizes: tuple[int, ...] = _PROBE_SIZES, budget: int = _PROBE_BUDGET, timeout: float = 300) -> ComponentCost:
     """Measure a component's cost on ``runtime`` here, in a child process (clean peak-RSS marks)."""
+    from edge_sdk.runtimes.registry import plan_options
+
     args = {"runtime": runtime, "path": str(art.path), "device": device, "threads": threads, "sizes": list(sizes),
-            "budget": budget, "model": bundle.model, "options": RUNTIME_OPTIONS.get(runtime, {})}
+            "budget": budget, "model": bundle.model, "options": plan_options(runtime)}
     code = ("import json,sys; from edge_sdk.memory_estimate import _probe_child; "
             "print('EDGE_SDK_PROBE' + json.dumps(_probe_child(json.loads(sys.stdin.read()))))")
     try:

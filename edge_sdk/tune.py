@@ -84,12 +84,12 @@ class TuneResult:
 # -- candidates ------------------------------------------------------------------------------------
 def _with_precisions(bundle: Bundle, plan: Plan, precisions: dict[str, str]) -> Plan | None:
     """``plan`` with some components switched to another precision in a format their runtime opens."""
-    from edge_sdk.planner import RUNTIME_FORMATS
+    from edge_sdk.runtimes.registry import runtime_formats
 
     comps = dict(plan.components)
     for name, prec in precisions.items():
         cp = comps[name]
-        fmts = [cp.format] + [f for f in RUNTIME_FORMATS.get(cp.runtime, ()) if f != cp.format]
+        fmts = [cp.format] + [f for f in runtime_formats(cp.runtime) if f != cp.format]
         have = {(a.format, a.precision) for a in bundle.artifacts(name) if a.variant == cp.variant}
         fmt = next((f for f in fmts if (f, prec) in have), None)
         if fmt is None:
