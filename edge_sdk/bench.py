@@ -109,7 +109,8 @@ INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "dotprod", "
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, the flags that decide int8/fp16 speed, and runtime versions."""
     from edge_sdk import __version__
-    from edge_sdk.board import machine_facts, usable_cpus
+    from edge_sdk.board import usable_cpus
+    from edge_sdk.board_detect import machine_facts
 
     facts = machine_facts()
     flags = sorted(f for f in facts.cpu_flags if f in INT8_DOT_FLAGS or f.startswith("amx")

@@ -425,9 +425,9 @@ def load_for_board(bundle: Bundle | str, board: BoardProfile | str, *, height: i
                    width: int | None = None, batch: int = 1, guidance: float | None = None,
                    runtime: str | None = None, precision: str | None = None, verify: bool = True):
     """``edge_sdk.load`` with the plan for ``board``, from runtimes installed here (``run --board``)."""
-    import edge_sdk
+    from edge_sdk.api import load
 
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify=verify)
     p = plan(b, board, PlanRequest(height=height, width=width, batch=batch, guidance=guidance, runtime=runtime,
                                    precision=precision, installed_only=True))
-    return edge_sdk.load(b, plan=p)
+    return load(b, plan=p)

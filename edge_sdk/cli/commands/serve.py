@@ -62,7 +62,7 @@ def command(bundle, board, host, port, token_env, max_queue, max_size, max_batch
 
         raise RuntimeUnavailableError(f"edge-sdk serve needs its web stack: {e}",
                                       hint="pip install 'edge-sdk[serve]'") from None
-    import edge_sdk
+    from edge_sdk.api import load
     from edge_sdk.bundle import Bundle
     from edge_sdk.errors import UsageError
     from edge_sdk.serve import ServeConfig, build_app, limits_for
@@ -85,7 +85,7 @@ def command(bundle, board, host, port, token_env, max_queue, max_size, max_batch
     b = Bundle.open(bundle, verify=not no_verify)
     limits, plan = limits_for(b, board=board, max_size=_size(max_size), max_n=max_batch, max_steps=max_steps,
                               remote=remote_map or None)
-    gen = edge_sdk.load(b, plan=plan) if plan is not None else edge_sdk.load(b)
+    gen = load(b, plan=plan) if plan is not None else load(b)
     config = ServeConfig(limits=limits, model_name=name or b.name, token=token, max_queue=max_queue)
     app = build_app(gen, config)
 
