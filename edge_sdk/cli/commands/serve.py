@@ -34,7 +34,7 @@ def _size(value: str | None) -> tuple[int, int] | None:
 @click.option("--max-steps", default=50, show_default=True, type=click.IntRange(1, 10000), help="Largest steps.")
 @click.option("--shutdown-timeout", default=30.0, show_default=True, type=float,
               help="Seconds in-flight requests may take to finish on SIGTERM before they are cancelled.")
-@click.option("--remote", "remote", multiple=True, metavar="COMPONENT=URL",
+@click.option("--remote", multiple=True, metavar="COMPONENT=URL",
               help="Run COMPONENT on an Open Inference Protocol server (needs --board); repeatable. "
                    "E.g. --remote denoiser=http://10.0.0.5:8000: prompts and images stay on the board.")
 @click.option("--name", default=None, help="Model name in /v1/models (default: the bundle's name).")
