@@ -21,6 +21,9 @@ EXEMPT = {
     ("edge_sdk/serve/triton.py", "onnxruntime"): "Triton's backend name in its config.pbtxt vocabulary",
     ("edge_sdk/serve/triton.py", "openvino"): "Triton's backend name in its config.pbtxt vocabulary",
     ("edge_sdk/serve/triton.py", "onnx"): "the format Triton's onnxruntime backend reads",
+    # The CLI must not import edge_sdk.serve (its web stack is an optional extra) to read BACKENDS.
+    ("edge_sdk/cli/commands/export.py", "onnxruntime"): "Triton's backend names, as --backend choices",
+    ("edge_sdk/cli/commands/export.py", "openvino"): "Triton's backend names, as --backend choices",
     ("converters/unsupported.py", "torch"): "the torch.* operator namespace in an exporter's message",
 }
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from edge_sdk.cli.common import emit_json, json_option
-from edge_sdk.serve.triton import BACKENDS, DEFAULT_BACKEND
 
 
 @click.group("export")
@@ -16,7 +15,7 @@ def command() -> None:
 @command.command("triton")
 @click.argument("bundle", type=click.Path())
 @click.argument("out", type=click.Path())
-@click.option("--backend", type=click.Choice(list(BACKENDS)), default=DEFAULT_BACKEND, show_default=True,
+@click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), default="onnxruntime", show_default=True,
               help="Triton backend: ONNX artifacts for onnxruntime, OpenVINO IR for openvino.")
 @click.option("--precision", default="fp32", show_default=True, help="Which artifacts of the bundle to export.")
 @click.option("--component", "components", multiple=True, help="Only these components (repeatable; default all).")
