@@ -187,7 +187,8 @@ def _one(writer: BundleWriter, conv: Converter, comp, fmt: str, prec: str, varia
         seconds = time.perf_counter() - t0
         tell(role, fmt, label, "validate")
         metrics = validate_artifact(comp, art.entry, conv.validating_runtime(), prec, samples=samples,
-                                    tolerance=tolerance, where=f"{role} {fmt} {label}", options=dict(conv.validation_options))
+                                    tolerance=tolerance, where=f"{role} {fmt} {label}",
+                                    options=dict(conv.validation_options))
     except EdgeSDKError as e:
         interrupt.check()  # a signal wrapped into a conversion error stops everything, not one artifact
         tell(role, fmt, label, "failed")
