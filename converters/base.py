@@ -27,10 +27,24 @@ class Converter(ABC):
 
     format: ClassVar[str]
     methods: ClassVar[dict[str, str]]
-    # The runtime (entry point name) that validates this format's artifacts.
-    runtime: ClassVar[str]
+    # The runtime (entry point name) that validates this format's artifacts; None: the preferred
+    # runtime that opens the format (``validating_runtime``).
+    runtime: ClassVar[str | None] = None
     # Variants this format can make besides the general one ('' ); e.g. 'static' for NPUs.
     variants: ClassVar[tuple[str, ...]] = ()
+    @classmethod
+    def validating_runtime(cls) -> str:
+        from edge_sdk.errors import RuntimeUnavailableError
+        from edge_sdk.runtimes.registry import runtimes_for_format
+
+        if cls.runtime:
+            return cls.runtime
+        names = runtimes_for_format(cls.format)
+        if not names:
+            raise RuntimeUnavailableError(f"no runtime opens format {cls.format!r}, so its artifacts cannot be "
+                                          "validated", hint="install the package that provides a runtime for it")
+        return names[0]
+
     # Runtime options used when validating (e.g. OpenVINO: run fp32 at f32, not bf16).
     validation_options: ClassVar[dict[str, object]] = {}
 

@@ -28,6 +28,7 @@ from edge_sdk.converters.sources import load_source
 from edge_sdk.converters.validate import validate_artifact
 from edge_sdk.errors import ConversionError, EdgeSDKError, UnsupportedOpError, UsageError
 from edge_sdk.faults import kill_point
+from edge_sdk.formats.registry import default_format
 from edge_sdk.names import check_name, sanitize
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
     a diffusers folder's UNet) and ``vae`` (a VAE folder replacing vae/, e.g. TAESD) and
     ``tiny_vae`` (a TAESD folder converted as the decoder's ``tiny`` variant) go to ``load_source``.
     """
-    fmts = [normalize_format(f) for f in _split(formats, ["onnx"], known_formats())]
+    fmts = [normalize_format(f) for f in _split(formats, [default_format()], known_formats())]
     precs = normalize_all(_split(precisions, ["fp32"], list(PRECISIONS)))
     for f in fmts:
         for p in precs:
@@ -200,8 +201,9 @@ def _one(writer: BundleWriter, conv: Converter, comp, fmt: str, prec: str, varia
                                calibration_steps=steps)
         seconds = time.perf_counter() - t0
         tell(role, fmt, label, "validate")
-        metrics = validate_artifact(comp, art.entry, conv.runtime, prec, samples=samples, tolerance=tolerance,
-                                    where=f"{role} {fmt} {label}", options=dict(conv.validation_options))
+        metrics = validate_artifact(comp, art.entry, conv.validating_runtime(), prec, samples=samples,
+                                    tolerance=tolerance, where=f"{role} {fmt} {label}",
+                                    options=dict(conv.validation_options))
     except EdgeSDKError as e:
         interrupt.check()  # a signal wrapped into a conversion error stops everything, not one artifact
         tell(role, fmt, label, "failed")

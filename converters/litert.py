@@ -107,7 +107,6 @@ class LiteRtConverter(Converter):
         "int8-weight": "ai-edge-quantizer weight_only_wi8_afp32",
         "int8-static": "ai-edge-quantizer static_wi8_ai8 on trajectory calibration inputs",
     }
-    runtime = "litert"
 
     def __init__(self) -> None:
         self._float: dict[int, bytes | ConversionError] = {}

@@ -97,7 +97,6 @@ class OnnxConverter(Converter):
         "int8-weight": "int8 per-channel Conv/MatMul/Gemm weights behind DequantizeLinear",
         "int8-static": "onnxruntime quantize_static, QDQ U8/S8 per-channel, trajectory calibration",
     }
-    runtime = "onnxruntime"
 
     def __init__(self) -> None:
         self._work = Path(tempfile.mkdtemp(prefix="edge-sdk-onnx-"))

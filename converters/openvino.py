@@ -91,7 +91,6 @@ class OpenVinoConverter(Converter):
         "int8-weight": "nncf.compress_weights INT8_ASYM (weights only)",
         "int8-static": "nncf.quantize on trajectory calibration inputs (weights + activations)",
     }
-    runtime = "openvino"
     variants = ("static",)
     # fp32 means f32 kernels; the CPU here may default to bf16. The adapter does this on CPU anyway.
     validation_options = {"inference_precision": "f32", "cache_dir": False}

@@ -72,7 +72,7 @@ def load_pt2(path: str | Path, *, name: str | None = None, role: str | None = No
         shape = val.shape if val is not None else t.shape
         dyn[name_] = {i: _axis_name(len(shape), i, name_) for i, s in enumerate(shape) if isinstance(s, torch.SymInt)}
     module = ExportedModule(ep.module())
-    from edge_sdk.converters.sources import DEFAULT_OUTPUT, default_output_dims
+    from edge_sdk.converters.outputs import DEFAULT_OUTPUT, default_output_dims
 
     out_names = [DEFAULT_OUTPUT.get(role, "output")]
     comp = ComponentSpec(role=role, module=module, example_inputs=inputs, output_names=out_names, dynamic_dims=dyn,

@@ -1,4 +1,4 @@
-"""Known converters by format. A new format is a new module plus one line here."""
+"""Known converters by format: each format descriptor (``edge_sdk.formats``) names its converter."""
 
 from __future__ import annotations
 
@@ -6,30 +6,29 @@ from importlib import import_module
 
 from edge_sdk.converters.base import Converter
 from edge_sdk.errors import UsageError
-
-_BUILTIN = {
-    "onnx": "edge_sdk.converters.onnx:OnnxConverter",
-    "openvino": "edge_sdk.converters.openvino:OpenVinoConverter",
-    "tflite": "edge_sdk.converters.litert:LiteRtConverter",
-}
-ALIASES = {"litert": "tflite", "ov": "openvino", "ir": "openvino"}
+from edge_sdk.formats.registry import format_names, get_format
 
 
 def formats() -> list[str]:
-    return list(_BUILTIN)
+    return format_names()
 
 
 def normalize_format(fmt: str) -> str:
-    f = fmt.strip().lower()
-    f = ALIASES.get(f, f)
-    if f not in _BUILTIN:
-        raise UsageError(f"unknown format {fmt!r}", hint=f"formats: {', '.join(formats())}, or 'all'")
-    return f
+    return get_format(fmt).name
 
 
 def converter_class(fmt: str) -> type[Converter]:
-    mod, cls = _BUILTIN[normalize_format(fmt)].split(":")
-    return getattr(import_module(mod), cls)
+    spec = get_format(fmt)
+    mod, _, cls = spec.converter.partition(":")
+    module = import_module(mod)  # an ImportError (torch missing) keeps its own meaning for the caller
+    try:
+        found = getattr(module, cls)
+    except AttributeError as e:
+        raise UsageError(f"format {spec.name!r}: its converter {spec.converter} cannot be loaded ({e})",
+                         hint="install or fix the package that provides the format") from None
+    if not (isinstance(found, type) and issubclass(found, Converter)):
+        raise UsageError(f"format {spec.name!r}: {spec.converter} is not an edge_sdk Converter subclass")
+    return found
 
 
 def get_converter(fmt: str) -> Converter:

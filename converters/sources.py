@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from edge_sdk.converters.outputs import DEFAULT_OUTPUT, default_output_dims
 from edge_sdk.converters.spec import ComponentSpec, ModelSpec
 from edge_sdk.errors import ModelSourceError
 
@@ -21,8 +22,6 @@ DEFAULT_SAMPLER = {"default_sampler": "ddim", "default_steps": 20, "default_guid
                    "config": {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
                               "beta_schedule": "linear", "prediction_type": "epsilon"}}
 KINDS = ("generator", "denoiser")
-DEFAULT_OUTPUT = {"denoiser": "noise_pred", "decoder": "image", "encoder": "latent", "generator": "image",
-                  "text_encoder": "last_hidden_state"}
 
 
 def load_entry_point(ref: str) -> Any:
@@ -63,22 +62,6 @@ def default_dynamic_dims(inputs: Mapping[str, torch.Tensor]) -> dict[str, dict[i
             d[0] = "batch"
         if t.ndim == 4:
             d[2], d[3] = "height", "width"
-        dims[name] = d
-    return dims
-
-
-def default_output_dims(module: torch.nn.Module, inputs: Mapping[str, torch.Tensor],
-                        output_names: list[str]) -> dict[str, dict[int, str]]:
-    with torch.no_grad():
-        outs = module(*inputs.values())
-    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
-    spatial = next((t.shape[2:] for t in inputs.values() if t.ndim == 4), None)
-    dims = {}
-    for name, o in zip(output_names, outs, strict=False):
-        d = {0: "batch"} if o.ndim >= 1 else {}
-        if o.ndim == 4 and spatial is not None:
-            same = tuple(o.shape[2:]) == tuple(spatial)
-            d[2], d[3] = ("height", "width") if same else ("out_height", "out_width")
         dims[name] = d
     return dims
 

@@ -88,7 +88,7 @@ def load(bundle: str | os.PathLike | Bundle, *, plan: Plan | str | None = None, 
                            and device == "auto" and threads is None):
         # `edge-sdk tune` stores a measured plan next to the bundle (edge_sdk.tune): "tuned" requires
         # it; with no choice given it is used when one exists for the detected board.
-        from edge_sdk.tune import load_tuned_plan
+        from edge_sdk.tuned_plan import load_tuned_plan
 
         plan = load_tuned_plan(b, required=plan == "tuned")
     if plan is None:

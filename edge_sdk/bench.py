@@ -29,7 +29,7 @@ import numpy as np
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import EdgeSDKError, UsageError
-from edge_sdk.plan import FORMAT_RUNTIMES, PRECISION_ORDER, ComponentPlan, Plan, usable_runtimes
+from edge_sdk.plan import PRECISION_ORDER, ComponentPlan, Plan, usable_runtimes
 
 DEFAULT_REPEATS = 3
 DEFAULT_WARMUP = 1
@@ -109,13 +109,17 @@ INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "dotprod", "
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, the flags that decide int8/fp16 speed, and runtime versions."""
     from edge_sdk import __version__
-    from edge_sdk.board import machine_facts, usable_cpus
+    from edge_sdk.board import usable_cpus
+    from edge_sdk.board_detect import machine_facts
 
     facts = machine_facts()
     flags = sorted(f for f in facts.cpu_flags if f in INT8_DOT_FLAGS or f.startswith("amx")
                    or f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "f16c", "fphp", "asimdhp"))
+    from edge_sdk.runtimes.registry import get_runtime, runtime_names, runtime_rank
+
     versions: dict[str, str | None] = {"edge_sdk": __version__, "numpy": np.__version__}
-    for mod in ("onnxruntime", "openvino", "ai_edge_litert"):
+    engines = sorted((n for n in runtime_names() if _module_of(n)), key=lambda n: (runtime_rank(n), n))
+    for mod in (get_runtime(n).module for n in engines):
         try:
             m = __import__(mod)
             versions[mod] = getattr(m, "__version__", None) or getattr(getattr(m, "runtime", None), "get_version",
@@ -127,6 +131,15 @@ def machine_info() -> dict[str, Any]:
             "ram_mb": facts.ram_bytes // 2**20, "flags": flags,
             "int8_dot_product": any(f in facts.cpu_flags for f in INT8_DOT_FLAGS),
             "python": platform.python_version(), "versions": versions}
+
+
+def _module_of(runtime: str) -> str | None:
+    from edge_sdk.runtimes.registry import get_runtime
+
+    try:
+        return get_runtime(runtime).module
+    except Exception:  # noqa: BLE001 - a runtime that cannot load has no version to report
+        return None
 
 
 # -- what to measure -------------------------------------------------------------------------------
@@ -148,11 +161,11 @@ def candidate_configs(bundle: Bundle, *, runtimes: str | Iterable[str] | None = 
         from edge_sdk.converters.precision import ALIASES  # plain data module; no torch at import
 
         want_prec = [ALIASES.get(p.lower(), p.lower()) for p in want_prec]
+    from edge_sdk.runtimes.registry import install_hint, runtimes_for_format
+
     for r in want_rt or ():
         if r not in usable:
-            from edge_sdk.runtimes.registry import INSTALL_HINTS
-
-            raise UsageError(f"runtime {r!r} is not usable here", hint=INSTALL_HINTS.get(r, "") or
+            raise UsageError(f"runtime {r!r} is not usable here", hint=install_hint(r, "") or
                              f"usable: {', '.join(sorted(usable)) or 'none'}")
     main = "denoiser" if "denoiser" in bundle.components else ("generator" if "generator" in bundle.components
                                                                 else bundle.components[0])
@@ -163,7 +176,7 @@ def candidate_configs(bundle: Bundle, *, runtimes: str | Iterable[str] | None = 
     for a in arts:
         if want_fmt and a.format not in want_fmt or want_prec and a.precision not in want_prec:
             continue
-        for rt in FORMAT_RUNTIMES.get(a.format, ()):
+        for rt in runtimes_for_format(a.format):
             if rt in usable and (not want_rt or rt in want_rt):
                 cfg = BenchConfig(rt, a.format, a.precision, device)
                 if cfg not in seen:
@@ -369,10 +382,16 @@ def attach_quality(results: list[BenchResult], references: dict[int, BenchResult
 
 
 def reference_config(bundle: Bundle, configs: Sequence[BenchConfig]) -> BenchConfig:
-    """The fp32 row to compare against: a measured fp32 config (onnxruntime first), else the plain fp32 plan."""
+    """The fp32 row to compare against: a measured fp32 config (the most preferred runtime and format
+    first, e.g. onnxruntime on ONNX), else the plain fp32 plan."""
+    from edge_sdk.formats.registry import format_names
+    from edge_sdk.runtimes.registry import runtime_rank
+
     fp32 = [c for c in configs if c.precision == "fp32"]
     if fp32:
-        return sorted(fp32, key=lambda c: (c.runtime != "onnxruntime", c.format != "onnx"))[0]
+        fmts = format_names()
+        return sorted(fp32, key=lambda c: (runtime_rank(c.runtime), fmts.index(c.format) if c.format in fmts
+                                           else len(fmts)))[0]
     from edge_sdk.plan import default_plan
 
     p = default_plan(bundle, precision="fp32")
@@ -467,12 +486,14 @@ def write_chart(report: BenchReport, path: str | os.PathLike, *, title: str | No
     except ImportError:
         raise UsageError("the chart needs matplotlib", hint="pip install 'edge-sdk[bench]'") from None
     from edge_sdk.fsutil import atomic_write
+    from edge_sdk.runtimes.registry import runtime_names, runtime_rank
 
     rows = [r for r in report.results if r.ok and r.end_to_end_ms is not None]
     finite = [r.psnr_db for r in rows if r.psnr_db is not None and not math.isinf(r.psnr_db)]
     top = (max(finite) if finite else 40.0) + 8.0
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
-    markers = {"onnxruntime": "o", "openvino": "s", "litert": "^"}
+    # One marker per registered runtime, in preference order (onnxruntime o, openvino s, litert ^).
+    markers = dict(zip(sorted(runtime_names(), key=lambda n: (runtime_rank(n), n)), "os^v<>ph*", strict=False))
     colors = {"fp32": "tab:blue", "fp16": "tab:orange", "int8-static": "tab:green", "int8-weight": "tab:red",
               "int8": "tab:green"}
     for r in rows:

@@ -26,7 +26,6 @@ from edge_sdk.names import check_name
 from edge_sdk.paths import check_relpath, resolve_inside
 
 ROLES = ("denoiser", "decoder", "encoder", "text_encoder", "generator")
-FORMATS = ("onnx", "openvino", "tflite")
 TMP_PREFIX = ".edge-sdk-tmp-"
 
 

@@ -47,13 +47,15 @@ def _weights_digest() -> str:
     return h.hexdigest()[:12]
 
 
-def demo_bundle(formats: Iterable[str] = ("onnx",), precisions: Iterable[str] = ("fp32",), *,
+def demo_bundle(formats: Iterable[str] | None = None, precisions: Iterable[str] = ("fp32",), *,
                 rebuild: bool = False, progress: Callable[..., None] | None = None) -> tuple[Bundle, float]:
     """The converted demo bundle from the cache, converting it first if needed.
 
     Returns the bundle and the seconds spent converting (0 when it came from the cache).
     """
-    fmts, precs = sorted(formats), sorted(precisions)
+    from edge_sdk.formats.registry import default_format
+
+    fmts, precs = sorted(formats or [default_format()]), sorted(precisions)
     key = f"demo-{__version__}-{'_'.join(fmts)}-{'_'.join(precs)}-{_weights_digest()}"
     root = cache_root()
     path = root / key
@@ -118,7 +120,7 @@ def plan_for_board(bundle: Bundle, board: str | None, *, width: int | None, heig
     return plan(bundle, profile, request), profile.name, reasons
 
 
-def run_demo(*, board: str | None = "auto", formats: Iterable[str] = ("onnx",),
+def run_demo(*, board: str | None = "auto", formats: Iterable[str] | None = None,
              precisions: Iterable[str] = ("fp32",), steps: int | None = None, seed: int = 0,
              per_class: int = 2, guidance: float | None = None, sampler: str | None = None,
              out: str | os.PathLike = "demo.png", rebuild: bool = False,

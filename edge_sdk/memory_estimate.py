@@ -44,12 +44,8 @@ from edge_sdk.errors import EdgeSDKError, PlanError, SupervisedProcessError
 MB = 1024 * 1024
 CACHE_ENV = "EDGE_SDK_CACHE_DIR"
 PROFILE_VERSION = 6
-# Process before any session, per runtime, measured here (Python 3.11 + numpy + the runtime).
-DEFAULT_BASE = {"onnxruntime": 60 * MB, "openvino": 110 * MB, "litert": 45 * MB}
-# Session options the planner gives each runtime, and the probe measures with: ONNX Runtime's
-# memory pattern would add a second pre-planned block beside the arena after the first run
-# (2x the activations here, and no faster on CPU: 0.29 s vs 0.46 s per denoiser call measured).
-RUNTIME_OPTIONS: dict[str, dict[str, Any]] = {"onnxruntime": {"mem_pattern": False}}
+# The process before any session and the session options the probe measures with are each
+# runtime's own facts (``Runtime.base_memory``, ``Runtime.plan_options``).
 # A memory probe runs the model: a graph that never terminates must not hang `plan` (hardening class 7).
 PROBE_TIMEOUT = 300.0
 PROBE_TIMEOUT_ENV = "EDGE_SDK_PROBE_TIMEOUT"
@@ -108,6 +104,16 @@ def _entry_sha(bundle: Bundle, component: str, art) -> str:
     raise PlanError(f"artifact of {component} is not in the manifest")
 
 
+def _base_memory(runtime: str) -> int:
+    from edge_sdk.runtimes.base import Runtime
+    from edge_sdk.runtimes.registry import get_runtime
+
+    try:
+        return get_runtime(runtime).base_memory
+    except Exception:  # noqa: BLE001 - an engine we cannot load: the generic adapter's figure
+        return Runtime.base_memory
+
+
 def default_cost(bundle: Bundle, component: str, runtime: str, art) -> ComponentCost:
     per_unit, ref_params, heads = _ROLE_DEFAULT.get(component, (2000.0, 50e6, 0.0))
     config = bundle.component(component).get("config") or {}
@@ -115,7 +121,7 @@ def default_cost(bundle: Bundle, component: str, runtime: str, art) -> Component
     alt = (config.get("variants") or {}).get(getattr(art, "variant", "")) or {}
     params = alt.get("parameters") or bundle.component(component).get("parameters") or ref_params
     scale = math.sqrt(max(params, 1) / ref_params)
-    return ComponentCost(role=component, runtime=runtime, base=DEFAULT_BASE.get(runtime, 60 * MB),
+    return ComponentCost(role=component, runtime=runtime, base=_base_memory(runtime),
                          session=int(art.size * SESSION_FACTOR + SESSION_FIXED), c0=0.0, c1=per_unit * scale,
                          c2=4.0 * heads if alt.get("attention", True) else 0.0,
                          unit="out_pixel" if component == "decoder" else "cell", source="default")
@@ -284,11 +290,12 @@ def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "c
     ``component_cost`` answers with the role default; a crash or a timeout is not: the same model
     would crash or hang the run it is planned for, so it is reported.
     """
+    from edge_sdk.runtimes.registry import plan_options
     from edge_sdk.supervise import run_supervised
 
     timeout = probe_timeout() if timeout is None else timeout
     args = {"runtime": runtime, "path": str(art.path), "device": device, "threads": threads, "sizes": list(sizes),
-            "budget": budget, "model": bundle.model, "options": RUNTIME_OPTIONS.get(runtime, {})}
+            "budget": budget, "model": bundle.model, "options": plan_options(runtime)}
     try:
         got = run_supervised(_probe_child, args, timeout=timeout)
     except SupervisedProcessError as e:

@@ -9,8 +9,8 @@ run: for that, run in a child process (``edge_sdk.supervise``).
 - ONNX: a protobuf wire-format walk of ModelProto (no ``onnx`` package needed on the device):
   every length stays inside its parent, a graph is present, and every external-data
   ``location`` is a relative path to a regular file beside the model with offset+length inside it.
-- TFLite and OpenVINO IR: the checks their adapters own (``runtimes/tflite_check.py``,
-  ``runtimes/openvino.py:check_ir_files``), so ``preflight`` covers every format in one call.
+- Every format: ``preflight`` runs the check its descriptor names (``edge_sdk/formats/``), so one
+  call covers ONNX, TFLite, OpenVINO IR and any format a plugin adds.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import stat
 from pathlib import Path
 
-from edge_sdk.errors import ModelFileError, UnsafePathError
+from edge_sdk.errors import ModelFileError, UnsafePathError, UsageError
 from edge_sdk.paths import resolve_inside
 
 # Deepest nesting of ONNX subgraphs (If/Loop bodies) we follow; real models stay far below.
@@ -153,34 +153,22 @@ def check_onnx_file(path: str | os.PathLike) -> None:
                                  f"{st.st_size}-byte file", hint="the weights file is truncated; convert again")
 
 
-def check_tflite_file(path: str | os.PathLike) -> None:
-    """The LiteRT adapter's flatbuffer bounds check (``edge_sdk.runtimes.tflite_check``)."""
-    from edge_sdk.runtimes.tflite_check import verify_tflite
-
-    verify_tflite(path)
-
-
-def check_openvino_file(path: str | os.PathLike) -> None:
-    """The OpenVINO adapter's IR check (<net> root, .bin present); ONNX files get the ONNX check."""
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        check_onnx_file(path)
-        return
-    from edge_sdk.runtimes.openvino import check_ir_files
-
-    check_ir_files(path)
-
-
-_CHECKS = {"onnx": check_onnx_file, "tflite": check_tflite_file, "openvino": check_openvino_file}
-_SUFFIX_FORMAT = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}
-
-
 def preflight(path: str | os.PathLike, format: str | None = None) -> None:
-    """Check ``path`` before a runtime opens it; the format comes from the suffix if not given."""
+    """Check ``path`` before a runtime opens it with its format's own check (``edge_sdk.formats``).
+
+    The format comes from the suffix, else ``format``; a file of no registered format (e.g. a torch
+    reference) is left to its runtime.
+    """
+    from edge_sdk.formats.registry import format_for_path, get_format
+
     path = Path(path)
-    fmt = _SUFFIX_FORMAT.get(path.suffix.lower(), format)
-    check = _CHECKS.get(fmt or "")
-    if check is None:  # not a model file we know how to check (e.g. a torch reference)
+    spec = format_for_path(path)
+    if spec is None and format:
+        try:
+            spec = get_format(format)
+        except UsageError:
+            spec = None
+    if spec is None:
         return
     try:
         st = os.lstat(path)
@@ -191,4 +179,4 @@ def preflight(path: str | os.PathLike, format: str | None = None) -> None:
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
         raise UnsafePathError(f"model file {path} is not a regular file (a link or a device)",
                               hint="bundles hold regular files only")
-    check(path)
+    spec.check(path)

@@ -44,13 +44,3 @@ def resolve_inside(root: Path, rel: str, *, where: str) -> Path:
     if not str(full.resolve()).startswith(str(root.resolve()) + os.sep):
         raise UnsafePathError(f"{where}: {rel!r} resolves outside {root}")
     return full
-
-
-def check_onnx_external_data(path: str | os.PathLike) -> None:
-    """Refuse an .onnx whose external-data locations leave its folder (absolute, '..', links).
-
-    Also checks the protobuf framing, so a truncated file is a ModelFileError, not a runtime crash.
-    """
-    from edge_sdk.modelcheck import check_onnx_file  # modelcheck imports this module
-
-    check_onnx_file(path)

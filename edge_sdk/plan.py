@@ -12,8 +12,6 @@ from typing import Any
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import RuntimeUnavailableError, UsageError
 
-# Which runtime opens which format, in order of preference when nothing else decides.
-FORMAT_RUNTIMES = {"onnx": ("onnxruntime", "openvino"), "openvino": ("openvino",), "tflite": ("litert",)}
 PRECISION_ORDER = ("fp32", "fp16", "int8-static", "int8", "int8-weight")
 
 
@@ -63,21 +61,21 @@ class Plan:
 
 
 def usable_runtimes() -> set[str]:
-    from edge_sdk.runtimes.registry import available_runtimes
+    from edge_sdk.runtimes.registry import available_runtimes, is_host_only
 
-    return {name for name, info in available_runtimes().items() if info.get("available") and name != "torch"}
+    return {name for name, info in available_runtimes().items() if info.get("available") and not is_host_only(name)}
 
 
 def default_plan(bundle: Bundle, *, runtime: str | None = None, precision: str | None = None,
                  format: str | None = None, device: str = "auto", threads: int | None = None) -> Plan:
     """Pick an artifact and runtime per component from what is installed here."""
+    from edge_sdk.runtimes.registry import install_hint, runtime_names, runtimes_for_format
+
     usable = usable_runtimes()
     if runtime is not None and runtime not in usable:
-        from edge_sdk.runtimes.registry import INSTALL_HINTS, runtime_names
-
         if runtime not in runtime_names():
             raise UsageError(f"unknown runtime {runtime!r}", hint=f"known: {', '.join(runtime_names())}")
-        raise RuntimeUnavailableError(f"runtime {runtime!r} is not usable here", hint=INSTALL_HINTS.get(runtime, ""))
+        raise RuntimeUnavailableError(f"runtime {runtime!r} is not usable here", hint=install_hint(runtime, ""))
     comps = {}
     for name in bundle.components:
         arts = [a for a in bundle.artifacts(name) if a.variant == ""]
@@ -86,7 +84,7 @@ def default_plan(bundle: Bundle, *, runtime: str | None = None, precision: str |
                         key=lambda a: PRECISION_ORDER.index(a.precision) if a.precision in PRECISION_ORDER else 99):
             if format and a.format != format or precision and a.precision != precision:
                 continue
-            rts = [r for r in FORMAT_RUNTIMES.get(a.format, ()) if r in usable and (runtime is None or r == runtime)]
+            rts = [r for r in runtimes_for_format(a.format) if r in usable and (runtime is None or r == runtime)]
             if rts:
                 best = ComponentPlan(runtime=rts[0], format=a.format, precision=a.precision, device=device,
                                      threads=threads)

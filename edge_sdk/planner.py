@@ -24,14 +24,11 @@ from typing import Any
 from edge_sdk.board import BoardProfile, load_board
 from edge_sdk.bundle import Artifact, Bundle
 from edge_sdk.errors import PlanError, UsageError
-from edge_sdk.memory_estimate import RUNTIME_OPTIONS, ComponentCost, component_cost, default_cost
+from edge_sdk.memory_estimate import ComponentCost, component_cost, default_cost
 from edge_sdk.plan import PRECISION_ORDER, ComponentPlan, Plan, TilePlan, usable_runtimes
 
 MB = 1024 * 1024
 TINY = "tiny"  # the decoder variant holding a tiny autoencoder (TAESD), see converters/diffusers_folder.py
-RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "openvino": ("openvino", "onnx"), "litert": ("tflite",)}
-# The device a runtime's memory probe runs on here (activations on a board's GPU are close to CPU's).
-PROBE_DEVICE = {"onnxruntime": "cpu", "openvino": "CPU", "litert": "cpu"}
 IMAGE_BYTES_PER_PIXEL = 32  # float32 decode output, its uint8 copy and the result's raw copy, per RGB pixel
 BUFFER_OVERHEAD = 8 * MB  # latents, noise, sampler state, small copies
 # What a run's process holds beyond the probe's base (Python, numpy, edge_sdk's pipelines, the
@@ -107,6 +104,17 @@ def _latent_size(bundle: Bundle, req: PlanRequest) -> tuple[int, int, int]:
     return cells[0], cells[1], down
 
 
+def _engine(runtime: str):
+    """The adapter class of a board's runtime, or None when it cannot be loaded here (its formats: none)."""
+    from edge_sdk.runtimes.registry import get_runtime
+
+    try:
+        cls = get_runtime(runtime)
+    except Exception:  # noqa: BLE001 - a board may list runtimes this machine does not have
+        return None
+    return cls if cls.plannable else None
+
+
 def _devices_here(runtime: str) -> set[str]:
     from edge_sdk.runtimes.registry import get_runtime
 
@@ -130,6 +138,7 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
     for runtime, device in board.runtimes:
         if req.runtime and runtime != req.runtime:
             continue
+        engine = _engine(runtime)
         if usable is not None:
             if runtime not in usable:
                 tried.append(f"{runtime} (not installed here)")
@@ -138,7 +147,7 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
                 tried.append(f"{runtime}:{device} (no such device here)")
                 continue
         for prec in order:
-            for fmt in RUNTIME_FORMATS.get(runtime, ()):
+            for fmt in engine.formats if engine is not None else ():
                 for a in arts:
                     if a.format != fmt or a.precision != prec:
                         continue
@@ -155,9 +164,9 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
                     elif device.upper() == "NPU":
                         continue
                     cp = ComponentPlan(runtime=runtime, format=fmt, precision=prec, variant=a.variant, device=device,
-                                       threads=board.threads, options=dict(RUNTIME_OPTIONS.get(runtime, {})))
+                                       threads=board.threads, options=dict(engine.plan_options))
                     measure = req.measure and runtime in measure_ok
-                    cost = (component_cost(bundle, role, runtime, a, device=PROBE_DEVICE.get(runtime, "cpu"),
+                    cost = (component_cost(bundle, role, runtime, a, device=engine.probe_device,
                                            threads=board.threads)
                             if measure else default_cost(bundle, role, runtime, a))
                     note = ("" if prec in prefs
@@ -314,7 +323,7 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
         raise _refusal(bundle, board, req, choices, best, (h, w), down, cfg_active, cfg_opts)
     notes = [c.note for c in choices.values() if c.note] + remote_notes + ([tiny_note] if tiny_note else [])
     for name, c in choices.items():
-        if c.plan.runtime == "remote":
+        if name in (req.remote or {}):  # on a server: no local memory model to report
             continue
         cost = c.cost
         notes.append(f"{name}: memory model {cost.source} ({cost.runtime}; session {cost.session / MB:.0f} MB"
@@ -366,7 +375,9 @@ def _try_tiny(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: di
 
 def _place_remote(choices: dict[str, _Choice], remote: dict[str, str]) -> list[str]:
     """Put components on a server: zero local memory, the chosen local artifact as the fallback."""
-    from edge_sdk.runtimes.remote import round_trip_ms, split_url
+    from edge_sdk.runtimes.remote import RemoteRuntime, round_trip_ms, split_url
+
+    remote_name = RemoteRuntime.name
 
     notes = []
     for name, url in remote.items():
@@ -385,11 +396,11 @@ def _place_remote(choices: dict[str, _Choice], remote: dict[str, str]) -> list[s
         opts = {"url": url, "model": name, "fallback": local.runtime, "fallback_device": local.device}
         if rtt is not None:
             opts["latency_ms"] = round(rtt, 2)
-        c.plan = ComponentPlan(runtime="remote", format=local.format, precision=local.precision,
-                               variant=local.variant, device="remote", threads=local.threads, options=opts)
+        c.plan = ComponentPlan(runtime=remote_name, format=local.format, precision=local.precision,
+                               variant=local.variant, device=remote_name, threads=local.threads, options=opts)
         # The server holds the weights and activations: nothing local beyond the tensors sent.
-        c.cost = ComponentCost(role=name, runtime="remote", base=0, session=0, c0=0.0, c1=0.0, c2=0.0,
-                               unit=c.cost.unit, source="remote")
+        c.cost = ComponentCost(role=name, runtime=remote_name, base=0, session=0, c0=0.0, c1=0.0, c2=0.0,
+                               unit=c.cost.unit, source=remote_name)
         notes.append(f"{name}: remote at {url} (0 MB local; {latency}); fallback {local.runtime} "
                      f"{local.format}/{local.precision} needs {c.artifact.size / MB:.0f} MB+ not counted in the peak")
     return notes
@@ -463,9 +474,9 @@ def load_for_board(bundle: Bundle | str, board: BoardProfile | str, *, height: i
                    runtime: str | None = None, precision: str | None = None, verify: bool = True,
                    decoder: str | None = None):
     """``edge_sdk.load`` with the plan for ``board``, from runtimes installed here (``run --board``)."""
-    import edge_sdk
+    from edge_sdk.api import load
 
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify=verify)
     p = plan(b, board, PlanRequest(height=height, width=width, batch=batch, guidance=guidance, runtime=runtime,
                                    precision=precision, installed_only=True, decoder=decoder))
-    return edge_sdk.load(b, plan=p)
+    return load(b, plan=p)

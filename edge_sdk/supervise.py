@@ -284,10 +284,9 @@ def _serve(recv: Connection, send: Connection) -> None:
                 _, ref, args, kwargs = msg
                 send.send(("ok", _resolve(ref)(*args, **kwargs)))
             elif op == "load":
-                from edge_sdk.api import load
-
                 _, path, kwargs = msg
-                gen = load(path, **kwargs)
+                # By name, like every call the child makes: edge_sdk.api imports this module.
+                gen = _resolve("edge_sdk.api:load")(path, **kwargs)
                 send.send(("ok", {"plan": gen.plan.to_json(), "manifest": gen.bundle.manifest}))
             elif op == "generate":
                 _, kwargs, has_callback = msg

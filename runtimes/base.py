@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,6 +11,8 @@ import numpy as np
 
 from edge_sdk.errors import InputError
 from edge_sdk.manifest import TensorSpec
+
+MB = 1024 * 1024
 
 
 def read_verified(path: Path, size: int, digest: str) -> bytes:
@@ -36,9 +38,23 @@ class Runtime(ABC):
     """
 
     name: ClassVar[str]
-    formats: ClassVar[tuple[str, ...]]
+    # Everything about an engine lives on its class; the planner, memory estimate, packaging,
+    # bench and tune read these through ``edge_sdk.runtimes.registry``, never a table of their own.
+    formats: ClassVar[tuple[str, ...]]  # formats it opens (edge_sdk.formats names), preferred first
     # Devices this adapter understands; "auto" picks the best present one.
     devices: ClassVar[tuple[str, ...]] = ("auto", "cpu")
+    probe_device: ClassVar[str] = "cpu"  # where the planner's memory probe opens it on this machine
+    # The process before any session (Python, numpy, the engine's library), for plans made where
+    # the engine cannot be probed.
+    base_memory: ClassVar[int] = 60 * MB
+    plan_options: ClassVar[Mapping[str, Any]] = {}  # session options every plan gives it (the probe too)
+    install_hint: ClassVar[str] = ""  # what to install when it is missing
+    module: ClassVar[str | None] = None  # the engine's Python module (versions in bench reports)
+    # Among runtimes opening one format, lower is chosen first when nothing else decides.
+    rank: ClassVar[int] = 100
+    # False: never chosen by format alone (a server proxy needs a URL the planner is given).
+    plannable: ClassVar[bool] = True
+    host_only: ClassVar[bool] = False  # a reference for validation, never a device runtime
 
     def __init__(self, path: str | Path, *, device: str = "auto", threads: int | None = None,
                  options: dict[str, Any] | None = None,
@@ -55,9 +71,7 @@ class Runtime(ABC):
         self.outputs: list[TensorSpec] = []
         # Hardening (issue 10): check the file's structure and external-data paths in Python
         # before native code parses it, so a truncated or hostile file is a ModelFileError.
-        from edge_sdk.modelcheck import preflight
-
-        preflight(self.path, self.formats[0] if len(self.formats) == 1 else None)
+        self.preflight(self.path)
         for fpath, size, digest in verified or ():
             self._bytes[Path(fpath)] = read_verified(Path(fpath), size, digest)
         try:
@@ -68,6 +82,13 @@ class Runtime(ABC):
     def verified_bytes(self, path: Path) -> bytes | None:
         """The verified bytes of ``path`` (when the runtime was opened with ``verified``), else None."""
         return self._bytes.get(Path(path))
+
+    @classmethod
+    def preflight(cls, path: Path) -> None:
+        """Check ``path``'s structure before the engine parses it: its format descriptor's check."""
+        from edge_sdk.modelcheck import preflight
+
+        preflight(path, cls.formats[0] if len(cls.formats) == 1 else None)
 
     # -- what the engine offers here -----------------------------------------------------------
     @classmethod

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk import __version__
-from edge_sdk.runtimes.registry import INSTALL_HINTS, available_runtimes
+from edge_sdk.runtimes.registry import available_runtimes, install_hint, is_host_only
 
 # Features that decide which kernels and precisions are fast, by /proc/cpuinfo name.
 # x86: 'flags'; ARM: 'Features' (asimd = NEON on aarch64, asimddp = int8 dot product, asimdhp = fp16 math).
@@ -94,8 +94,8 @@ def report() -> dict[str, Any]:
     runtimes = available_runtimes()
     for name, info in runtimes.items():
         if not info.get("available"):
-            info.setdefault("install", INSTALL_HINTS.get(name, "install the package that provides it"))
-    device_side = [n for n, i in runtimes.items() if i.get("available") and n != "torch"]
+            info.setdefault("install", install_hint(name))
+    device_side = [n for n, i in runtimes.items() if i.get("available") and not is_host_only(n)]
     board = board_info()
     return {
         "edge_sdk": __version__,

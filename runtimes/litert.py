@@ -17,7 +17,7 @@ import numpy as np
 
 from edge_sdk.errors import InferenceError, InputError, ModelFileError, RuntimeUnavailableError, UsageError
 from edge_sdk.manifest import TensorSpec
-from edge_sdk.runtimes.base import Runtime
+from edge_sdk.runtimes.base import MB, Runtime
 from edge_sdk.runtimes.tflite_check import verify_tflite
 
 
@@ -54,6 +54,10 @@ class LiteRtRuntime(Runtime):
     name = "litert"
     formats = ("tflite",)
     devices = ("auto", "cpu", "delegate")
+    base_memory = 45 * MB  # Python 3.11 + numpy + LiteRT, measured here
+    install_hint = "pip install 'edge-sdk[litert]' (or tflite-runtime on older ARM boards)"
+    module = "ai_edge_litert"
+    rank = 30
 
     @classmethod
     def probe(cls) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
+from edge_sdk.formats.onnx import FORMAT as ONNX
 from edge_sdk.runtimes.base import Runtime
 from edge_sdk.runtimes.registry import get_runtime, open_artifact
 
@@ -50,7 +51,7 @@ def _close_and_remove(runtime: Runtime, workdir: str) -> None:
 def backend_for(runtime: str, *, device: str = "cpu", options: dict[str, Any] | None = None) -> type[Backend]:
     """An ``onnx.backend.base.Backend`` class that runs models on the registered ``runtime``."""
     cls = get_runtime(runtime)
-    if "onnx" not in cls.formats:
+    if ONNX.name not in cls.formats:
         raise ValueError(f"runtime {runtime!r} does not open ONNX files (formats: {', '.join(cls.formats)})")
 
     class RuntimeBackend(Backend):

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_sdk.errors import InferenceError, ModelFileError, RuntimeUnavailableError, UsageError
 from edge_sdk.manifest import TensorSpec
-from edge_sdk.runtimes.base import Runtime
+from edge_sdk.runtimes.base import MB, Runtime
 
 # Our device names -> OpenVINO's. 'auto' is resolved in _device_name from what is present.
 DEVICE_NAMES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "AUTO": "AUTO"}
@@ -69,6 +69,11 @@ class OpenVinoRuntime(Runtime):
     name = "openvino"
     formats = ("openvino", "onnx")
     devices = ("auto", "cpu", "gpu", "npu")
+    probe_device = "CPU"
+    base_memory = 110 * MB  # Python 3.11 + numpy + openvino, measured here
+    install_hint = "pip install 'edge-sdk[openvino]'"
+    module = "openvino"
+    rank = 20
 
     @classmethod
     def probe(cls) -> dict[str, Any]:

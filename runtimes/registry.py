@@ -1,4 +1,8 @@
-"""Finding runtimes: the ``edge_sdk.runtimes`` entry point group, built-in adapters included."""
+"""Finding runtimes: the ``edge_sdk.runtimes`` entry point group, built-in adapters included.
+
+Every fact about an engine (formats, devices, memory, options, install hint) is read from its
+adapter class here; adding a runtime is one adapter module plus one entry point.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,7 @@ from edge_sdk.errors import RuntimeUnavailableError, UsageError
 from edge_sdk.runtimes.base import Runtime
 
 GROUP = "edge_sdk.runtimes"
-# What to install for each built-in runtime, for error messages.
-INSTALL_HINTS = {
-    "onnxruntime": "pip install 'edge-sdk[onnxruntime]' (on Jetson: NVIDIA's onnxruntime-gpu wheel for your JetPack)",
-    "openvino": "pip install 'edge-sdk[openvino]'",
-    "litert": "pip install 'edge-sdk[litert]' (or tflite-runtime on older ARM boards)",
-    "torch": "pip install 'edge-sdk[convert]' (host only: the torch reference is for validation)",
-}
+_NO_HINT = "install the package that provides it"
 _extra: dict[str, type[Runtime]] = {}
 
 
@@ -40,9 +38,8 @@ def get_runtime(name: str) -> type[Runtime]:
     ep = eps[name]
     try:
         cls = ep.load()
-    except ImportError as e:
-        raise RuntimeUnavailableError(f"runtime {name!r} cannot be loaded here: {e}",
-                                      hint=INSTALL_HINTS.get(name, "install the package that provides it")) from None
+    except ImportError as e:  # the adapter module itself failed: its class (and hint) is out of reach
+        raise RuntimeUnavailableError(f"runtime {name!r} cannot be loaded here: {e}", hint=_NO_HINT) from None
     except Exception as e:  # a third-party plugin with a bug must not take the whole registry down
         raise RuntimeUnavailableError(f"runtime {name!r} ({ep.value}) failed to import: {type(e).__name__}: {e}",
                                       hint="fix or uninstall the package that provides it") from None
@@ -64,17 +61,50 @@ def available_runtimes() -> dict[str, dict[str, Any]]:
     return out
 
 
-def runtime_for_format(fmt: str) -> list[str]:
-    """Registered runtimes that open a format, in registration order."""
-    names = []
-    for name in runtime_names():
+def _loadable(names: list[str] | None = None) -> list[type[Runtime]]:
+    classes = []
+    for name in runtime_names() if names is None else names:
         try:
-            cls = get_runtime(name)
-        except Exception:  # noqa: BLE001
+            classes.append(get_runtime(name))
+        except Exception:  # noqa: BLE001 - a runtime that cannot load opens nothing here
             continue
-        if fmt in getattr(cls, "formats", ()):
-            names.append(name)
-    return names
+    return classes
+
+
+def runtimes_for_format(fmt: str) -> list[str]:
+    """Runtimes the planner may choose for a format, preferred first (each adapter's ``rank``)."""
+    classes = [c for c in _loadable() if c.plannable and fmt in c.formats]
+    return [c.name for c in sorted(classes, key=lambda c: (c.rank, c.name))]
+
+
+def runtime_formats(name: str) -> tuple[str, ...]:
+    """The formats a runtime opens, preferred first; () when it is unknown, not loadable or not plannable."""
+    classes = _loadable([name])
+    return tuple(classes[0].formats) if classes and classes[0].plannable else ()
+
+
+def runtime_rank(name: str) -> int:
+    """A runtime's preference among those opening one format (lower first); unknown ones last."""
+    classes = _loadable([name])
+    return classes[0].rank if classes else 1_000_000
+
+
+def is_host_only(name: str) -> bool:
+    """True for a reference runtime that validates on the host and never runs on a device."""
+    classes = _loadable([name])
+    return bool(classes and classes[0].host_only)
+
+
+def install_hint(name: str, default: str = _NO_HINT) -> str:
+    """What to install for a runtime, from its adapter (``default`` when it says nothing or is unknown)."""
+    classes = _loadable([name])
+    return (classes[0].install_hint if classes else "") or default
+
+
+def plan_options(name: str) -> dict[str, Any]:
+    """A copy of the session options every plan gives ``name`` ({} when unknown)."""
+    classes = _loadable([name])
+    return dict(classes[0].plan_options) if classes else {}
 
 
 def open_artifact(path: str | Path, runtime: str, **kwargs: Any) -> Runtime:
@@ -83,5 +113,5 @@ def open_artifact(path: str | Path, runtime: str, **kwargs: Any) -> Runtime:
     info = cls.probe()
     if not info.get("available"):
         raise RuntimeUnavailableError(f"runtime {runtime!r} is not usable here: {info.get('reason')}",
-                                      hint=INSTALL_HINTS.get(runtime, ""))
+                                      hint=cls.install_hint)
     return cls(path, **kwargs)

@@ -81,8 +81,11 @@ def round_trip_ms(url: str, model: str, *, timeout: float = 5.0, tries: int = 3)
 
 class RemoteRuntime(Runtime):
     name: ClassVar[str] = "remote"
-    formats: ClassVar[tuple[str, ...]] = ("onnx", "openvino", "tflite")  # of the local fallback artifact
+    # Any format: the local fallback artifact is opened by whichever runtime opens its format, and
+    # the planner places a component here only when given a URL (never by format alone).
+    formats: ClassVar[tuple[str, ...]] = ()
     devices: ClassVar[tuple[str, ...]] = ("auto", "remote")
+    plannable: ClassVar[bool] = False
 
     @classmethod
     def probe(cls) -> dict[str, Any]:
@@ -153,14 +156,16 @@ class RemoteRuntime(Runtime):
         if self.fallback_name is None:
             raise InferenceError(f"remote model {self.model!r} at {self.url}: {why}; no local fallback configured",
                                  hint="start the server, or allow a fallback runtime in the plan")
-        from edge_sdk.plan import FORMAT_RUNTIMES, usable_runtimes
-        from edge_sdk.runtimes.registry import open_artifact
+        from edge_sdk.formats.registry import default_format, format_for_path
+        from edge_sdk.plan import usable_runtimes
+        from edge_sdk.runtimes.registry import open_artifact, runtimes_for_format
 
-        fmt = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}.get(self.path.suffix.lower(), "onnx")
+        spec = format_for_path(self.path)
+        fmt = spec.name if spec is not None else default_format()
         name = self.fallback_name
         if name == "auto":
             usable = usable_runtimes()
-            name = next((r for r in FORMAT_RUNTIMES.get(fmt, ()) if r in usable), None)
+            name = next((r for r in runtimes_for_format(fmt) if r in usable), None)
             if name is None:
                 raise InferenceError(f"remote model {self.model!r}: {why}, and no local runtime opens {self.path.name}")
         log.warning("remote %s at %s: %s; running the local artifact %s on %s", self.model, self.url, why,

@@ -38,6 +38,9 @@ class TorchReferenceRuntime(Runtime):
     name = "torch"
     formats = ("pt2",)
     devices = ("auto", "cpu")
+    install_hint = "pip install 'edge-sdk[convert]' (host only: the torch reference is for validation)"
+    plannable = False
+    host_only = True
 
     @classmethod
     def probe(cls) -> dict[str, Any]:

@@ -48,10 +48,10 @@ def run_health_check(bundle: Path, *, steps: int = 1, timeout: float = 120.0) ->
 def _check(bundle: str, steps: int) -> dict[str, Any]:
     import numpy as np
 
-    import edge_sdk
+    from edge_sdk.api import load
 
     t0 = time.monotonic()
-    with edge_sdk.load(bundle, verify=False) as gen:  # the installer verified every file already
+    with load(bundle, verify=False) as gen:  # the installer verified every file already
         result = gen.generate(steps=steps, seed=0, batch=1)
     images = np.asarray(result.images)
     raw = np.asarray(result.raw) if getattr(result, "raw", None) is not None else images

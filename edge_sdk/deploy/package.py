@@ -32,18 +32,14 @@ PACKAGE_JSON = "package.json"
 PACKAGE_FORMAT = "edge-sdk-package"
 PACKAGE_VERSION = 1
 BUNDLE_DIR = "bundle"
-# Which runtimes can open which artifact format (OpenVINO reads ONNX too).
-FORMAT_RUNTIMES = {"onnx": ("onnxruntime", "openvino"), "openvino": ("openvino",), "tflite": ("litert",)}
 # package.json is metadata; anything larger is a mistake or an attack.
 MAX_PACKAGE_JSON = 4 * 1024 * 1024
 
 
 def _install_hint(runtime: str) -> str:
-    try:
-        from edge_sdk.runtimes.registry import INSTALL_HINTS
-    except ImportError:  # pragma: no cover - runtimes is part of the distribution
-        INSTALL_HINTS = {}
-    return INSTALL_HINTS.get(runtime, f"pip install 'edge-sdk[{runtime}]'")
+    from edge_sdk.runtimes.registry import install_hint
+
+    return install_hint(runtime, f"pip install 'edge-sdk[{runtime}]'")
 
 
 def board_requirements(board: str, formats: set[str]) -> dict[str, Any]:
@@ -52,7 +48,10 @@ def board_requirements(board: str, formats: set[str]) -> dict[str, Any]:
     A board without a profile is accepted (users flash boards we have no file for) with a warning;
     its requirements are then every runtime that can open one of the bundle's formats.
     """
-    runnable = {r for f in formats for r in FORMAT_RUNTIMES.get(f, ())}
+    from edge_sdk.runtimes.registry import runtimes_for_format
+
+    # Which runtimes can open the bundle's formats: each adapter says (OpenVINO reads ONNX too).
+    runnable = {r for f in formats for r in runtimes_for_format(f)}
     profile = None
     try:
         from edge_sdk.board import load_board

@@ -20,6 +20,7 @@ from edge_sdk.errors import IntegrityError, UsageError
 from edge_sdk.fsutil import sha256_file
 
 BACKENDS = {"onnxruntime": "onnx", "openvino": "openvino"}  # Triton backend -> bundle format
+DEFAULT_BACKEND = next(iter(BACKENDS))
 DEFAULT_FILENAME = {"onnx": "model.onnx", "openvino": "model.xml"}
 TRITON_TYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
                 "uint64": "TYPE_UINT64", "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32",
@@ -50,7 +51,7 @@ def config_pbtxt(name: str, backend: str, inputs, outputs, filename: str, instan
             f"instance_group [\n  {{\n    kind: {kind}\n    count: {instances}\n  }}\n]\n")
 
 
-def export_triton(bundle: str | os.PathLike | Bundle, out: str | os.PathLike, *, backend: str = "onnxruntime",
+def export_triton(bundle: str | os.PathLike | Bundle, out: str | os.PathLike, *, backend: str = DEFAULT_BACKEND,
                   precision: str = "fp32", components: list[str] | None = None) -> dict[str, Any]:
     """Write the repository to ``out`` (which must not exist, or be an empty folder); returns its summary."""
     if backend not in BACKENDS:

@@ -7,12 +7,13 @@ import sys
 import click
 
 from edge_sdk.cli.common import StageProgress, emit_json, json_option, progress_enabled, quiet_option, say, table
+from edge_sdk.formats.registry import default_format
 
 
 @click.command("convert")
 @click.argument("source")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Bundle folder to write.")
-@click.option("--format", "formats", default="onnx", show_default=True,
+@click.option("--format", "formats", default=default_format(), show_default=True,
               help="Comma-separated formats: onnx, openvino, tflite, or all.")
 @click.option("--precision", "precisions", default="fp32", show_default=True,
               help="Comma-separated precisions: fp32, fp16, int8 (= int8-static, calibrated), int8-weight, or all.")

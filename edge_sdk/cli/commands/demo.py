@@ -14,12 +14,13 @@ from edge_sdk.cli.common import (
     say,
     table,
 )
+from edge_sdk.formats.registry import default_format
 
 
 @click.command("demo")
 @click.option("--board", default="auto", show_default=True,
               help="Board profile name or file; 'auto' detects the board this runs on.")
-@click.option("--format", "formats", default="onnx", show_default=True,
+@click.option("--format", "formats", default=default_format(), show_default=True,
               help="Formats to convert the demo model to (onnx, openvino, tflite, comma-separated).")
 @click.option("--precision", "precisions", default="fp32", show_default=True, help="Precisions to convert.")
 @click.option("--steps", type=click.IntRange(1, 1000), help="Sampler steps (default: the model card's 8).")

@@ -39,7 +39,7 @@ def command(as_json):
     rows = []
     for name, info in r["runtimes"].items():
         if info.get("available"):
-            usable = "host only" if name == "torch" else "yes"
+            usable = "yes" if name in r["usable_device_runtimes"] else "host only"
         else:
             usable = "no"
         why = info.get("reason") or ""

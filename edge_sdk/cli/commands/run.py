@@ -45,7 +45,7 @@ def parse_size(value: str | None) -> tuple[int | None, int | None]:
 def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, prompt, negative_prompt, init_image,
             strength, runtime, precision, device, threads, board, out, isolate, as_json, quiet):
     """Generate with BUNDLE and write a PNG (a grid when several images)."""
-    import edge_sdk
+    from edge_sdk.api import load
 
     width, height = parse_size(size)
     if board:
@@ -54,8 +54,7 @@ def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, p
         gen = load_for_board(bundle, board, height=height, width=width, batch=batch or len(class_labels) or 1,
                              guidance=guidance, runtime=runtime, precision=precision)
     else:
-        gen = edge_sdk.load(bundle, runtime=runtime, precision=precision, device=device, threads=threads,
-                            isolate=isolate)
+        gen = load(bundle, runtime=runtime, precision=precision, device=device, threads=threads, isolate=isolate)
     bars: list[StepBar] = []
 
     def on_step(info) -> None:  # sized by the run itself: img2img runs fewer steps, Heun more calls

@@ -34,7 +34,7 @@ def _size(value: str | None) -> tuple[int, int] | None:
 @click.option("--max-steps", default=50, show_default=True, type=click.IntRange(1, 10000), help="Largest steps.")
 @click.option("--shutdown-timeout", default=30.0, show_default=True, type=float,
               help="Seconds in-flight requests may take to finish on SIGTERM before they are cancelled.")
-@click.option("--remote", "remote", multiple=True, metavar="COMPONENT=URL",
+@click.option("--remote", multiple=True, metavar="COMPONENT=URL",
               help="Run COMPONENT on an Open Inference Protocol server (needs --board); repeatable. "
                    "E.g. --remote denoiser=http://10.0.0.5:8000: prompts and images stay on the board.")
 @click.option("--name", default=None, help="Model name in /v1/models (default: the bundle's name).")
@@ -62,7 +62,7 @@ def command(bundle, board, host, port, token_env, max_queue, max_size, max_batch
 
         raise RuntimeUnavailableError(f"edge-sdk serve needs its web stack: {e}",
                                       hint="pip install 'edge-sdk[serve]'") from None
-    import edge_sdk
+    from edge_sdk.api import load
     from edge_sdk.bundle import Bundle
     from edge_sdk.errors import UsageError
     from edge_sdk.serve import ServeConfig, build_app, limits_for
@@ -85,7 +85,7 @@ def command(bundle, board, host, port, token_env, max_queue, max_size, max_batch
     b = Bundle.open(bundle, verify=not no_verify)
     limits, plan = limits_for(b, board=board, max_size=_size(max_size), max_n=max_batch, max_steps=max_steps,
                               remote=remote_map or None)
-    gen = edge_sdk.load(b, plan=plan) if plan is not None else edge_sdk.load(b)
+    gen = load(b, plan=plan) if plan is not None else load(b)
     config = ServeConfig(limits=limits, model_name=name or b.name, token=token, max_queue=max_queue)
     app = build_app(gen, config)
 
