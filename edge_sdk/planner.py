@@ -315,7 +315,7 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     cap = board.cap_bytes
     fit, best = _first_fit(bundle, choices, board, (h, w), down, req.batch, cfg_active, cfg_opts, cap, req.tile)
     tiny_note = ""
-    if tiny_here and req.decoder is None and choices["decoder"].plan.runtime != "remote" and (
+    if tiny_here and req.decoder is None and "decoder" not in (req.remote or {}) and (
             fit is None or fit.tile is not None or fit.release_others or fit.release_denoiser):
         fit, best, tiny_note = _try_tiny(bundle, board, req, choices, fit, best, (h, w), down, usable, here,
                                          cfg_active, cfg_opts, cap)
