@@ -24,7 +24,8 @@ from typing import Any
 from edge_sdk.board import BoardProfile, load_board
 from edge_sdk.bundle import Artifact, Bundle
 from edge_sdk.errors import PlanError, UsageError
-from edge_sdk.memory_estimate import ComponentCost, component_cost, default_cost
+from edge_sdk.memory_estimate import ComponentCost, default_cost
+from edge_sdk.memory_probe import component_cost
 from edge_sdk.plan import PRECISION_ORDER, ComponentPlan, Plan, TilePlan, usable_runtimes
 
 MB = 1024 * 1024

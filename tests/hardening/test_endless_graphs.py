@@ -20,7 +20,7 @@ import pytest
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import SupervisedProcessError, UsageError
-from edge_sdk.memory_estimate import PROBE_TIMEOUT_ENV, probe
+from edge_sdk.memory_probe import PROBE_TIMEOUT_ENV, probe
 
 TIMEOUT = 4.0  # seconds; the child's start (Python + onnxruntime import) takes ~1-2 s of it here
 TAG = "EDGE_SDK_TEST_PROBE_TAG"

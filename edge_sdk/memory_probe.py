@@ -1,0 +1,233 @@
+"""Measured memory costs: a component's artifact run at growing sizes in a supervised child
+process, fitted to ``memory_estimate.ComponentCost`` and cached by the artifact's sha256.
+
+Kept apart from the cost model (``memory_estimate``), which the run-time governor reads: the probe
+imports the pipelines (so its base is a real run's), and they import the governor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.errors import EdgeSDKError, PlanError, SupervisedProcessError
+from edge_sdk.memory_estimate import MB, ComponentCost, default_cost, fit_activation, has_attention
+
+CACHE_ENV = "EDGE_SDK_CACHE_DIR"
+PROFILE_VERSION = 6
+# A memory probe runs the model: a graph that never terminates must not hang `plan` (hardening class 7).
+PROBE_TIMEOUT = 300.0
+PROBE_TIMEOUT_ENV = "EDGE_SDK_PROBE_TIMEOUT"
+_PROBE_SIZES = (16, 32, 48, 64, 96, 128)  # latent cells per side, tried in order
+_PROBE_BUDGET = 192 * MB  # stop growing the probe once a run needs this much
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "edge-sdk") / "memory"
+
+
+def _entry_sha(bundle: Bundle, component: str, art) -> str:
+    for a in bundle.component(component)["artifacts"]:
+        if (a["format"], a["precision"], a.get("variant", "")) == (art.format, art.precision, art.variant):
+            return next(f["sha256"] for f in a["files"] if f["path"] == a["entry"])
+    raise PlanError(f"artifact of {component} is not in the manifest")
+
+
+def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu",
+                   threads: int | None = None, measure: bool = True) -> ComponentCost:
+    """The cost model of one artifact on one runtime: recorded, cached, probed, or the role default."""
+    recorded = (bundle.component(component).get("config") or {}).get("memory_profile")
+    if isinstance(recorded, dict) and recorded.get("runtime") == runtime and art.variant in ("", "static"):
+        try:
+            return ComponentCost(**{**recorded, "source": "manifest"})
+        except TypeError:
+            pass  # an older or foreign layout: measure instead
+    if not measure:
+        return default_cost(bundle, component, runtime, art)
+    # Threads matter: each runtime worker thread gets its own malloc arena and stack pages.
+    threads = int(threads or os.cpu_count() or 1)
+    key = f"{_entry_sha(bundle, component, art)}-{runtime}-{device}-t{threads}-v{PROFILE_VERSION}.json"
+    cached = _cache_dir() / key
+    if cached.is_file():
+        try:
+            return ComponentCost(**json.loads(cached.read_text()))
+        except (ValueError, TypeError):
+            pass
+    try:
+        cost = probe(bundle, component, runtime, art, device=device, threads=threads)
+    except PlanError:
+        return default_cost(bundle, component, runtime, art)
+    try:
+        from edge_sdk.fsutil import atomic_write
+
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(cached, "w") as f:
+            json.dump(cost.to_json(), f)
+    except Exception:  # noqa: BLE001 - a read-only home only costs a re-probe next time
+        pass
+    return cost
+
+
+def _probe_feeds(inputs: list[dict[str, Any]], n: int, model: dict[str, Any]) -> dict[str, np.ndarray]:
+    feeds = {}
+    for spec in inputs:
+        shape = []
+        for axis, d in enumerate(spec["shape"]):
+            if isinstance(d, int) and d > 0:
+                shape.append(d)
+            elif axis == 0:
+                shape.append(1)
+            elif len(spec["shape"]) == 4 and axis >= 2:
+                shape.append(n)
+            else:
+                shape.append(int(model.get("max_text_length", 77)))
+        dt = np.dtype(spec["dtype"])
+        rng = np.random.default_rng(0)
+        feeds[spec["name"]] = (rng.standard_normal(shape).astype(dt) if dt.kind == "f"
+                               else np.zeros(shape, dtype=dt))
+        if spec["name"] in ("timestep", "timesteps", "t"):
+            feeds[spec["name"]] = np.full(shape, 500, dtype=dt)
+    return feeds
+
+
+def _one_size(cls, args: dict[str, Any], n: int | None) -> tuple[int, list[int], list[dict[str, Any]]]:
+    """Open the artifact, run it twice at ``n`` cells per side: (session bytes, [first, second] peaks, inputs)."""
+    from edge_sdk.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+
+    before_open = rss_bytes()
+    rt = cls(args["path"], device=args["device"], threads=args.get("threads"), options=args.get("options"))
+    before = rss_bytes()
+    inputs = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in rt.inputs]
+    acts = []
+    if n is not None:
+        if not reset_peak_rss():
+            before = peak_rss_bytes()  # cannot reset the mark: only growth past it is seen
+        feeds = _probe_feeds(inputs, n, args["model"])
+        for _ in range(2):  # the first call, then the steady state of a session that ran before
+            rt.run(feeds)
+            acts.append(max(0, peak_rss_bytes() - before))
+    return before - before_open, acts, inputs
+
+
+def _die_with_parent() -> None:
+    """In a forked probe process: SIGKILL when the probe child dies (its watchdog killed it for a
+    hang), so no orphan keeps running the model. Linux only (prctl); elsewhere a no-op."""
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
+    """Runs in the child: per size, a forked process opens the artifact fresh and runs it once.
+
+    A fresh process per size is what a real run looks like; one session run at growing sizes
+    lets the allocator's arena fragment and overstates the larger sizes by ~1.3x.
+    """
+    from edge_sdk.memory import rss_bytes
+    from edge_sdk.runtimes.registry import get_runtime
+
+    cls = get_runtime(args["runtime"])  # imports the engine before forking
+    cls.probe()
+    # Run-time imports a real run has too (pipelines, opencv), so the base is comparable.
+    import edge_sdk.pipelines  # noqa: F401
+
+    base = rss_bytes()
+    # The first session carries the runtime's one-time set-up; a second one opened beside it is
+    # what each session costs. The set-up goes to the base.
+    one = cls(args["path"], device=args["device"], threads=args.get("threads"), options=args.get("options"))
+    first = rss_bytes() - base
+    two = cls(args["path"], device=args["device"], threads=args.get("threads"), options=args.get("options"))
+    session = rss_bytes() - base - first
+    base += max(0, first - session)
+    inputs = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in one.inputs]
+    one.close()
+    two.close()
+    del one, two
+    spatial = any(len(t["shape"]) == 4 and not all(isinstance(d, int) and d > 0 for d in t["shape"][2:])
+                  for t in inputs)
+    fixed = [t["shape"][2] for t in inputs if len(t["shape"]) == 4 and isinstance(t["shape"][2], int)]
+    samples = []
+    for n in (args["sizes"] if spatial else [fixed[0] if fixed else 0]):
+        r, w = os.pipe()
+        pid = os.fork() if hasattr(os, "fork") else -1
+        if pid == 0:  # the forked child: measure, report, leave without cleanup
+            try:
+                _die_with_parent()
+                os.close(r)
+                _, acts, _ = _one_size(cls, args, n)
+                os.write(w, json.dumps(acts).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            text = f.read()
+        if pid > 0:
+            os.waitpid(pid, 0)
+        if not text:
+            break  # the size failed (too big, or the model refuses it): fit what we have
+        acts = json.loads(text)
+        samples.append([n, *acts])
+        if acts[0] > args["budget"] and len(samples) >= 3:
+            break
+    return {"base": base, "session": session, "samples": samples}
+
+
+def probe_timeout() -> float:
+    """Seconds a memory probe may take: ``EDGE_SDK_PROBE_TIMEOUT``, else PROBE_TIMEOUT."""
+    from edge_sdk.bounds import seconds_from_env
+
+    return seconds_from_env(PROBE_TIMEOUT_ENV, PROBE_TIMEOUT, bounds=(0.1, 86_400.0))
+
+
+def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu", threads: int = 1,
+          sizes: tuple[int, ...] = _PROBE_SIZES, budget: int = _PROBE_BUDGET,
+          timeout: float | None = None) -> ComponentCost:
+    """Measure a component's cost on ``runtime`` here, in a supervised child process (clean peak-RSS
+    marks; a model that crashes or never terminates becomes SupervisedProcessError, hardening class 7).
+
+    A child that reports an ordinary failure (no fork here, a runtime error) is a PlanError, which
+    ``component_cost`` answers with the role default; a crash or a timeout is not: the same model
+    would crash or hang the run it is planned for, so it is reported.
+    """
+    from edge_sdk.runtimes.registry import plan_options
+    from edge_sdk.supervise import run_supervised
+
+    timeout = probe_timeout() if timeout is None else timeout
+    args = {"runtime": runtime, "path": str(art.path), "device": device, "threads": threads, "sizes": list(sizes),
+            "budget": budget, "model": bundle.model, "options": plan_options(runtime)}
+    try:
+        got = run_supervised(_probe_child, args, timeout=timeout)
+    except SupervisedProcessError as e:
+        raise SupervisedProcessError(
+            f"the memory probe of {component} ({art.path.name}) on {runtime} failed: {e.message}",
+            hint=(f"the model may never terminate, or this machine is slow: raise {PROBE_TIMEOUT_ENV} "
+                  f"(now {timeout:g} s), or plan with --no-measure"
+                  if "no answer" in e.message else e.hint)) from None
+    except EdgeSDKError as e:
+        raise PlanError(f"cannot measure {component} on {runtime} here: {e.message}") from None
+    if not got["samples"]:
+        raise PlanError(f"measuring {component} on {runtime} gave no sample (no fork here, or every size failed)")
+    down = int(bundle.model.get("vae_downsample", 1)) if component == "decoder" else 1
+    floor = 0.0
+    if component == "decoder" and has_attention(Path(art.path)) is not False:
+        # AutoencoderKL-family decoders: one fp32 (fp16: half) score matrix at latent resolution.
+        floor = 2.0 if art.precision == "fp16" else 4.0
+    first = [[x[0], x[1]] for x in got["samples"]]
+    later = [[x[0], max(x[1], x[-1])] for x in got["samples"]]
+    c0, c1, c2 = fit_activation(first, down=down, c2_floor=floor)
+    rep = fit_activation(later, down=down, c2_floor=floor)
+    return ComponentCost(role=component, runtime=runtime, base=int(got["base"]), session=int(got["session"]),
+                         c0=c0, c1=c1, c2=c2, unit="out_pixel" if component == "decoder" else "cell",
+                         source="measured", samples=got["samples"], repeated=list(rep))
