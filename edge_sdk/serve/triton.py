@@ -108,13 +108,13 @@ def export_triton(bundle: str | os.PathLike | Bundle, out: str | os.PathLike, *,
 
 def parse_config(path: str | os.PathLike):
     """A config.pbtxt parsed with Triton's own ModelConfig protobuf (tritonclient's model_config_pb2)."""
-    try:  # tritonclient's grpc part needs grpcio, which `[all]` brings through the LiteRT converter
+    try:  # tritonclient's grpc part (grpcio) holds the protobuf types: the `serve` extra installs it
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
-    except ImportError as e:
+    except (ImportError, RuntimeError) as e:  # tritonclient raises RuntimeError when grpcio is missing
         from edge_sdk.errors import RuntimeUnavailableError
 
         raise RuntimeUnavailableError(f"Triton's model config types are not importable: {e}",
-                                      hint="pip install grpcio protobuf") from None
+                                      hint="pip install 'tritonclient[grpc]' (or edge-sdk[serve])") from None
 
     return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
