@@ -45,10 +45,16 @@ def test_diffusers_folder_end_to_end_every_component_format_precision(diffusers_
         for fmt in FORMATS:
             for prec in ("fp16", "int8-weight"):
                 assert b.artifact(comp, fmt, prec).validation["rel_l2"] < BARS[prec], (comp, fmt, prec)
-    # int8-static that clears its bar on these random-weight networks (measured 0.09..0.11);
-    # NNCF and ai-edge-quantizer miss it on the UNet (0.4..0.5), which validation must catch.
-    for comp, fmt in (("denoiser", "onnx"), ("decoder", "onnx"), ("decoder", "openvino"), ("decoder", "tflite")):
+    # int8-static that clears its bar on these random-weight networks (measured: text encoder
+    # 0.027/0.077/0.087, denoiser on LiteRT 0.116). The rest miss it and validation must catch them:
+    # the random UNet's trajectory ends at latents of std 8.8 (|x| up to 138 after 1/0.18215), so
+    # the decoder is calibrated on ranges ~50x those it is validated on (0.80..0.90), and the
+    # denoiser on ONNX Runtime measures 0.244.
+    for comp, fmt in (("text_encoder", "onnx"), ("text_encoder", "openvino"), ("text_encoder", "tflite"),
+                      ("denoiser", "tflite")):
         assert b.artifact(comp, fmt, "int8-static").validation["rel_l2"] < BARS["int8-static"], (comp, fmt)
+    assert {(f.component, f.format) for f in rep.failures} >= {("decoder", "onnx"), ("decoder", "openvino"),
+                                                                ("decoder", "tflite")}
     # Whatever did not pass is int8-static only, and its error says component, format and figure.
     for f in rep.failures:
         assert f.precision == "int8-static", f.label()
