@@ -17,6 +17,8 @@ from edge_sdk.bench import BenchConfig, bench, plan_for_config, psnr
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import PlanError, UsageError
 
+pytestmark = pytest.mark.slow  # converts or plans whole bundles: seconds each, in the full run
+
 STEPS = 3
 
 

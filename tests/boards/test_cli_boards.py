@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from edge_sdk.board import board_names
 
 
@@ -22,6 +24,7 @@ def test_boards_lists_and_shows_profiles(cli):
     assert r.returncode == 7 and r.stderr.startswith("error: unknown board") and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_plan_prints_choices_and_refuses_what_does_not_fit(cli, heavy_bundle):
     r = cli("plan", str(heavy_bundle), "--board", "rpi-zero-2w", "--size", "224x224", "--json")
     assert r.returncode == 0, r.stderr

@@ -43,6 +43,7 @@ def test_watcher_within_the_cap_is_silent_and_measures_the_peak():
     assert w.exceeded_at is None and 0 < w.peak_bytes <= peak_rss_bytes()
 
 
+@pytest.mark.slow
 def test_a_generation_over_its_cap_stops_with_memory_cap_error(heavy_bundle):
     import edge_sdk
 

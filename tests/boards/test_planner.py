@@ -73,6 +73,7 @@ def test_forced_tile_and_bad_requests(bundle):
         plan(bundle, "rpi5-8gb", PlanRequest(runtime="litert"))
 
 
+@pytest.mark.slow
 def test_installed_only_plans_for_this_machine(bundle):
     p = plan(bundle, "jetson-orin-nano-8gb", PlanRequest(height=64, width=64, installed_only=True))
     # No TensorRT or CUDA here: the board's next usable choice, ONNX Runtime on the CPU.

@@ -6,8 +6,10 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 
+@pytest.mark.slow
 def test_convert_info_run(cli, tiny_factory, tmp_path):
     bundle = tmp_path / "t.bundle"
     r = cli("convert", tiny_factory, "-o", str(bundle), "--json")
@@ -46,6 +48,7 @@ def test_missing_bundle(cli, tmp_path):
     _one_clear_line(cli("run", str(tmp_path / "nope.bundle")), 3, "bundle not found")
 
 
+@pytest.mark.slow
 def test_bad_entry_point(cli, tmp_path):
     _one_clear_line(cli("convert", "no_such_module_xyz:factory", "-o", str(tmp_path / "b")), 4,
                     "cannot import 'no_such_module_xyz'")

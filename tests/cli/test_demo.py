@@ -20,6 +20,7 @@ def demo_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("edge-sdk-cache")
 
 
+@pytest.mark.slow
 def test_demo_command_writes_a_grid_and_reuses_its_cache(cli, demo_cache, tmp_path):
     env = {"EDGE_SDK_CACHE": str(demo_cache)}
     out = tmp_path / "demo.png"
@@ -67,6 +68,7 @@ def test_generated_digits_are_recognised_as_their_class(demo_cache, monkeypatch)
     assert accuracy >= 0.9, accuracy
 
 
+@pytest.mark.slow
 def test_watch_folder_app_serves_requests_and_survives_a_bad_one(demo_cache, monkeypatch, tmp_path):
     """examples/watch_folder_app.py, the embedding example, on the demo bundle for a Pi Zero 2 W."""
     from edge_sdk.demo import demo_bundle

@@ -29,6 +29,7 @@ def _source():
     return WithDeterminant().eval(), {"x": torch.randn(1, 3, 8, 8)}
 
 
+@pytest.mark.slow
 def test_unsupported_op_names_op_node_format_and_the_formats_that_worked(tmp_path):
     out = tmp_path / "det.bundle"
     with pytest.raises(UnsupportedOpError) as ei:

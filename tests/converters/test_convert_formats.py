@@ -16,6 +16,8 @@ from edge_sdk.converters.convert import ConvertReport, convert
 from edge_sdk.converters.sources import load_entry_point
 from edge_sdk.runtimes.registry import open_artifact
 
+pytestmark = pytest.mark.slow  # converts or plans whole bundles: seconds each, in the full run
+
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "tiny_unet.py") + ":factory"
 # fp32 artifacts differ from PyTorch by summation order only (~1e-6 measured); 1e-4 is the fp32
 # default bar, asserted here too so a loosened default cannot hide a regression.

@@ -118,6 +118,7 @@ def test_diffusers_folder_without_weights_is_a_clear_error(tmp_path, diffusers_f
         load_source(broken)
 
 
+@pytest.mark.slow
 def test_diffusers_cross_attention_unet_converts_to_openvino(diffusers_folder, tmp_path):
     # The wrapper's forward says (sample, timestep, cond); the IR must still say our names.
     b = convert(diffusers_folder, tmp_path / "ov.bundle", formats="openvino", components=["denoiser"])

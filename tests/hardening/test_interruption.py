@@ -134,6 +134,7 @@ def _old_bundle(tiny_bundle: Path, target: Path) -> None:
     (target / "manifest.json").write_text(json.dumps(data))
 
 
+@pytest.mark.slow
 def test_convert_killed_before_rename_keeps_old_bundle(cli, tiny_bundle, tmp_path):
     target = tmp_path / "m.bundle"
     _old_bundle(tiny_bundle, target)

@@ -10,6 +10,8 @@ import pytest
 import edge_sdk
 from edge_sdk.plan import ComponentPlan, Plan
 
+pytestmark = pytest.mark.slow  # converts or plans whole bundles: seconds each, in the full run
+
 
 def mixed_plan(bundle) -> Plan:
     """Denoiser and encoder on ONNX Runtime; text encoder and decoder on OpenVINO, which reads the

@@ -21,6 +21,8 @@ import torch
 import edge_sdk
 from edge_sdk.samplers import get_sampler, make_generator
 
+pytestmark = pytest.mark.slow  # converts or plans whole bundles: seconds each, in the full run
+
 RAW_REL = 1e-4
 RUNS = [("onnxruntime", "onnx"), ("openvino", "openvino"), ("openvino", "onnx"), ("litert", "tflite")]
 
