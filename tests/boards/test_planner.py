@@ -24,6 +24,7 @@ def bundle(heavy_bundle):
     return Bundle.open(heavy_bundle)
 
 
+@pytest.mark.slow
 def test_small_board_gets_tiles_and_sequential_cfg_big_board_does_not(bundle):
     zero = plan(bundle, "rpi-zero-2w", SIZE)
     agx = plan(bundle, "jetson-agx-orin-64gb", SIZE)

@@ -48,6 +48,7 @@ def test_demo_command_writes_a_grid_and_reuses_its_cache(cli, demo_cache, tmp_pa
     assert r.returncode == 0 and "peak RSS" in r.stdout and "denoiser" in r.stdout
 
 
+@pytest.mark.slow
 def test_generated_digits_are_recognised_as_their_class(demo_cache, monkeypatch):
     """The model card's quality figure, rerun through edge-sdk's own pipeline on ONNX Runtime."""
     import edge_sdk

@@ -18,7 +18,7 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.deploy import current_release, flash, install, read_package
 from edge_sdk.errors import DeployError, IntegrityError
 
-pytestmark = pytest.mark.ssh
+pytestmark = [pytest.mark.ssh, pytest.mark.slow]  # a real OpenSSH server per test: seconds each
 EDGE_SDK = os.path.join(os.path.dirname(sys.executable), "edge-sdk")
 
 

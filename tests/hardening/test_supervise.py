@@ -17,6 +17,8 @@ import edge_sdk
 from edge_sdk.errors import BundleError, CancelledError, SupervisedProcessError, UsageError
 from edge_sdk.supervise import SupervisedGenerator, run_supervised
 
+pytestmark = pytest.mark.slow  # child processes per case, some killed by the OOM guard: the full run
+
 
 def _alive(pid: int) -> bool:
     try:

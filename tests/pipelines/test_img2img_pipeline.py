@@ -10,6 +10,8 @@ import pytest
 import edge_sdk
 from edge_sdk.errors import UsageError
 
+pytestmark = pytest.mark.slow  # the text model, converted once per session (~30 s of torch.onnx export)
+
 # Same reasoning as the txt2img tests: fp32 ORT vs torch differ by ~1e-6 per call; the encoder adds
 # one more call. A wrong scale factor or start index changes the image by > 1e-2 (checked).
 TOL = 1e-4

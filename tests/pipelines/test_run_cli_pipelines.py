@@ -6,8 +6,11 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 import edge_sdk
+
+pytestmark = pytest.mark.slow  # the text model, converted once per session (~30 s of torch.onnx export): the full run
 
 
 def test_run_with_prompt_and_init_image_matches_the_api(cli, text_bundle, tmp_path):

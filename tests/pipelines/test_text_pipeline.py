@@ -12,6 +12,8 @@ import torch
 import edge_sdk
 from edge_sdk.errors import UsageError
 
+pytestmark = pytest.mark.slow  # the text model, converted once per session (~30 s of torch.onnx export): the full run
+
 # fp32 ONNX Runtime kernels differ from torch's only in summation order (~1e-6 relative per call).
 # Through 4 sampler steps with guidance x3 and the VAE decoder that stays at a few 1e-6 (measured
 # 1.1e-6 on the image, 7.9e-6 on the latents). 1e-4 on outputs in [-1.3, 1.3] leaves room for other

@@ -12,6 +12,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.slow  # converts a bundle into every format, then a fresh interpreter per runtime: the full run
+
 
 def test_every_runtime_generates_without_torch(tri_bundle):
     script = textwrap.dedent(f"""

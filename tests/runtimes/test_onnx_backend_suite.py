@@ -22,6 +22,8 @@ import pytest
 
 from edge_sdk.runtimes.onnx_backend import backend_for
 
+pytestmark = pytest.mark.slow  # hundreds of one-op models through two runtimes: the full run
+
 # Op types in our exported models. Collected with edge_sdk.converters.onnx.export_onnx (dynamo, opset
 # 20, and its TorchScript fallback, opset 18) from tiny diffusers UNet2DModel, UNet2DConditionModel,
 # AutoencoderKL encoder/decoder, transformers CLIPTextModel, a DCGAN generator and
