@@ -37,6 +37,7 @@ def test_plan_prints_choices_and_refuses_what_does_not_fit(cli, heavy_bundle):
     assert r.returncode == 7 and "over its 352 MB cap" in r.stderr and "what would fit: --size" in r.stderr
 
 
+@pytest.mark.slow
 def test_run_follows_the_board_plan(cli, heavy_bundle, tmp_path):
     out = tmp_path / "o.png"
     r = cli("run", str(heavy_bundle), "--board", "rpi-zero-2w", "--size", "96x96", "--steps", "1", "--class", "2",

@@ -65,6 +65,7 @@ def test_nothing_fits_refuses_before_running_and_says_what_would(bundle):
     assert fits.estimates["peak"] <= fits.memory_cap_bytes
 
 
+@pytest.mark.slow
 def test_forced_tile_and_bad_requests(bundle):
     p = plan(bundle, "jetson-agx-orin-64gb", PlanRequest(height=224, width=224, tile=16))
     assert p.decode_tiling.tile == 16 and p.decode_tiling.overlap == 4

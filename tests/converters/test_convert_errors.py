@@ -41,6 +41,7 @@ def test_unsupported_op_names_op_node_format_and_the_formats_that_worked(tmp_pat
     assert not out.exists()  # all-or-nothing
 
 
+@pytest.mark.slow
 def test_keep_going_writes_the_formats_that_converted(tmp_path):
     rep = ConvertReport(None)
     b = convert(_source(), tmp_path / "det.bundle", formats="onnx,tflite", keep_going=True, report=rep)
