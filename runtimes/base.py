@@ -54,6 +54,9 @@ class Runtime(ABC):
     rank: ClassVar[int] = 100
     # False: never chosen by format alone (a server proxy needs a URL the planner is given).
     plannable: ClassVar[bool] = True
+    # Native calls run in a watched worker thread (Ctrl-C, EDGE_SDK_CALL_TIMEOUT); an adapter whose
+    # client is bound to the thread that made it (and is stoppable on its own) says False.
+    watched: ClassVar[bool] = True
     host_only: ClassVar[bool] = False  # a reference for validation, never a device runtime
 
     def __init__(self, path: str | Path, *, device: str = "auto", threads: int | None = None,
@@ -123,6 +126,8 @@ class Runtime(ABC):
         from edge_sdk.runtimes.watch import call_timeout, watched_call
 
         checked = self.check_feeds(feeds)
+        if not self.watched:
+            return self._run(checked)
         # Stoppable by Ctrl-C and by EDGE_SDK_CALL_TIMEOUT: a graph may never terminate (runtimes/watch.py).
         return watched_call(lambda: self._run(checked), self._cancel, what=f"{self.name} model {self.path.name}",
                             timeout=call_timeout())

@@ -86,6 +86,9 @@ class RemoteRuntime(Runtime):
     formats: ClassVar[tuple[str, ...]] = ()
     devices: ClassVar[tuple[str, ...]] = ("auto", "remote")
     plannable: ClassVar[bool] = False
+    # tritonclient.http's connections are greenlets of the thread that opened them; its network
+    # timeouts and retries bound a call, and Ctrl-C reaches the calling thread directly.
+    watched: ClassVar[bool] = False
 
     @classmethod
     def probe(cls) -> dict[str, Any]:
