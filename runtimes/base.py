@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edge_sdk.errors import InputError
+from edge_sdk.errors import InferenceError, InputError
 from edge_sdk.manifest import TensorSpec
 
 MB = 1024 * 1024
@@ -58,6 +58,8 @@ class Runtime(ABC):
     # client is bound to the thread that made it (and is stoppable on its own) says False.
     watched: ClassVar[bool] = True
     host_only: ClassVar[bool] = False  # a reference for validation, never a device runtime
+    # Seconds one call may take; None: EDGE_SDK_CALL_TIMEOUT or the default (runtimes/watch.py).
+    call_timeout: float | None = None
 
     def __init__(self, path: str | Path, *, device: str = "auto", threads: int | None = None,
                  options: dict[str, Any] | None = None,
@@ -123,14 +125,25 @@ class Runtime(ABC):
         return self.device
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from edge_sdk.runtimes.watch import call_timeout, watched_call
+        from edge_sdk.runtimes.watch import call_deadline, watched_call
 
+        where = f"{self.name} model {self.path.name}"
+        if getattr(self, "_runaway", False):
+            raise InferenceError(f"{where}: an earlier call outlived its deadline and is still running; this session "
+                                 "cannot run again", hint="open the bundle again, or run it with --isolate "
+                                                          "(isolate=True) so that a hung call is killed")
         checked = self.check_feeds(feeds)
         if not self.watched:
             return self._run(checked)
-        # Stoppable by Ctrl-C and by EDGE_SDK_CALL_TIMEOUT: a graph may never terminate (runtimes/watch.py).
-        return watched_call(lambda: self._run(checked), self._cancel, what=f"{self.name} model {self.path.name}",
-                            timeout=call_timeout())
+        # Stoppable by Ctrl-C and by the call deadline: a graph may never terminate (runtimes/watch.py).
+        timeout, source = call_deadline(self.call_timeout)
+        return watched_call(lambda: self._run(checked), self._cancel, what=where, timeout=timeout, source=source,
+                            on_runaway=self._mark_runaway)
+
+    def _mark_runaway(self) -> None:
+        # The engine is still inside a call: another call on it would race that one (LiteRT's
+        # interpreter is not thread-safe), and freeing it could pull memory from under it.
+        self._runaway = True
 
     def _cancel(self) -> bool:
         """Ask the engine to stop the call in flight; True if it was asked (adapters that can override this)."""

@@ -223,20 +223,27 @@ class OpenVinoRuntime(Runtime):
             return self._device
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # The async API, so that InferRequest.cancel() (runtimes/watch.py, on Ctrl-C or past the call
+        # deadline) can end the request: wait() then raises. The locals keep the request and the
+        # compiled model alive while the call runs, even if close() drops them meanwhile.
+        request, compiled = self._request, self._compiled
         try:
-            res = self._request.infer(feeds)
+            request.start_async(feeds)  # copies the inputs (share_inputs=False)
+            request.wait()
+            # Copies out of the request's buffers, so the next run cannot overwrite what the caller holds.
+            return {spec.name: request.get_tensor(port).data.copy()
+                    for spec, port in zip(self.outputs, compiled.outputs, strict=False)}
         except Exception as e:
             raise InferenceError(f"openvino failed running {self.path.name} on {self._device}: "
                                  f"{_first_line(e)}") from None
-        # infer() copies outputs out of the request's buffers (share_outputs=False), so the next
-        # run cannot overwrite what the caller holds.
-        return {spec.name: res[port] for spec, port in zip(self.outputs, self._compiled.outputs, strict=False)}
 
     def _cancel(self) -> bool:
         request = self._request
         if request is None:
             return False
-        request.cancel()  # the blocking infer() then returns with an error
+        # Honoured between nodes; the CPU plugin does not check it inside a running Loop or
+        # TensorIterator, so such a call goes on (watch.py then treats it as a runaway).
+        request.cancel()
         return True
 
     def close(self) -> None:
