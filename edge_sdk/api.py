@@ -15,10 +15,25 @@ from edge_sdk.plan import Plan, default_plan
 class Generator:
     """An opened bundle with a plan, ready to generate. Sessions are created once and reused."""
 
-    def __init__(self, bundle: Bundle, plan: Plan) -> None:
+    def __init__(self, bundle: Bundle, plan: Plan, *, call_timeout: float | None = None) -> None:
         self.bundle = bundle
         self.plan = plan
         self.pipeline = pipeline_for(bundle, plan)
+        self.call_timeout = call_timeout
+
+    @property
+    def call_timeout(self) -> float | None:
+        """Seconds one component call may take before it is stopped with an ``InferenceError``
+        (None: ``EDGE_SDK_CALL_TIMEOUT``, else the default; ``edge_sdk.runtimes.watch``)."""
+        return self.pipeline.sessions.call_timeout
+
+    @call_timeout.setter
+    def call_timeout(self, seconds: float | None) -> None:
+        from edge_sdk.runtimes.watch import call_deadline
+
+        if seconds is not None:
+            seconds, _ = call_deadline(seconds)  # a bad value is a UsageError now, not at the first call
+        self.pipeline.sessions.call_timeout = seconds
 
     def generate(self, *, steps: int | None = None, seed: int = 0, sampler: str | None = None,
                  guidance: float | None = None, guidance_rescale: float = 0.0,
@@ -62,7 +77,7 @@ class Generator:
 def load(bundle: str | os.PathLike | Bundle, *, plan: Plan | str | None = None, runtime: str | None = None,
          precision: str | None = None, format: str | None = None, device: str = "auto",
          threads: int | None = None, verify: bool = True, isolate: bool = False,
-         timeout: float | None = None) -> Generator:
+         timeout: float | None = None, call_timeout: float | None = None) -> Generator:
     """Open (and verify) ``bundle`` and pick runtimes: from ``plan`` if given (``"tuned"``: the plan
     `edge-sdk tune` stored next to the bundle), else a tuned plan for this board if one exists, else
     what is installed.
@@ -70,6 +85,11 @@ def load(bundle: str | os.PathLike | Bundle, *, plan: Plan | str | None = None, 
     ``isolate=True`` loads and runs it in a watched child process instead (``edge_sdk.supervise``):
     a native crash, OOM kill or a hang longer than ``timeout`` seconds becomes a
     ``SupervisedProcessError`` here rather than taking this process down.
+
+    ``call_timeout``: seconds one component call may take (default ``EDGE_SDK_CALL_TIMEOUT``, else
+    30 minutes); past it the call is stopped and ``generate`` raises ``InferenceError``. OpenVINO
+    (inside a Loop) and LiteRT cannot stop a call in flight: it then goes on computing until the
+    process exits, so run untrusted bundles with ``isolate=True``.
     """
     if isolate:
         from edge_sdk.supervise import DEFAULT_LOAD_TIMEOUT, SupervisedGenerator
@@ -78,7 +98,7 @@ def load(bundle: str | os.PathLike | Bundle, *, plan: Plan | str | None = None, 
             bundle = bundle.root
         return SupervisedGenerator(bundle, timeout=timeout or DEFAULT_LOAD_TIMEOUT,  # type: ignore[return-value]
                                    plan=plan, runtime=runtime, precision=precision, format=format, device=device,
-                                   threads=threads, verify=verify)
+                                   threads=threads, verify=verify, call_timeout=call_timeout)
     if isinstance(plan, str) and plan != "tuned":
         from edge_sdk.errors import UsageError
 
@@ -93,4 +113,4 @@ def load(bundle: str | os.PathLike | Bundle, *, plan: Plan | str | None = None, 
         plan = load_tuned_plan(b, required=plan == "tuned")
     if plan is None:
         plan = default_plan(b, runtime=runtime, precision=precision, format=format, device=device, threads=threads)
-    return Generator(b, plan)
+    return Generator(b, plan, call_timeout=call_timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -35,7 +36,15 @@ for _info in sorted(pkgutil.iter_modules(_commands.__path__), key=lambda m: m.na
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run_cli(cli, argv))
+    code = run_cli(cli, argv)
+    watch = sys.modules.get("edge_sdk.runtimes.watch")
+    if watch is not None and watch.runaway_calls():
+        # A model call its engine cannot stop (OpenVINO inside a Loop, LiteRT) is still computing in a
+        # thread: the error is printed, nothing was written; end now rather than wait on it at exit.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ class Sessions:
         self.plan = plan
         self._open: dict[str, Runtime] = {}
         self.notes: list[str] = []  # what changed during the run (e.g. an fp32 fallback)
+        # Seconds one component call may take (None: EDGE_SDK_CALL_TIMEOUT or the default; runtimes/watch.py).
+        self.call_timeout: float | None = None
 
     def _load(self, component: str) -> Runtime:
         if component not in self._open:
@@ -31,6 +33,7 @@ class Sessions:
             # verified=: the runtime hashes the bytes it loads, so a file swapped since load() is refused
             self._open[component] = open_artifact(art.path, cp.runtime, device=cp.device, threads=cp.threads,
                                                   options=cp.options, verified=art.files)
+        self._open[component].call_timeout = self.call_timeout
         return self._open[component]
 
     @contextmanager

@@ -40,10 +40,13 @@ def parse_size(value: str | None) -> tuple[int | None, int | None]:
 @click.option("--out", "out", default="out.png", show_default=True, type=click.Path(), help="PNG to write.")
 @click.option("--isolate", is_flag=True, help="Load and run in a watched child process: a native crash or OOM kill "
               "there becomes an error here (edge_sdk.supervise).")
+@click.option("--call-timeout", type=float, metavar="SECONDS",
+              help="Longest one model call may run before the run stops with an error (default: "
+                   "EDGE_SDK_CALL_TIMEOUT, else 1800).")
 @json_option
 @quiet_option
 def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, prompt, negative_prompt, init_image,
-            strength, runtime, precision, device, threads, board, out, isolate, as_json, quiet):
+            strength, runtime, precision, device, threads, board, out, isolate, call_timeout, as_json, quiet):
     """Generate with BUNDLE and write a PNG (a grid when several images)."""
     from edge_sdk.api import load
 
@@ -53,8 +56,10 @@ def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, p
 
         gen = load_for_board(bundle, board, height=height, width=width, batch=batch or len(class_labels) or 1,
                              guidance=guidance, runtime=runtime, precision=precision)
+        gen.call_timeout = call_timeout
     else:
-        gen = load(bundle, runtime=runtime, precision=precision, device=device, threads=threads, isolate=isolate)
+        gen = load(bundle, runtime=runtime, precision=precision, device=device, threads=threads, isolate=isolate,
+                   call_timeout=call_timeout)
     bars: list[StepBar] = []
 
     def on_step(info) -> None:  # sized by the run itself: img2img runs fewer steps, Heun more calls
