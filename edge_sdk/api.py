@@ -91,6 +91,10 @@ def load(bundle: str | os.PathLike | Bundle, *, plan: Plan | str | None = None, 
     (inside a Loop) and LiteRT cannot stop a call in flight: it then goes on computing until the
     process exits, so run untrusted bundles with ``isolate=True``.
     """
+    if call_timeout is not None:  # checked before anything is opened, here or in the isolated child
+        from edge_sdk.runtimes.watch import call_deadline
+
+        call_deadline(call_timeout)
     if isolate:
         from edge_sdk.supervise import DEFAULT_LOAD_TIMEOUT, SupervisedGenerator
 
