@@ -55,6 +55,22 @@ def never_ending_ir(xml_path: Path) -> None:
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
 
 
+def long_straight_ir(xml_path: Path, layers: int = 200) -> None:
+    """An OpenVINO IR with no loop that runs for seconds on one thread: ``layers`` x (256x1024 @
+    1024x1024, tanh) on input ``x`` (one shared weight). OpenVINO's cancel() is checked between nodes."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([256, 1024], np.float32, name="x")
+    w = ops.constant(np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32) * 0.03)
+    y = x
+    for _ in range(layers):
+        y = ops.tanh(ops.matmul(y, w, False, False))
+    y.output(0).get_tensor().set_names({"y"})
+    ov.save_model(ov.Model([y], [x], "long"), str(xml_path), compress_to_fp16=False)
+
+
 def never_ending_tflite() -> bytes:
     import flatbuffers
     from ai_edge_litert import schema_py_generated as s

@@ -237,6 +237,32 @@ def _probe(bundle: Path, runtime: str, fmt: str) -> dict:
         return {"error": e, "seconds": time.perf_counter() - t}
 
 
+def _openvino_cancel(folder: Path) -> dict:
+    """A long straight-line IR on OpenVINO with a 0.3 s call deadline: cancel() must end it."""
+    import numpy as np
+
+    from edge_sdk.errors import InferenceError
+    from edge_sdk.runtimes.openvino import OpenVinoRuntime
+
+    xml = folder / "long.xml"
+    _endless_models().long_straight_ir(xml)
+    rt = OpenVinoRuntime(xml, threads=1, options={"cache_dir": False})
+    rt.call_timeout = 0.3
+    feeds = {"x": np.ones((256, 1024), np.float32)}
+    t = time.perf_counter()
+    try:
+        rt.run(feeds)
+        got = {"error": None}
+    except InferenceError as e:
+        got = {"error": e.message}
+    got["seconds"] = time.perf_counter() - t
+    rt.call_timeout = 600
+    t = time.perf_counter()
+    got["full"] = rt.run(feeds)["y"].shape, time.perf_counter() - t  # the same session runs a whole call again
+    got["runaway"] = watch.runaway_calls()
+    return got
+
+
 @pytest.fixture(scope="module")
 def endless_runs(hanging_bundle_all, tmp_path_factory):
     """Start every slow case at once and collect what each did: the API script over all engines, the
@@ -261,8 +287,9 @@ def endless_runs(hanging_bundle_all, tmp_path_factory):
         **pipes)
     os.environ[TAG] = tag  # inherited by the probe children and the processes they fork
     try:
-        with ThreadPoolExecutor(len(PROBED)) as pool:
+        with ThreadPoolExecutor(len(PROBED) + 1) as pool:
             probes = {rt: pool.submit(_probe, hanging_bundle_all, rt, fmt) for rt, fmt, _ in PROBED}
+            ov_cancel = pool.submit(_openvino_cancel, tmp_path_factory.mktemp("long"))
             in_call = _busy_worker(sigint.pid)
             sigint.send_signal(signal.SIGINT)
             sent = time.perf_counter()
@@ -272,7 +299,7 @@ def endless_runs(hanging_bundle_all, tmp_path_factory):
                     if name not in ended and p.poll() is not None:
                         ended[name] = time.perf_counter()
                 time.sleep(0.05)
-            runs = {"probe": {rt: f.result() for rt, f in probes.items()}}
+            runs = {"probe": {rt: f.result() for rt, f in probes.items()}, "openvino_cancel": ov_cancel.result()}
     finally:
         del os.environ[TAG]
         for p in procs.values():
@@ -322,6 +349,18 @@ def test_api_call_deadline_on_every_engine(runtime, fmt, endless_runs):
         # The engine is still busy with the first call: the session refuses at once instead of racing it.
         assert second["error"][0] == "InferenceError" and "still running" in second["error"][1], second
         assert second["seconds"] < 0.5, second
+
+
+@pytest.mark.slow
+def test_openvino_cancel_ends_a_long_call(endless_runs):
+    """What the async API buys: outside a Loop, OpenVINO's cancel() ends a call at the deadline,
+    and the session stays usable (200 large matmuls: seconds of work on one thread)."""
+    got = endless_runs["openvino_cancel"]
+    assert got["error"] is not None and got["error"].endswith("it was cancelled"), got
+    assert 0.3 <= got["seconds"] < 0.3 + watch.CANCEL_GRACE_S, got
+    shape, full_seconds = got["full"]
+    assert tuple(shape) == (256, 1024) and full_seconds > got["seconds"], got  # the call really was longer
+    assert got["runaway"] == []
 
 
 @pytest.mark.slow
