@@ -49,8 +49,7 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
     except BrokenPipeError:
         return 0
     except MemoryError as e:  # an allocation too big for this machine is the input's fault, not a bug
-        err = MemoryCapError(f"not enough memory for this run ({str(e).splitlines()[0] if str(e) else 'MemoryError'})",
-                             hint="use a smaller --size or --batch, or a plan for this board with tiled decoding")
+        err = MemoryCapError.from_memory_error(e)
         click.echo(f"error: {err.message}\n  hint: {err.hint}", err=True)
         return err.exit_code
     except Exception as e:  # a bug of ours: one line by default, the traceback on request

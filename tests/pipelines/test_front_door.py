@@ -1,0 +1,84 @@
+"""The front door: ``edge_sdk.load(bundle, board=...)`` plans for the board and enforces its cap;
+``GenerateRequest`` carries a run's parameters and is validated once."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import edge_sdk
+from edge_sdk.board import load_board
+from edge_sdk.errors import MemoryCapError, PlanError, UsageError
+from edge_sdk.memory import rss_bytes
+from edge_sdk.pipelines.request import GenerateRequest
+
+BOARD = "x86-64-generic"  # the fallback profile: its runtimes (onnxruntime:cpu first) are installed here
+
+
+@pytest.fixture
+def probe_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_SDK_CACHE_DIR", str(tmp_path / "cache"))  # the planner's memory probes land here
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"steps": 0}, "steps must be a positive integer"),
+    ({"steps": True}, "steps must be a positive integer"),
+    ({"guidance_rescale": 1.5}, r"guidance rescale must be in \[0, 1\]"),
+    ({"batch": 0}, "batch must be a positive integer"),
+    ({"strength": 0.5}, "strength applies to img2img only"),
+    ({"prompt": "a\x00cat"}, "NUL"),
+])
+def test_a_request_is_validated_when_it_is_made(kwargs, match):
+    with pytest.raises(UsageError, match=match):
+        GenerateRequest(**kwargs)
+
+
+def test_a_request_or_keywords_not_both_and_no_unknown_keywords():
+    req = GenerateRequest(steps=3)
+    assert GenerateRequest.of(req) is req and GenerateRequest.of(steps=3) == req
+    with pytest.raises(UsageError, match="not both"):
+        GenerateRequest.of(req, seed=4)
+    with pytest.raises(UsageError, match="unknown generate option"):
+        GenerateRequest.of(stpes=3)
+    assert GenerateRequest(class_labels=[1, 2, 3]).images() == 3 and GenerateRequest(batch=2).images() == 2
+
+
+@pytest.mark.slow  # sessions plus three runs: about 1 s here
+def test_a_request_gives_the_same_image_as_keywords(tiny_bundle):
+    with edge_sdk.load(tiny_bundle) as g:
+        by_kwargs = g.generate(steps=3, seed=5, sampler="euler")
+        by_request = g.generate(GenerateRequest(steps=3, seed=5, sampler="euler"))
+        by_pipeline = g.pipeline.generate(steps=3, seed=5, sampler="euler")  # the pipeline's own signature
+    # One deterministic ONNX Runtime CPU session, same seed and inputs: bit-identical.
+    assert np.array_equal(by_kwargs.raw, by_request.raw) and np.array_equal(by_kwargs.raw, by_pipeline.raw)
+
+
+@pytest.mark.slow  # the planner probes the denoiser's memory once (~4 s)
+def test_load_with_a_board_plans_for_it_and_enforces_its_cap(tiny_bundle, probe_cache):
+    with edge_sdk.load(tiny_bundle, board=BOARD, threads=1, device="cpu") as g:
+        assert g.plan.board == BOARD and g.plan.memory_cap_bytes == load_board(BOARD).cap_bytes
+        # --threads and --device narrow the board's plan instead of being dropped.
+        assert {(c.runtime, c.device, c.threads) for c in g.plan.components.values()} == {("onnxruntime", "cpu", 1)}
+        assert g.generate(steps=2).images.shape == (1, 32, 32, 3)
+        # The watch is the Generator's own: no MemoryWatch around this call, yet a cap below what the
+        # process already holds stops the run.
+        g.plan.memory_cap_bytes = rss_bytes() // 2
+        with pytest.raises(MemoryCapError, match=r"over its cap of \d+ MB"):
+            g.generate(steps=4)
+    with pytest.raises(PlanError, match=f"board {BOARD} offers no runtime on device NPU"):
+        edge_sdk.load(tiny_bundle, board=BOARD, device="NPU")
+    with pytest.raises(UsageError, match="format cannot be forced on a board plan"):
+        edge_sdk.load(tiny_bundle, board=BOARD, format="onnx")
+
+
+@pytest.mark.slow  # a child process loads and plans (~5 s)
+def test_isolate_with_a_board_plans_in_the_child(tiny_bundle, probe_cache):
+    with edge_sdk.load(tiny_bundle, board=BOARD, isolate=True, threads=1) as g:
+        assert g.pid is not None and g.pid != os.getpid()
+        assert g.plan.board == BOARD and all(c.threads == 1 for c in g.plan.components.values())
+        with edge_sdk.load(tiny_bundle, runtime="onnxruntime") as here:
+            want = here.generate(steps=2, seed=1).raw
+        # Same plan choice (onnxruntime CPU, fp32) in another process: bit-identical.
+        assert np.array_equal(g.generate(GenerateRequest(steps=2, seed=1)).raw, want)
