@@ -82,3 +82,11 @@ def test_isolate_with_a_board_plans_in_the_child(tiny_bundle, probe_cache):
             want = here.generate(steps=2, seed=1).raw
         # Same plan choice (onnxruntime CPU, fp32) in another process: bit-identical.
         assert np.array_equal(g.generate(GenerateRequest(steps=2, seed=1)).raw, want)
+
+
+@pytest.mark.slow  # one console-script run (~3 s)
+def test_run_with_a_board_refuses_a_device_the_board_does_not_offer(cli, tiny_bundle, tmp_path):
+    r = cli("run", str(tiny_bundle), "--board", BOARD, "--device", "NPU", "--out", str(tmp_path / "o.png"))
+    # Before, --device was dropped silently with --board; now it narrows the board's list, here to nothing.
+    assert r.returncode == 7 and f"board {BOARD} offers no runtime on device NPU" in r.stderr, r.stderr
+    assert "onnxruntime:cpu" in r.stderr and not (tmp_path / "o.png").exists()
