@@ -12,24 +12,16 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_sdk import __version__
 from edge_sdk.bundle import Bundle
+from edge_sdk.cache import cache_dir
 from edge_sdk.errors import BundleError, EdgeSDKError, ModelSourceError
 from edge_sdk.pipelines.result import GenerationResult
 from edge_sdk.plan import Plan
-
-
-def cache_root() -> Path:
-    env = os.environ.get("EDGE_SDK_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edge-sdk"
 
 
 def _weights_digest() -> str:
@@ -57,7 +49,7 @@ def demo_bundle(formats: Iterable[str] | None = None, precisions: Iterable[str] 
 
     fmts, precs = sorted(formats or [default_format()]), sorted(precisions)
     key = f"demo-{__version__}-{'_'.join(fmts)}-{'_'.join(precs)}-{_weights_digest()}"
-    root = cache_root()
+    root = cache_dir()
     path = root / key
     if path.exists() and not rebuild:
         try:

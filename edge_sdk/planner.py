@@ -91,11 +91,7 @@ def _latent_size(bundle: Bundle, req: PlanRequest) -> tuple[int, int, int]:
     kind = model.get("kind", "pixel_diffusion")
     down = int(model.get("vae_downsample", 8)) if kind == "latent_diffusion" else 1
     mult = int(model.get("spatial_multiple", 1))
-    native = model.get("sample_size")
-    if native is None:
-        comp = "denoiser" if "denoiser" in bundle.components else bundle.components[0]
-        dims = bundle.signature(comp)[0][0].shape[2:]
-        native = [d if isinstance(d, int) else 64 for d in dims] if len(dims) == 2 else [1, 1]
+    native = bundle.native_cells() or (1, 1)  # (1, 1): a GAN's z has no spatial size
     cells = []
     for px, nat, axis in ((req.height, native[0], "height"), (req.width, native[1], "width")):
         if px is None:

@@ -9,7 +9,6 @@ default to bf16 (AMX / avx512_bf16) and drift ~1e-2 from PyTorch.
 from __future__ import annotations
 
 import glob
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,9 @@ def _ov():
 
 def default_cache_dir() -> Path:
     """Where compiled models are cached unless options['cache_dir'] says otherwise."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "edge-sdk" / "openvino"
+    from edge_sdk.cache import cache_dir
+
+    return cache_dir("openvino")
 
 
 def check_ir_files(xml_path: Path) -> Path:

@@ -69,7 +69,7 @@ class DiffusionPipeline:
         """(batch, channels, h, w) of the denoiser's input for an output of height x width pixels."""
         ins, _ = self.bundle.signature("denoiser")
         c = ins[0].shape[1] if isinstance(ins[0].shape[1], int) else int(self.model.get("in_channels", 4))
-        native = self.model.get("sample_size") or [s if isinstance(s, int) else 32 for s in ins[0].shape[2:]]
+        native = self.bundle.native_cells() or (1, 1)
         down, mult = self.downsample, int(self.model.get("spatial_multiple", 1))
         h = native[0] if height is None else height // down
         w = native[1] if width is None else width // down

@@ -19,7 +19,7 @@ BOARD = "x86-64-generic"  # the fallback profile: its runtimes (onnxruntime:cpu 
 
 @pytest.fixture
 def probe_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGE_SDK_CACHE_DIR", str(tmp_path / "cache"))  # the planner's memory probes land here
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))  # the planner's memory probes land here
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -90,3 +90,36 @@ def test_run_with_a_board_refuses_a_device_the_board_does_not_offer(cli, tiny_bu
     # Before, --device was dropped silently with --board; now it narrows the board's list, here to nothing.
     assert r.returncode == 7 and f"board {BOARD} offers no runtime on device NPU" in r.stderr, r.stderr
     assert "onnxruntime:cpu" in r.stderr and not (tmp_path / "o.png").exists()
+
+
+def test_one_native_size_when_the_bundle_records_none(tiny_bundle_copy):
+    import json
+
+    from edge_sdk.bundle import DEFAULT_SAMPLE_CELLS, Bundle
+    from edge_sdk.planner import PlanRequest, plan
+
+    path = tiny_bundle_copy / "manifest.json"
+    doc = json.loads(path.read_text())
+    del doc["model"]["sample_size"]  # a hand-written bundle; its denoiser takes any size
+    path.write_text(json.dumps(doc))
+    b = Bundle.open(tiny_bundle_copy, verify=False)
+    assert b.native_cells() == (DEFAULT_SAMPLE_CELLS, DEFAULT_SAMPLE_CELLS)
+    # The planner estimated for 64 cells while the pipeline ran 32: now both take the bundle's answer.
+    p = plan(b, BOARD, PlanRequest(measure=False))
+    assert p.size == (DEFAULT_SAMPLE_CELLS, DEFAULT_SAMPLE_CELLS)
+    with edge_sdk.load(b, plan=p) as g:
+        assert g.pipeline.sample_shape(1, None, None)[2:] == p.size
+
+
+def test_one_cache_folder_and_the_old_variable_still_works(monkeypatch, tmp_path):
+    from edge_sdk.cache import cache_dir
+
+    monkeypatch.delenv("EDGE_SDK_CACHE", raising=False)
+    monkeypatch.setenv("EDGE_SDK_CACHE_DIR", str(tmp_path / "old"))
+    assert cache_dir("memory") == tmp_path / "old" / "memory"
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "new"))  # the one variable wins
+    assert cache_dir("openvino") == tmp_path / "new" / "openvino"
+    monkeypatch.delenv("EDGE_SDK_CACHE")
+    monkeypatch.delenv("EDGE_SDK_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "edge-sdk"
