@@ -482,8 +482,7 @@ def write_chart(report: BenchReport, path: str | os.PathLike, *, title: str | No
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
     # One marker per registered runtime, in preference order (onnxruntime o, openvino s, litert ^).
     markers = dict(zip(sorted(runtime_names(), key=lambda n: (runtime_rank(n), n)), "os^v<>ph*", strict=False))
-    colors = {"fp32": "tab:blue", "fp16": "tab:orange", "int8-static": "tab:green", "int8-weight": "tab:red",
-              "int8": "tab:green"}
+    colors = dict(zip(PRECISION_ORDER, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=False))
     for r in rows:
         rt, _, rest = r.label.partition(":")
         prec = rest.rpartition("/")[2] if "," not in r.label else "mixed"

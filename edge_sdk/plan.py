@@ -12,7 +12,10 @@ from typing import Any
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import RuntimeUnavailableError, UsageError
 
-PRECISION_ORDER = ("fp32", "fp16", "int8-static", "int8", "int8-weight")
+# Every precision an artifact may have, in the order a plan without a board prefers them: the one
+# list (converters, the CLI, boards, bench and the planner read it; the manifest schema's enum is
+# checked equal to it by tests/core/test_one_source.py).
+PRECISION_ORDER = ("fp32", "fp16", "int8-static", "int8-weight")
 
 
 @dataclass

@@ -27,8 +27,8 @@ from edge_sdk.errors import PlanError, UsageError
 from edge_sdk.memory_estimate import ComponentCost, default_cost
 from edge_sdk.memory_probe import component_cost
 from edge_sdk.plan import PRECISION_ORDER, ComponentPlan, Plan, TilePlan, usable_runtimes
+from edge_sdk.units import MB
 
-MB = 1024 * 1024
 TINY = "tiny"  # the decoder variant holding a tiny autoencoder (TAESD), see converters/diffusers_folder.py
 IMAGE_BYTES_PER_PIXEL = 32  # float32 decode output, its uint8 copy and the result's raw copy, per RGB pixel
 BUFFER_OVERHEAD = 8 * MB  # latents, noise, sampler state, small copies
@@ -432,7 +432,7 @@ def _refusal(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dic
                                                 cfg_opts, cap, req.tile)[0]:
         ideas.append(f"--size {ww * down}x{hh * down}")
     # int8 artifacts: the bundle's own if it has them, else what converting to int8 would weigh.
-    if req.precision not in ("int8-static", "int8-weight", "int8"):
+    if not (req.precision or "").startswith("int8"):
         int8 = {}
         for name, c in choices.items():
             a8 = next((a for a in bundle.artifacts(name) if a.precision.startswith("int8") and a.format == c.plan.format

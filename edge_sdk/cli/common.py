@@ -6,14 +6,29 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from edge_sdk.errors import EdgeSDKError, MemoryCapError
+from edge_sdk.errors import EdgeSDKError, MemoryCapError, UsageError
 from edge_sdk.interrupt import Interrupted
 from edge_sdk.names import for_terminal, for_terminal_lines
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    """``--size WIDTHxHEIGHT`` -> (width, height) in pixels; None when not given. Whether the model
+    takes that size is the planner's and the pipeline's to say."""
+    if not value:
+        return None
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 512x512", param_hint="--size") from None
+    for v, axis in ((w, "width"), (h, "height")):
+        if v <= 0:  # the model's own wording (pipeline, planner): one message for one mistake
+            raise UsageError(f"{axis} {v} does not fit this model", hint="--size takes positive WIDTHxHEIGHT pixels")
+    return w, h
+
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
@@ -142,10 +157,3 @@ class StepBar:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
             self._bar = None
-
-
-def callback_with_bar(bar: StepBar) -> Callable[[Any], None]:
-    def cb(_info: Any) -> None:
-        bar.update(1)
-
-    return cb

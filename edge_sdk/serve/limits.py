@@ -92,7 +92,7 @@ def check_request(limits: Limits, *, width: int, height: int, n: int, steps: int
                                  f"{limits.multiple} px")
 
 
-def parse_size(value: Any, limits: Limits) -> tuple[int, int]:
+def request_size(value: Any, limits: Limits) -> tuple[int, int]:
     """'WxH' (OpenAI's form) -> (width, height); None or 'auto' -> the default size."""
     if value is None or value == "auto":
         return limits.default_size

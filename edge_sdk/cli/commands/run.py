@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import StepBar, emit_json, json_option, progress_enabled, quiet_option, say
-
-
-def parse_size(value: str | None) -> tuple[int | None, int | None]:
-    if not value:
-        return None, None
-    try:
-        w, h = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 512x512", param_hint="--size") from None
-    return w, h
+from edge_sdk.cli.common import StepBar, emit_json, json_option, parse_size, progress_enabled, quiet_option, say
 
 
 @click.command("run")
@@ -53,7 +43,7 @@ def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, p
     from edge_sdk.api import load
     from edge_sdk.pipelines.request import GenerateRequest
 
-    width, height = parse_size(size)
+    width, height = parse_size(size) or (None, None)
     # One request, validated once: the board's plan is made for its size and batch, then it runs.
     request = GenerateRequest(steps=steps, seed=seed, sampler=sampler, guidance=guidance,
                               class_labels=list(class_labels) or None, batch=batch, height=height, width=width,
