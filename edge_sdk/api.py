@@ -113,14 +113,14 @@ def _choose_plan(b: Bundle, *, board: str | BoardProfile | None, plan: Plan | st
                  device: str, threads: int | None, decoder: str | None) -> Plan:
     if isinstance(plan, Plan):
         return plan
-    board_name = board.name if isinstance(board, BoardProfile) else board
     if plan == "tuned":
-        from edge_sdk.board_detect import resolve_board
+        from edge_sdk.board import load_board
         from edge_sdk.tuned_plan import load_tuned_plan
 
-        # `edge-sdk tune` stores a measured plan next to the bundle (edge_sdk.tune).
-        tuned = load_tuned_plan(b, None if board_name in (None, "auto") else resolve_board(board_name),
-                                required=True)
+        # `edge-sdk tune` stores a measured plan next to the bundle under the profile's name (edge_sdk.tune).
+        name = (board.name if isinstance(board, BoardProfile) else
+                None if board in (None, "auto") else load_board(board).name)
+        tuned = load_tuned_plan(b, name, required=True)
         assert tuned is not None
         return tuned
     if board is not None:
