@@ -149,12 +149,12 @@ def bundle_for(bm: BenchModel, *, formats: tuple[str, ...] | None = None,
 
     import edge_sdk
     from edge_sdk.bundle import Bundle
+    from edge_sdk.cache import cache_dir
     from edge_sdk.converters.convert import ConvertReport
-    from edge_sdk.demo import cache_root
     from edge_sdk.errors import BundleError
 
     formats = formats or bm.formats
-    root = Path(cache or os.environ.get("EDGE_SDK_BENCH_CACHE") or cache_root() / "bench")
+    root = Path(cache or os.environ.get("EDGE_SDK_BENCH_CACHE") or cache_dir("bench"))
     path = root / f"{bm.name}-{edge_sdk.__version__}-{'_'.join(formats)}-{'_'.join(precisions)}-{bm.key()}"
     if path.exists():
         try:

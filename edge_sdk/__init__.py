@@ -6,6 +6,7 @@ Device-side API (no torch needed)::
     gen = edge_sdk.load("my-bundle")                  # verifies every file's sha256
     result = gen.generate(steps=8, seed=0)
     result.save("out.png")
+    gen = edge_sdk.load("my-bundle", board="rpi5-8gb")  # the board's plan, under its memory cap
 
 Host-side API (needs ``pip install edge-sdk[convert]``)::
 

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
+from edge_sdk.board import BoardProfile
 from edge_sdk.bundle import Bundle
-from edge_sdk.errors import MemoryCapError
+from edge_sdk.errors import MemoryCapError, UsageError
 from edge_sdk.pipelines import GenerationResult, StepCallback, pipeline_for
+from edge_sdk.pipelines.request import GenerateRequest
 from edge_sdk.plan import Plan, default_plan
 
 
 class Generator:
-    """An opened bundle with a plan, ready to generate. Sessions are created once and reused."""
+    """An opened bundle with a plan, ready to generate. Sessions are created once and reused.
 
-    def __init__(self, bundle: Bundle, plan: Plan, *, call_timeout: float | None = None) -> None:
+    ``generate`` runs under the plan's memory cap (a board plan has one): a watch samples this
+    process's memory and stops the run with MemoryCapError once the cap is crossed. ``watch=False``
+    leaves it off (``edge_sdk.bench`` measures peaks; the watch's sampling would disturb timings).
+    """
+
+    def __init__(self, bundle: Bundle, plan: Plan, *, watch: bool = True, call_timeout: float | None = None) -> None:
         self.bundle = bundle
         self.plan = plan
+        self.watch = watch
         self.pipeline = pipeline_for(bundle, plan)
         self.call_timeout = call_timeout
 
@@ -35,34 +42,28 @@ class Generator:
             seconds, _ = call_deadline(seconds)  # a bad value is a UsageError now, not at the first call
         self.pipeline.sessions.call_timeout = seconds
 
-    def generate(self, *, steps: int | None = None, seed: int = 0, sampler: str | None = None,
-                 guidance: float | None = None, guidance_rescale: float = 0.0,
-                 class_labels: Sequence[int] | None = None, batch: int | None = None,
-                 height: int | None = None, width: int | None = None,
-                 prompt: str | Sequence[str] | None = None, negative_prompt: str | Sequence[str] | None = None,
-                 prompt_embeds: Any = None, negative_prompt_embeds: Any = None,
-                 init_image: str | os.PathLike | Any = None, strength: float | None = None,
-                 callback: StepCallback | None = None) -> GenerationResult:
-        """Generate ``batch`` images (row ``k`` is what seed ``seed + k`` gives alone).
+    def generate(self, request: GenerateRequest | None = None, /, *, callback: StepCallback | None = None,
+                 **options: Any) -> GenerationResult:
+        """Generate the images ``request`` asks for (row ``k`` is what seed ``seed + k`` gives alone).
 
-        Diffusion: ``steps``, ``sampler``, ``guidance`` (+ ``guidance_rescale``), ``height``/``width``
-        in pixels; ``prompt``/``negative_prompt`` or ``prompt_embeds``/``negative_prompt_embeds``
-        for text-conditioned bundles; ``class_labels`` for class-conditional ones; ``init_image``
-        (path or HWC uint8 array) and ``strength`` for img2img. GANs take seed, batch, class_labels.
+        The run's parameters come as a ``GenerateRequest`` or as its fields by keyword. Diffusion:
+        ``steps``, ``sampler``, ``guidance`` (+ ``guidance_rescale``), ``height``/``width`` in
+        pixels; ``prompt``/``negative_prompt`` or ``prompt_embeds``/``negative_prompt_embeds`` for
+        text-conditioned bundles; ``class_labels`` for class-conditional ones; ``init_image`` (path
+        or HWC uint8 array) and ``strength`` for img2img. GANs take seed, batch, class_labels.
         ``callback(StepInfo)`` runs after every step (progress, ``info.preview()``); return False
         to cancel (``CancelledError``).
         """
-        kwargs = dict(steps=steps, sampler=sampler, guidance=guidance, height=height, width=width, prompt=prompt,
-                      negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
-                      negative_prompt_embeds=negative_prompt_embeds, init_image=init_image, strength=strength)
+        from edge_sdk.memory import MemoryWatch
+
+        req = GenerateRequest.of(request, **options)
+        cap = self.plan.memory_cap_bytes if self.watch else None
         try:
-            return self.pipeline.generate(seed=seed, batch=batch, class_labels=class_labels, callback=callback,
-                                          guidance_rescale=guidance_rescale, **kwargs)
+            # A no-op without a cap (no thread); with one, crossing it stops the run.
+            with MemoryWatch(cap, unified=self.plan.memory_unified, where=f"this run of bundle {self.bundle.name}"):
+                return self.pipeline.generate(req, callback=callback)
         except MemoryError as e:  # an allocation too big for this machine: a typed error (hardening)
-            raise MemoryCapError("not enough memory for this run "
-                                 f"({str(e).splitlines()[0] if str(e) else 'MemoryError'})",
-                                 hint="use a smaller --size or --batch, or a plan for this board with tiled "
-                                      "decoding") from None
+            raise MemoryCapError.from_memory_error(e) from None
 
     def close(self) -> None:
         self.pipeline.close()
@@ -74,17 +75,29 @@ class Generator:
         self.close()
 
 
-def load(bundle: str | os.PathLike | Bundle, *, plan: Plan | str | None = None, runtime: str | None = None,
+def load(bundle: str | os.PathLike | Bundle, *, board: str | BoardProfile | None = None,
+         plan: Plan | str | None = None, request: GenerateRequest | None = None, runtime: str | None = None,
          precision: str | None = None, format: str | None = None, device: str = "auto",
-         threads: int | None = None, verify: bool = True, isolate: bool = False,
+         threads: int | None = None, decoder: str | None = None, verify: bool = True, isolate: bool = False,
          timeout: float | None = None, call_timeout: float | None = None) -> Generator:
-    """Open (and verify) ``bundle`` and pick runtimes: from ``plan`` if given (``"tuned"``: the plan
-    `edge-sdk tune` stored next to the bundle), else a tuned plan for this board if one exists, else
-    what is installed.
+    """Open (and verify) ``bundle``, choose its plan, and return a Generator. The one front door:
+    the CLI's ``run``, ``demo``, ``bench`` and ``tune`` load through here.
+
+    The plan, in order: ``plan`` if it is a Plan; ``"tuned"``: the plan `edge-sdk tune` stored next
+    to the bundle for ``board`` (default: the detected board), required; with ``board`` (a profile
+    name, a path to a profile .toml, ``"auto"`` or a BoardProfile): the planner's plan for that
+    board from the runtimes installed here, fitted to the board's memory cap for ``request``'s size
+    and batch (``decoder``: "full" or "tiny"); with no choice at all: a tuned plan for the detected
+    board where one exists; else the first installed runtime that opens an artifact
+    (``edge_sdk.plan.default_plan``). ``runtime``, ``precision``, ``device`` and ``threads``
+    narrow a board's plan as they narrow the default one; ``format`` does not apply to a board
+    (its runtimes pick formats). A plan with a memory cap (every board plan) is enforced while
+    generating: crossing it raises MemoryCapError.
 
     ``isolate=True`` loads and runs it in a watched child process instead (``edge_sdk.supervise``):
     a native crash, OOM kill or a hang longer than ``timeout`` seconds becomes a
-    ``SupervisedProcessError`` here rather than taking this process down.
+    ``SupervisedProcessError`` here rather than taking this process down. The child plans and
+    watches the cap itself, with the same arguments.
 
     ``call_timeout``: seconds one component call may take (default ``EDGE_SDK_CALL_TIMEOUT``, else
     30 minutes); past it the call is stopped and ``generate`` raises ``InferenceError``. OpenVINO
@@ -95,26 +108,62 @@ def load(bundle: str | os.PathLike | Bundle, *, plan: Plan | str | None = None, 
         from edge_sdk.runtimes.watch import call_deadline
 
         call_deadline(call_timeout)
+    if isinstance(plan, str) and plan != "tuned":
+        raise UsageError(f"plan must be a Plan or 'tuned', got {plan!r}")
+    if isinstance(plan, Plan) and board is not None:
+        raise UsageError("give a plan or a board to plan for, not both",
+                         hint="a Plan made for a board (edge_sdk.planner.plan) already carries its cap")
+    if board is not None and format is not None:
+        raise UsageError("a format cannot be forced on a board plan: the board's runtimes choose formats",
+                         hint="pass a runtime instead, or leave the board out")
+    if request is not None and not isinstance(request, GenerateRequest):
+        raise UsageError(f"request must be a GenerateRequest, got {type(request).__name__}")
     if isolate:
         from edge_sdk.supervise import DEFAULT_LOAD_TIMEOUT, SupervisedGenerator
 
         if isinstance(bundle, Bundle):
             bundle = bundle.root
         return SupervisedGenerator(bundle, timeout=timeout or DEFAULT_LOAD_TIMEOUT,  # type: ignore[return-value]
-                                   plan=plan, runtime=runtime, precision=precision, format=format, device=device,
-                                   threads=threads, verify=verify, call_timeout=call_timeout)
-    if isinstance(plan, str) and plan != "tuned":
-        from edge_sdk.errors import UsageError
-
-        raise UsageError(f"plan must be a Plan or 'tuned', got {plan!r}")
+                                   board=board, plan=plan, request=request, runtime=runtime, precision=precision,
+                                   format=format, device=device, threads=threads, decoder=decoder, verify=verify,
+                                   call_timeout=call_timeout)
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify=verify)
-    if plan == "tuned" or (plan is None and runtime is None and precision is None and format is None
-                           and device == "auto" and threads is None):
-        # `edge-sdk tune` stores a measured plan next to the bundle (edge_sdk.tune): "tuned" requires
-        # it; with no choice given it is used when one exists for the detected board.
+    chosen = _choose_plan(b, board=board, plan=plan, request=request, runtime=runtime, precision=precision,
+                          format=format, device=device, threads=threads, decoder=decoder)
+    return Generator(b, chosen, call_timeout=call_timeout)
+
+
+def _choose_plan(b: Bundle, *, board: str | BoardProfile | None, plan: Plan | str | None,
+                 request: GenerateRequest | None, runtime: str | None, precision: str | None, format: str | None,
+                 device: str, threads: int | None, decoder: str | None) -> Plan:
+    if isinstance(plan, Plan):
+        return plan
+    if plan == "tuned":
+        from edge_sdk.board import load_board
         from edge_sdk.tuned_plan import load_tuned_plan
 
-        plan = load_tuned_plan(b, required=plan == "tuned")
-    if plan is None:
-        plan = default_plan(b, runtime=runtime, precision=precision, format=format, device=device, threads=threads)
-    return Generator(b, plan, call_timeout=call_timeout)
+        # `edge-sdk tune` stores a measured plan next to the bundle under the profile's name (edge_sdk.tune).
+        name = (board.name if isinstance(board, BoardProfile) else
+                None if board in (None, "auto") else load_board(board).name)
+        tuned = load_tuned_plan(b, name, required=True)
+        assert tuned is not None
+        return tuned
+    if board is not None:
+        from edge_sdk.planner import PlanRequest
+        from edge_sdk.planner import plan as plan_for
+
+        req = request or GenerateRequest()
+        return plan_for(b, board, PlanRequest(
+            height=req.height, width=req.width, batch=req.images(), guidance=req.guidance, runtime=runtime,
+            precision=precision, installed_only=True, decoder=decoder, device=None if device == "auto" else device,
+            threads=threads))
+    if decoder is not None:
+        raise UsageError("a decoder choice needs a board to plan for", hint="pass a board, or leave decoder out")
+    if runtime is None and precision is None and format is None and device == "auto" and threads is None:
+        # With no choice given, a plan `edge-sdk tune` measured on the detected board wins when one exists.
+        from edge_sdk.tuned_plan import load_tuned_plan
+
+        tuned = load_tuned_plan(b)
+        if tuned is not None:
+            return tuned
+    return default_plan(b, runtime=runtime, precision=precision, format=format, device=device, threads=threads)

@@ -29,7 +29,7 @@ import numpy as np
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import EdgeSDKError, UsageError
-from edge_sdk.plan import PRECISION_ORDER, ComponentPlan, Plan, usable_runtimes
+from edge_sdk.plan import PRECISION_ORDER, Plan, default_plan, usable_runtimes
 
 DEFAULT_REPEATS = 3
 DEFAULT_WARMUP = 1
@@ -189,24 +189,12 @@ def candidate_configs(bundle: Bundle, *, runtimes: str | Iterable[str] | None = 
     return seen
 
 
-def plan_for_config(bundle: Bundle, config: BenchConfig, *, threads: int | None = None,
-                    component_precisions: dict[str, str] | None = None) -> Plan:
-    """A plan running every component as ``config`` says (``component_precisions`` overrides per
-    component); a component without that artifact runs its fp32 artifact in the same format."""
-    comps: dict[str, ComponentPlan] = {}
-    notes = []
-    for name in bundle.components:
-        want = (component_precisions or {}).get(name, config.precision)
-        have = {(a.format, a.precision) for a in bundle.artifacts(name) if a.variant == ""}
-        prec = want if (config.format, want) in have else "fp32"
-        if (config.format, prec) not in have:
-            raise UsageError(f"component {name} has no {config.format} artifact to run on {config.runtime}",
-                             hint=f"it has {', '.join(sorted(f'{f}/{p}' for f, p in have))}")
-        if prec != want:
-            notes.append(f"{name}: no {config.format}/{want} artifact, runs {config.format}/fp32")
-        comps[name] = ComponentPlan(runtime=config.runtime, format=config.format, precision=prec,
-                                    device=config.device, threads=threads)
-    return Plan(components=comps, notes=notes)
+def plan_for_config(bundle: Bundle, config: BenchConfig, *, threads: int | None = None) -> Plan:
+    """A plan running every component as ``config`` says; a component without that artifact runs
+    its fp32 artifact in the same format. The front door's own default plan, narrowed to one
+    backend: bench measures backends side by side, not the plan a board would get."""
+    return default_plan(bundle, runtime=config.runtime, format=config.format, precision=config.precision,
+                        device=config.device, threads=threads, fallback_precision="fp32")
 
 
 def plan_label(plan: Plan) -> str:
@@ -281,7 +269,7 @@ def measure_plan(bundle_path: str, plan_json: dict[str, Any], *, steps: int, see
 
     Meant for a fresh process (``run_supervised``), so ``peak_rss_mb`` is this plan's alone.
     """
-    from edge_sdk.api import Generator
+    from edge_sdk.api import load
     from edge_sdk.memory import peak_rss_bytes, rss_bytes
 
     base = rss_bytes()
@@ -289,7 +277,9 @@ def measure_plan(bundle_path: str, plan_json: dict[str, Any], *, steps: int, see
     plan = Plan.from_json(plan_json)
     kw = generate_kwargs(bundle, steps=steps, seed=seed, width=width, height=height, guidance=guidance)
     timer = _CallTimer()
-    with Generator(bundle, plan) as gen:
+    with load(bundle, plan=plan) as gen:
+        # A measurement reports the peak; the cap watch's sampling thread would disturb the timings.
+        gen.watch = False
         if hasattr(gen.pipeline, "sessions"):
             timer.attach(gen.pipeline.sessions)
         t0 = time.perf_counter()
@@ -392,8 +382,6 @@ def reference_config(bundle: Bundle, configs: Sequence[BenchConfig]) -> BenchCon
         fmts = format_names()
         return sorted(fp32, key=lambda c: (runtime_rank(c.runtime), fmts.index(c.format) if c.format in fmts
                                            else len(fmts)))[0]
-    from edge_sdk.plan import default_plan
-
     p = default_plan(bundle, precision="fp32")
     first = next(iter(p.components.values()))
     return BenchConfig(first.runtime, first.format, "fp32", configs[0].device if configs else "auto")
@@ -432,7 +420,7 @@ def bench(bundle: str | os.PathLike | Bundle, *, runtimes: str | Iterable[str] |
             progress(i, len(jobs), f"{cfg.label} x{s}")
         try:
             plan = plan_for_config(b, cfg, threads=threads)
-        except UsageError as e:  # e.g. the decoder has no artifact in this format: a failed row, not an abort
+        except EdgeSDKError as e:  # e.g. the decoder has no artifact in this format: a failed row, not an abort
             results.append(BenchResult(label=cfg.label, steps=s, plan={}, ok=False, error=e.message))
             continue
         r = measure(b.root, plan, label=cfg.label, steps=s, isolate=isolate, **kw)
@@ -494,8 +482,7 @@ def write_chart(report: BenchReport, path: str | os.PathLike, *, title: str | No
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
     # One marker per registered runtime, in preference order (onnxruntime o, openvino s, litert ^).
     markers = dict(zip(sorted(runtime_names(), key=lambda n: (runtime_rank(n), n)), "os^v<>ph*", strict=False))
-    colors = {"fp32": "tab:blue", "fp16": "tab:orange", "int8-static": "tab:green", "int8-weight": "tab:red",
-              "int8": "tab:green"}
+    colors = dict(zip(PRECISION_ORDER, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=False))
     for r in rows:
         rt, _, rest = r.label.partition(":")
         prec = rest.rpartition("/")[2] if "," not in r.label else "mixed"

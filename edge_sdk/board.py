@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.errors import PlanError
+from edge_sdk.units import MB
 
 if sys.version_info >= (3, 11):
     pass
 else:  # pragma: no cover - 3.10
     pass
 
-MB = 1024 * 1024
 SCHEMA = 1
 ROLES = ("denoiser", "decoder", "encoder", "text_encoder", "generator")
 KNOWN_ISA = {"neon", "fp16", "dotprod", "i8mm", "sve", "sse4_2", "avx2", "avx512f", "avx512_vnni", "avx_vnni",

@@ -26,6 +26,9 @@ from edge_sdk.names import check_name
 from edge_sdk.paths import check_relpath, resolve_inside
 
 ROLES = ("denoiser", "decoder", "encoder", "text_encoder", "generator")
+# The sample size (cells per side) of a bundle whose model records none and whose denoiser takes
+# any size (hand-written or older bundles; converters record ``model.sample_size``).
+DEFAULT_SAMPLE_CELLS = 32
 TMP_PREFIX = ".edge-sdk-tmp-"
 
 
@@ -149,6 +152,20 @@ class Bundle:
         except KeyError:
             raise UsageError(f"bundle {self.name} has no component {name!r}",
                              hint=f"it has: {', '.join(self.components)}") from None
+
+    def native_cells(self) -> tuple[int, int] | None:
+        """(height, width) in cells of the denoiser's native sample: ``model.sample_size``, else its
+        fixed input size, else DEFAULT_SAMPLE_CELLS per free side; None without an image-shaped
+        denoiser input (a GAN's z). The one answer for the planner, the pipeline and serve."""
+        native = self.model.get("sample_size")
+        if native:
+            return int(native[0]), int(native[1])
+        comp = "denoiser" if "denoiser" in self.components else self.components[0]
+        dims = self.signature(comp)[0][0].shape[2:]
+        if len(dims) != 2:
+            return None
+        h, w = (d if isinstance(d, int) else DEFAULT_SAMPLE_CELLS for d in dims)
+        return int(h), int(w)
 
     def signature(self, name: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
         c = self.component(name)

@@ -12,24 +12,16 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_sdk import __version__
 from edge_sdk.bundle import Bundle
+from edge_sdk.cache import cache_dir
 from edge_sdk.errors import BundleError, EdgeSDKError, ModelSourceError
 from edge_sdk.pipelines.result import GenerationResult
 from edge_sdk.plan import Plan
-
-
-def cache_root() -> Path:
-    env = os.environ.get("EDGE_SDK_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edge-sdk"
 
 
 def _weights_digest() -> str:
@@ -57,7 +49,7 @@ def demo_bundle(formats: Iterable[str] | None = None, precisions: Iterable[str] 
 
     fmts, precs = sorted(formats or [default_format()]), sorted(precisions)
     key = f"demo-{__version__}-{'_'.join(fmts)}-{'_'.join(precs)}-{_weights_digest()}"
-    root = cache_root()
+    root = cache_dir()
     path = root / key
     if path.exists() and not rebuild:
         try:
@@ -102,24 +94,6 @@ class DemoReport:
                 "class_labels": self.class_labels, **self.extra}
 
 
-def plan_for_board(bundle: Bundle, board: str | None, *, width: int | None, height: int | None,
-                   batch: int, guidance: float) -> tuple[Plan, str | None, list[str]]:
-    """Plan with the board profile (``auto``: detected); without a planner match, the default plan."""
-    from edge_sdk import board as boards
-    from edge_sdk.plan import default_plan
-    from edge_sdk.planner import PlanRequest, plan
-
-    reasons: list[str] = []
-    name = board
-    if board in (None, "auto"):
-        name, reasons = boards.detect_board()
-        if name is None:
-            return default_plan(bundle), None, reasons + ["no profile matched: using the installed runtimes"]
-    profile = boards.load_board(name)
-    request = PlanRequest(width=width, height=height, batch=batch, guidance=guidance, installed_only=True)
-    return plan(bundle, profile, request), profile.name, reasons
-
-
 def run_demo(*, board: str | None = "auto", formats: Iterable[str] | None = None,
              precisions: Iterable[str] = ("fp32",), steps: int | None = None, seed: int = 0,
              per_class: int = 2, guidance: float | None = None, sampler: str | None = None,
@@ -127,24 +101,30 @@ def run_demo(*, board: str | None = "auto", formats: Iterable[str] | None = None
              convert_progress: Callable[..., None] | None = None,
              step_callback: Callable[[Any], Any] | None = None) -> tuple[DemoReport, GenerationResult]:
     """Convert (cached), plan, generate ``per_class`` images of every class, write a grid PNG."""
-    from edge_sdk.api import Generator
-    from edge_sdk.memory import MemoryWatch, peak_rss_bytes
+    from edge_sdk.api import load
+    from edge_sdk.board_detect import detect_board
+    from edge_sdk.memory import peak_rss_bytes
+    from edge_sdk.pipelines.request import GenerateRequest
 
     bundle, convert_s = demo_bundle(formats, precisions, rebuild=rebuild, progress=convert_progress)
     n = int(bundle.model["num_classes"])
     labels = np.repeat(np.arange(n), per_class).reshape(n, per_class).T.ravel()  # one row per repeat
     g = float(bundle.sampler.get("default_guidance", 1.0) if guidance is None else guidance)
-    plan, board_name, reasons = plan_for_board(bundle, board, width=None, height=None, batch=len(labels), guidance=g)
-    with Generator(bundle, plan) as gen, MemoryWatch(plan.memory_cap_bytes, unified=plan.memory_unified,
-                                                     where="edge-sdk demo"):
-        result = gen.generate(steps=steps, seed=seed, sampler=sampler, guidance=g, class_labels=labels.tolist(),
-                              callback=step_callback)
+    reasons: list[str] = []
+    if board in (None, "auto"):  # detected here so the report can say why; no match: the installed runtimes
+        board, reasons = detect_board()
+        if board is None:
+            reasons = reasons + ["no profile matched: using the installed runtimes"]
+    request = GenerateRequest(steps=steps, seed=seed, sampler=sampler, guidance=g, class_labels=labels.tolist())
+    with load(bundle, board=board, request=request) as gen:  # the board's plan, under its memory cap
+        plan = gen.plan
+        result = gen.generate(request, callback=step_callback)
     path = result.save(out, cols=n)
     try:
         peak = peak_rss_bytes()
     except EdgeSDKError:
         peak = 0
-    report = DemoReport(bundle=str(bundle.root), board=board_name, board_reasons=reasons, plan=plan,
+    report = DemoReport(bundle=str(bundle.root), board=plan.board, board_reasons=reasons, plan=plan,
                         convert_seconds=convert_s, timings=result.timings, peak_rss_bytes=peak, out=str(path),
                         images=len(labels), class_labels=labels.tolist(),
                         extra={"sampler": result.info.get("sampler"), "steps": result.info.get("steps"),

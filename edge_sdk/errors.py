@@ -99,6 +99,13 @@ class PlanError(EdgeSDKError):
 class MemoryCapError(PlanError):
     """A run crossed the memory cap it was given."""
 
+    @classmethod
+    def from_memory_error(cls, e: MemoryError) -> MemoryCapError:
+        """The one wording for an allocation too big for this machine (the API's and the CLI's)."""
+        first = str(e).splitlines()[0] if str(e) else "MemoryError"
+        return cls(f"not enough memory for this run ({first})",
+                   hint="use a smaller --size or --batch, or a plan for this board with tiled decoding")
+
 
 class CancelledError(EdgeSDKError):
     """A run stopped by its callback."""

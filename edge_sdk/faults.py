@@ -1,8 +1,9 @@
 """Fault-injection points for the interruption tests.
 
 ``kill_point("commit:manifest")`` kills the process with SIGKILL when the environment variable
-``EDGE_SDK_TEST_KILL_AT`` names that stage, so tests can show that a convert killed at that exact
-moment leaves either the old bundle or the new complete one. Unset (always, outside tests), it
+``EDGE_SDK_TEST_KILL_AT`` names that stage, so tests can show that a convert (stages below) or an
+install (``edge_sdk.deploy.install.STAGES``) killed at that exact moment leaves either the old
+state or the new complete one. Unset (always, outside tests), it
 costs one dictionary lookup.
 """
 

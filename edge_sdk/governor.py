@@ -10,8 +10,8 @@ refused with MemoryCapError (exit 7) instead of allocating until the OOM killer 
 from __future__ import annotations
 
 from edge_sdk.errors import EdgeSDKError, MemoryCapError
+from edge_sdk.units import MB
 
-MB = 1024 * 1024
 LATENT_COPIES = 8  # x, noise, model input, model output, sampler history (multistep keeps several)
 IMAGE_BYTES_PER_PIXEL = 32  # float32 decode output, its uint8 copy and the result's raw copy, per RGB pixel
 # Never let more than this fraction of available memory go to the floor: the model needs the rest.

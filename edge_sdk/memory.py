@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_sdk.errors import MemoryCapError, RuntimeUnavailableError
-
-MB = 1024 * 1024
+from edge_sdk.units import MB
 
 
 # -- measurements ------------------------------------------------------------------------------

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from edge_sdk.bundle import Bundle
+from edge_sdk.units import MB
 
-MB = 1024 * 1024
 SESSION_FACTOR = 1.2  # runtime-held bytes per artifact byte, when not measured
 SESSION_FIXED = 20 * MB
 # Role defaults, calibrated on SD 1.5 (fp32): VAE decoder 3.9 KB per output pixel with 49.5M

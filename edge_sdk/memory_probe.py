@@ -18,7 +18,6 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.errors import EdgeSDKError, PlanError, SupervisedProcessError
 from edge_sdk.memory_estimate import MB, ComponentCost, default_cost, fit_activation, has_attention
 
-CACHE_ENV = "EDGE_SDK_CACHE_DIR"
 PROFILE_VERSION = 6
 # A memory probe runs the model: a graph that never terminates must not hang `plan` (hardening class 7).
 PROBE_TIMEOUT = 300.0
@@ -28,7 +27,9 @@ _PROBE_BUDGET = 192 * MB  # stop growing the probe once a run needs this much
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "edge-sdk") / "memory"
+    from edge_sdk.cache import cache_dir
+
+    return cache_dir("memory")
 
 
 def _entry_sha(bundle: Bundle, component: str, art) -> str:

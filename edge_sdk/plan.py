@@ -12,7 +12,10 @@ from typing import Any
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import RuntimeUnavailableError, UsageError
 
-PRECISION_ORDER = ("fp32", "fp16", "int8-static", "int8", "int8-weight")
+# Every precision an artifact may have, in the order a plan without a board prefers them: the one
+# list (converters, the CLI, boards, bench and the planner read it; the manifest schema's enum is
+# checked equal to it by tests/core/test_one_source.py).
+PRECISION_ORDER = ("fp32", "fp16", "int8-static", "int8-weight")
 
 
 @dataclass
@@ -67,8 +70,12 @@ def usable_runtimes() -> set[str]:
 
 
 def default_plan(bundle: Bundle, *, runtime: str | None = None, precision: str | None = None,
-                 format: str | None = None, device: str = "auto", threads: int | None = None) -> Plan:
-    """Pick an artifact and runtime per component from what is installed here."""
+                 format: str | None = None, device: str = "auto", threads: int | None = None,
+                 fallback_precision: str | None = None) -> Plan:
+    """Pick an artifact and runtime per component from what is installed here.
+
+    ``fallback_precision``: a component without a ``precision`` artifact runs this precision
+    instead (the plan's notes say which), as ``edge-sdk bench`` does for one backend's row."""
     from edge_sdk.runtimes.registry import install_hint, runtime_names, runtimes_for_format
 
     usable = usable_runtimes()
@@ -77,17 +84,24 @@ def default_plan(bundle: Bundle, *, runtime: str | None = None, precision: str |
             raise UsageError(f"unknown runtime {runtime!r}", hint=f"known: {', '.join(runtime_names())}")
         raise RuntimeUnavailableError(f"runtime {runtime!r} is not usable here", hint=install_hint(runtime, ""))
     comps = {}
+    notes = []
     for name in bundle.components:
         arts = [a for a in bundle.artifacts(name) if a.variant == ""]
         best = None
-        for a in sorted(arts,
-                        key=lambda a: PRECISION_ORDER.index(a.precision) if a.precision in PRECISION_ORDER else 99):
-            if format and a.format != format or precision and a.precision != precision:
-                continue
-            rts = [r for r in runtimes_for_format(a.format) if r in usable and (runtime is None or r == runtime)]
-            if rts:
-                best = ComponentPlan(runtime=rts[0], format=a.format, precision=a.precision, device=device,
-                                     threads=threads)
+        for want in [precision] + ([fallback_precision] if fallback_precision and precision else []):
+            for a in sorted(arts, key=lambda a: PRECISION_ORDER.index(a.precision) if a.precision in PRECISION_ORDER
+                            else 99):
+                if format and a.format != format or want and a.precision != want:
+                    continue
+                rts = [r for r in runtimes_for_format(a.format) if r in usable and (runtime is None or r == runtime)]
+                if rts:
+                    best = ComponentPlan(runtime=rts[0], format=a.format, precision=a.precision, device=device,
+                                         threads=threads)
+                    break
+            if best is not None:
+                if want != precision:
+                    notes.append(f"{name}: no {format + '/' if format else ''}{precision} artifact, "
+                                 f"runs {best.format}/{best.precision}")
                 break
         if best is None:
             have = ", ".join(sorted({f"{a.format}/{a.precision}" for a in arts}))
@@ -97,4 +111,4 @@ def default_plan(bundle: Bundle, *, runtime: str | None = None, precision: str |
                 hint=f"usable runtimes here: {', '.join(sorted(usable)) or 'none'}; install one, e.g. "
                      "pip install 'edge-sdk[onnxruntime]'")
         comps[name] = best
-    return Plan(components=comps)
+    return Plan(components=comps, notes=notes)

@@ -27,8 +27,8 @@ from edge_sdk.errors import PlanError, UsageError
 from edge_sdk.memory_estimate import ComponentCost, default_cost
 from edge_sdk.memory_probe import component_cost
 from edge_sdk.plan import PRECISION_ORDER, ComponentPlan, Plan, TilePlan, usable_runtimes
+from edge_sdk.units import MB
 
-MB = 1024 * 1024
 TINY = "tiny"  # the decoder variant holding a tiny autoencoder (TAESD), see converters/diffusers_folder.py
 IMAGE_BYTES_PER_PIXEL = 32  # float32 decode output, its uint8 copy and the result's raw copy, per RGB pixel
 BUFFER_OVERHEAD = 8 * MB  # latents, noise, sampler state, small copies
@@ -53,6 +53,8 @@ class PlanRequest:
     runtime: str | None = None  # force one runtime
     precision: str | None = None  # force one precision
     tile: int | None = None  # force a decode tile (latent cells)
+    device: str | None = None  # only the board's runtime:device pairs on this device (e.g. "cpu", "GPU")
+    threads: int | None = None  # threads per session instead of the board's
     installed_only: bool = False  # only runtimes/devices usable on this machine (for running here)
     measure: bool = True  # probe components here where their runtime is installed
     # Components to run on an Open Inference Protocol server: {component: url} (runtimes/remote.py).
@@ -89,11 +91,7 @@ def _latent_size(bundle: Bundle, req: PlanRequest) -> tuple[int, int, int]:
     kind = model.get("kind", "pixel_diffusion")
     down = int(model.get("vae_downsample", 8)) if kind == "latent_diffusion" else 1
     mult = int(model.get("spatial_multiple", 1))
-    native = model.get("sample_size")
-    if native is None:
-        comp = "denoiser" if "denoiser" in bundle.components else bundle.components[0]
-        dims = bundle.signature(comp)[0][0].shape[2:]
-        native = [d if isinstance(d, int) else 64 for d in dims] if len(dims) == 2 else [1, 1]
+    native = bundle.native_cells() or (1, 1)  # (1, 1): a GAN's z has no spatial size
     cells = []
     for px, nat, axis in ((req.height, native[0], "height"), (req.width, native[1], "width")):
         if px is None:
@@ -136,8 +134,11 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
     # beats no plan; the note says so).
     order = prefs + ([] if req.precision else [p for p in PRECISION_ORDER if p not in prefs])
     tried = []
+    threads = req.threads or board.threads
     for runtime, device in board.runtimes:
         if req.runtime and runtime != req.runtime:
+            continue
+        if req.device and device.lower() != req.device.lower():
             continue
         engine = _engine(runtime)
         if usable is not None:
@@ -165,16 +166,22 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
                     elif device.upper() == "NPU":
                         continue
                     cp = ComponentPlan(runtime=runtime, format=fmt, precision=prec, variant=a.variant, device=device,
-                                       threads=board.threads, options=dict(engine.plan_options))
+                                       threads=threads, options=dict(engine.plan_options))
                     measure = req.measure and runtime in measure_ok
                     cost = (component_cost(bundle, role, runtime, a, device=engine.probe_device,
-                                           threads=board.threads)
+                                           threads=threads)
                             if measure else default_cost(bundle, role, runtime, a))
                     note = ("" if prec in prefs
                             else f"{role}: {prec} (the board prefers {'/'.join(prefs)}, not in bundle)")
                     return _Choice(cp, a, cost, note)
     have = ", ".join(sorted({f"{a.format}/{a.precision}{'/' + a.variant if a.variant else ''}" for a in arts}))
-    want = ", ".join(f"{r}:{d}" for r, d in board.runtimes if not req.runtime or r == req.runtime)
+    want = ", ".join(f"{r}:{d}" for r, d in board.runtimes if (not req.runtime or r == req.runtime)
+                     and (not req.device or d.lower() == req.device.lower()))
+    if not want:
+        offered = ", ".join(f"{r}:{d}" for r, d in board.runtimes)
+        raise PlanError(f"board {board.name} offers no runtime{' ' + req.runtime if req.runtime else ''}"
+                        f"{' on device ' + req.device if req.device else ''} (it lists {offered})",
+                        hint="pick a runtime and device from that list, or leave --runtime/--device out")
     raise PlanError(f"no artifact of {role} ({have}) runs on board {board.name} ({want})"
                     + (f"; skipped: {'; '.join(tried)}" if tried else ""),
                     hint="convert with a format and precision the board lists (edge-sdk boards show "
@@ -425,7 +432,7 @@ def _refusal(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dic
                                                 cfg_opts, cap, req.tile)[0]:
         ideas.append(f"--size {ww * down}x{hh * down}")
     # int8 artifacts: the bundle's own if it has them, else what converting to int8 would weigh.
-    if req.precision not in ("int8-static", "int8-weight", "int8"):
+    if not (req.precision or "").startswith("int8"):
         int8 = {}
         for name, c in choices.items():
             a8 = next((a for a in bundle.artifacts(name) if a.precision.startswith("int8") and a.format == c.plan.format
@@ -468,16 +475,3 @@ def plan_summary(plan_: Plan) -> dict[str, Any]:
     d["memory_cap_mb"] = round(plan_.memory_cap_bytes / MB, 1) if plan_.memory_cap_bytes else None
     return d
 
-
-
-def load_for_board(bundle: Bundle | str, board: BoardProfile | str, *, height: int | None = None,
-                   width: int | None = None, batch: int = 1, guidance: float | None = None,
-                   runtime: str | None = None, precision: str | None = None, verify: bool = True,
-                   decoder: str | None = None):
-    """``edge_sdk.load`` with the plan for ``board``, from runtimes installed here (``run --board``)."""
-    from edge_sdk.api import load
-
-    b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify=verify)
-    p = plan(b, board, PlanRequest(height=height, width=width, batch=batch, guidance=guidance, runtime=runtime,
-                                   precision=precision, installed_only=True, decoder=decoder))
-    return load(b, plan=p)

@@ -197,14 +197,19 @@ class SupervisedGenerator:
     def pid(self) -> int | None:
         return self._child.pid if self._child is not None else None
 
-    def generate(self, *, callback: Callable[[Any], bool | None] | None = None, **kwargs: Any) -> Any:
-        """Run ``DiffusionPipeline.generate(**kwargs)`` in the child; the result comes back here."""
+    def generate(self, request: Any = None, /, *, callback: Callable[[Any], bool | None] | None = None,
+                 **kwargs: Any) -> Any:
+        """Run ``Generator.generate(request)`` in the child (a GenerateRequest, or its fields by
+        keyword, validated here before anything is sent); the result comes back here."""
+        from edge_sdk.pipelines.request import GenerateRequest
+
+        request = GenerateRequest.of(request, **kwargs)
         if self._child is None:
             self._start()
         child = self._child
         assert child is not None
         try:
-            child.send(("generate", kwargs, callback is not None))
+            child.send(("generate", request, callback is not None))
             while True:
                 kind, payload = child.recv(self.timeout)
                 if kind == "step":
@@ -289,7 +294,7 @@ def _serve(recv: Connection, send: Connection) -> None:
                 gen = _resolve("edge_sdk.api:load")(path, **kwargs)
                 send.send(("ok", {"plan": gen.plan.to_json(), "manifest": gen.bundle.manifest}))
             elif op == "generate":
-                _, kwargs, has_callback = msg
+                _, request, has_callback = msg
                 if gen is None:
                     raise SupervisedProcessError("generate before load in the supervised child")
 
@@ -300,7 +305,7 @@ def _serve(recv: Connection, send: Connection) -> None:
                     send.send(("step", data))
                     return recv.recv()[1] if has_callback else True
 
-                send.send(("ok", gen.generate(callback=heartbeat, **kwargs)))
+                send.send(("ok", gen.generate(request, callback=heartbeat)))
             else:
                 raise SupervisedProcessError(f"unknown request {op!r} to the supervised child")
         except Exception as e:  # noqa: BLE001 - every error goes back to the parent, typed

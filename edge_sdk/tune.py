@@ -91,7 +91,11 @@ def candidate_plans(bundle: Bundle, board: Any, *, width: int | None = None, hei
                     guidance: float | None = None, runtimes: Iterable[str] | None = None,
                     precisions: Iterable[str] | None = None, threads: int | None = None,
                     measure_memory: bool = True) -> tuple[list[Plan], list[str]]:
-    """The plans to measure (the fp32 reference first) and notes on what was skipped and why."""
+    """The plans to measure (the fp32 reference first) and notes on what was skipped and why.
+
+    Not ``edge_sdk.load``'s choice: tuning must see every (runtime, precision) the board allows,
+    so it asks the planner once per pair with that pair forced, instead of taking the one plan the
+    front door would pick. Each candidate is then loaded through the front door (``bench.measure``)."""
     from edge_sdk.planner import PlanRequest, plan
 
     usable = usable_runtimes()

@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import edge_sdk
-from edge_sdk.planner import load_for_board
 
 bundle, inbox, outbox, board = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
-gen = load_for_board(bundle, board)  # verified, planned for the board; sessions are built once
+gen = edge_sdk.load(bundle, board=board)  # verified, planned for the board, under its cap; sessions built once
 outbox.mkdir(parents=True, exist_ok=True)
 while True:
     for req in sorted(inbox.glob("*.json")):

@@ -11,8 +11,16 @@ import numpy as np
 
 from edge_sdk.errors import InferenceError, InputError
 from edge_sdk.manifest import TensorSpec
+from edge_sdk.units import MB  # noqa: F401 - the adapters' import of it
 
-MB = 1024 * 1024
+
+def first_line(e: BaseException, skip: tuple[str, ...] = ()) -> str:
+    """The informative line of an engine's error for our one-line messages: the first non-empty
+    one not starting with ``skip`` (source locations some engines print first), at most 400
+    characters; the exception's type name when it has no text."""
+    text = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    useful = [ln for ln in text if not ln.startswith(skip)] if skip else text
+    return (useful or text or [type(e).__name__])[0][:400]
 
 
 def read_verified(path: Path, size: int, digest: str) -> bytes:

@@ -17,7 +17,7 @@ import numpy as np
 
 from edge_sdk.errors import InferenceError, InputError, ModelFileError, RuntimeUnavailableError, UsageError
 from edge_sdk.manifest import TensorSpec
-from edge_sdk.runtimes.base import MB, Runtime
+from edge_sdk.runtimes.base import MB, Runtime, first_line
 from edge_sdk.runtimes.tflite_check import verify_tflite
 
 
@@ -102,7 +102,7 @@ class LiteRtRuntime(Runtime):
             self._interp = mod.Interpreter(**kwargs)
             sigs = self._interp.get_signature_list()
         except (ValueError, RuntimeError) as e:
-            raise ModelFileError(f"litert cannot load {self.path}: {_first_line(e)}",
+            raise ModelFileError(f"litert cannot load {self.path}: {first_line(e)}",
                                  hint="the file is corrupt or uses ops this runtime lacks; convert it again") from None
         if not sigs:
             raise ModelFileError(f"litert model {self.path.name} has no signature",
@@ -134,10 +134,10 @@ class LiteRtRuntime(Runtime):
             shapes = {k: v.shape for k, v in feeds.items()}
             if not all(self._resizable.values()):
                 raise InputError(f"litert model {self.path.name} could not take inputs of shapes {shapes}: "
-                                 f"{_first_line(e)}",
+                                 f"{first_line(e)}",
                                  hint="this .tflite was converted for fixed shapes; convert it for the size you "
                                       "need") from None
-            raise InferenceError(f"litert failed running {self.path.name}: {_first_line(e)}") from None
+            raise InferenceError(f"litert failed running {self.path.name}: {first_line(e)}") from None
         return {ours: np.array(res[sig], copy=True) for ours, sig in self._out_map.items()}
 
     def close(self) -> None:
@@ -171,8 +171,3 @@ def _dims(det: dict[str, Any]) -> tuple[int | str, ...]:
 def _resizable(det: dict[str, Any]) -> bool:
     sig = det.get("shape_signature")
     return sig is not None and any(d < 0 for d in sig)
-
-
-def _first_line(e: Exception) -> str:
-    text = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-    return text[0][:400] if text else type(e).__name__

@@ -19,7 +19,7 @@ import numpy as np
 
 from edge_sdk.errors import InferenceError, ModelFileError, RuntimeUnavailableError, UsageError
 from edge_sdk.manifest import TensorSpec
-from edge_sdk.runtimes.base import MB, NUMPY_DTYPES, Runtime
+from edge_sdk.runtimes.base import MB, NUMPY_DTYPES, Runtime, first_line
 
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 DEVICE_PROVIDERS = {
@@ -136,7 +136,7 @@ class OnnxRuntime(Runtime):
         except (RuntimeUnavailableError, UsageError):
             raise
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ModelFileError(f"onnxruntime cannot load {self.path}: {_first_line(e)}",
+            raise ModelFileError(f"onnxruntime cannot load {self.path}: {first_line(e)}",
                                  hint="the file is corrupt or not an ONNX model; convert it again") from None
         self.inputs = [TensorSpec(i.name, NUMPY_DTYPES.get(i.type, i.type), _dims(i.shape))
                        for i in self._session.get_inputs()]
@@ -158,7 +158,7 @@ class OnnxRuntime(Runtime):
         try:
             values = self._session.run(self._output_names, feeds, ort_options)
         except Exception as e:
-            raise InferenceError(f"onnxruntime failed running {self.path.name}: {_first_line(e)}") from None
+            raise InferenceError(f"onnxruntime failed running {self.path.name}: {first_line(e)}") from None
         return dict(zip(self._output_names, values, strict=False))
 
     def _run_bound(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -174,7 +174,7 @@ class OnnxRuntime(Runtime):
             self._session.run_with_iobinding(b, ort_options)
             values = b.copy_outputs_to_cpu()
         except Exception as e:
-            raise InferenceError(f"onnxruntime failed running {self.path.name}: {_first_line(e)}") from None
+            raise InferenceError(f"onnxruntime failed running {self.path.name}: {first_line(e)}") from None
         return dict(zip(self._output_names, values, strict=False))
 
     def _cancel(self) -> bool:
@@ -191,8 +191,3 @@ class OnnxRuntime(Runtime):
 
 def _dims(shape) -> tuple[int | str, ...]:
     return tuple(d if isinstance(d, int) else (d or "dynamic") for d in shape)
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:400] if text else type(e).__name__

@@ -9,7 +9,6 @@ default to bf16 (AMX / avx512_bf16) and drift ~1e-2 from PyTorch.
 from __future__ import annotations
 
 import glob
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,10 @@ import numpy as np
 
 from edge_sdk.errors import InferenceError, ModelFileError, RuntimeUnavailableError, UsageError
 from edge_sdk.manifest import TensorSpec
-from edge_sdk.runtimes.base import MB, Runtime
+from edge_sdk.runtimes.base import MB, Runtime, first_line
+
+# OpenVINO errors start with source locations; the informative line comes after them.
+_LOCATIONS = ("Exception from", "Check '")
 
 # Our device names -> OpenVINO's. 'auto' is resolved in _device_name from what is present.
 DEVICE_NAMES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "AUTO": "AUTO"}
@@ -36,8 +38,9 @@ def _ov():
 
 def default_cache_dir() -> Path:
     """Where compiled models are cached unless options['cache_dir'] says otherwise."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "edge-sdk" / "openvino"
+    from edge_sdk.cache import cache_dir
+
+    return cache_dir("openvino")
 
 
 def check_ir_files(xml_path: Path) -> Path:
@@ -182,7 +185,7 @@ class OpenVinoRuntime(Runtime):
         try:
             model = self._read_model(core, ov)
         except Exception as e:  # openvino raises RuntimeError/GeneralFailure for any parse problem
-            raise ModelFileError(f"openvino cannot read {self.path}: {_first_line(e)}",
+            raise ModelFileError(f"openvino cannot read {self.path}: {first_line(e, _LOCATIONS)}",
                                  hint="the file is corrupt or not an OpenVINO IR / ONNX model; "
                                       "convert it again") from None
         static = dict(self.options.get("static_shapes") or {})
@@ -200,11 +203,12 @@ class OpenVinoRuntime(Runtime):
             try:
                 model.reshape({k: ov.PartialShape([int(d) for d in v]) for k, v in static.items()})
             except Exception as e:
-                raise UsageError(f"openvino cannot reshape {self.path.name} to {static}: {_first_line(e)}") from None
+                raise UsageError(f"openvino cannot reshape {self.path.name} to {static}: "
+                                 f"{first_line(e, _LOCATIONS)}") from None
         try:
             self._compiled = core.compile_model(model, dev, self._config(dev))
         except Exception as e:
-            raise ModelFileError(f"openvino cannot compile {self.path.name} for {dev}: {_first_line(e)}",
+            raise ModelFileError(f"openvino cannot compile {self.path.name} for {dev}: {first_line(e, _LOCATIONS)}",
                                  hint="an op or precision this device does not support; try --device cpu") from None
         self._device = dev
         self._request = self._compiled.create_infer_request()  # reused across runs: no per-call setup
@@ -235,7 +239,7 @@ class OpenVinoRuntime(Runtime):
                     for spec, port in zip(self.outputs, compiled.outputs, strict=False)}
         except Exception as e:
             raise InferenceError(f"openvino failed running {self.path.name} on {self._device}: "
-                                 f"{_first_line(e)}") from None
+                                 f"{first_line(e, _LOCATIONS)}") from None
 
     def _cancel(self) -> bool:
         request = self._request
@@ -266,10 +270,3 @@ def _port_name(port, i: int) -> str:
         return port.get_any_name()
     except RuntimeError:  # an output without a tensor name
         return f"output_{i}"
-
-
-def _first_line(e: Exception) -> str:
-    """The informative line of an OpenVINO error (its first lines are source locations)."""
-    text = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    useful = [ln for ln in text if not ln.startswith(("Exception from", "Check '"))]
-    return (useful or text or [type(e).__name__])[0][:400]

@@ -6,14 +6,29 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from edge_sdk.errors import EdgeSDKError, MemoryCapError
+from edge_sdk.errors import EdgeSDKError, MemoryCapError, UsageError
 from edge_sdk.interrupt import Interrupted
 from edge_sdk.names import for_terminal, for_terminal_lines
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    """``--size WIDTHxHEIGHT`` -> (width, height) in pixels; None when not given. Whether the model
+    takes that size is the planner's and the pipeline's to say."""
+    if not value:
+        return None
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 512x512", param_hint="--size") from None
+    for v, axis in ((w, "width"), (h, "height")):
+        if v <= 0:  # the model's own wording (pipeline, planner): one message for one mistake
+            raise UsageError(f"{axis} {v} does not fit this model", hint="--size takes positive WIDTHxHEIGHT pixels")
+    return w, h
+
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
@@ -49,8 +64,7 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
     except BrokenPipeError:
         return 0
     except MemoryError as e:  # an allocation too big for this machine is the input's fault, not a bug
-        err = MemoryCapError(f"not enough memory for this run ({str(e).splitlines()[0] if str(e) else 'MemoryError'})",
-                             hint="use a smaller --size or --batch, or a plan for this board with tiled decoding")
+        err = MemoryCapError.from_memory_error(e)
         click.echo(f"error: {err.message}\n  hint: {err.hint}", err=True)
         return err.exit_code
     except Exception as e:  # a bug of ours: one line by default, the traceback on request
@@ -143,10 +157,3 @@ class StepBar:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
             self._bar = None
-
-
-def callback_with_bar(bar: StepBar) -> Callable[[Any], None]:
-    def cb(_info: Any) -> None:
-        bar.update(1)
-
-    return cb

@@ -28,7 +28,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import stat
 import time
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from edge_sdk.deploy.package import (
     PACKAGE_VERSION,
 )
 from edge_sdk.errors import DeployError, EdgeSDKError, IntegrityError, UnsafePathError
+from edge_sdk.faults import kill_point
 from edge_sdk.fsutil import atomic_write, fsync_dir, sha256_file
 from edge_sdk.names import check_name as check_valid_name
 
@@ -61,18 +61,12 @@ LOCK = ".lock"
 INCOMING = ".incoming-"
 DEFAULT_KEEP = 2
 DEFAULT_ROOT = "~/edge-sdk"
-# Fault injection for tests: SIGKILL this process at the named stage (see ``_fault``).
-KILL_ENV = "EDGE_SDK_TEST_KILL_AT"
+# Fault injection for tests: ``edge_sdk.faults.kill_point`` SIGKILLs this process at these stages,
+# as a power cut or an OOM kill would.
 STAGES = ("verified", "extracting", "extracted", "released", "link-created", "switched")
 _CHUNK = 1 << 20
 MAX_STATE_BYTES = 1 << 20
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-def _fault(stage: str) -> None:
-    """Die here, as a power cut or an OOM kill would, when a test asks for it."""
-    if os.environ.get(KILL_ENV) == stage:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # -- reading and checking a package -----------------------------------------------------------
@@ -214,7 +208,7 @@ def _extract(info: PackageInfo, dest: Path) -> None:
                 os.close(fd)
             written += 1
             if written == 1:
-                _fault("extracting")
+                kill_point("extracting")
     for rel in (PACKAGE_JSON, signing.SIG_NAME):
         data = info.raw if rel == PACKAGE_JSON else info.sig
         if data is not None:
@@ -329,7 +323,7 @@ def _switch(root: Path, release_id: str) -> None:
     tmp = root / f".{CURRENT}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     os.symlink(f"{RELEASES}/{release_id}", tmp)
     try:
-        _fault("link-created")
+        kill_point("link-created")
         os.replace(tmp, root / CURRENT)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -423,7 +417,7 @@ def install(package: str | os.PathLike, root: str | os.PathLike | None = None, *
                 raise IntegrityError(f"package {package} has sha256 {got}, expected {expect_sha256}",
                                      hint="the upload is incomplete or was altered; send it again")
         info = read_package(package, verify_key=verify_key)
-        _fault("verified")
+        kill_point("verified")
         if check_runtimes:
             _check_runtimes(info)
         rid = info.release_id
@@ -453,7 +447,7 @@ def install(package: str | os.PathLike, root: str | os.PathLike | None = None, *
             incoming.mkdir(mode=0o755)
             _extract(info, incoming)
             Bundle.open(incoming / BUNDLE_DIR, verify=True)
-            _fault("extracted")
+            kill_point("extracted")
             if os.path.lexists(final):  # left by an install killed before its switch, or rolled away from
                 if not _is_our_release(final):
                     raise DeployError(f"{final} exists and is not a release edge-sdk made",
@@ -469,7 +463,7 @@ def install(package: str | os.PathLike, root: str | os.PathLike | None = None, *
         except BaseException:
             shutil.rmtree(incoming, ignore_errors=True)
             raise
-        _fault("released")
+        kill_point("released")
         if health_check:
             try:
                 summary["health"] = _health(final, health_steps, health_timeout)
@@ -477,7 +471,7 @@ def install(package: str | os.PathLike, root: str | os.PathLike | None = None, *
                 shutil.rmtree(final, ignore_errors=True)  # never current; the old one stays
                 raise
         _switch(root_p, rid)
-        _fault("switched")
+        kill_point("switched")
         state = _read_state(root_p)
         history = [h for h in state["history"] if h != rid]
         if previous and previous not in history:

@@ -17,7 +17,6 @@ from edge_sdk.errors import DeployError
 from edge_sdk.names import check_name
 
 TEMPLATE = "edge-sdk-app.service"
-_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.\\-]+\.service$")
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _TARGET = re.compile(r"[A-Za-z0-9_.@-]{1,200}\.target")
 

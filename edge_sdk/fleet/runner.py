@@ -50,7 +50,9 @@ def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def default_state_dir(inventory: str | os.PathLike) -> Path:
     """Per inventory, under the user's cache: ~/.cache/edge-sdk/fleet/<name>-<hash of its path>."""
     p = Path(inventory).expanduser().resolve()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge-sdk" / "fleet"
+    from edge_sdk.cache import cache_dir
+
+    base = cache_dir("fleet")
     return base / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', p.stem)}-{hashlib.sha256(str(p).encode()).hexdigest()[:8]}"
 
 

@@ -9,7 +9,6 @@ tiled, all come from the ``Plan``. Seeds follow ``edge_sdk.pipelines.seeds``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,11 +20,12 @@ from edge_sdk.pipelines.callbacks import StepCallback, StepInfo, minmax_uint8, n
 from edge_sdk.pipelines.guidance_embedding import guidance_scale_embedding
 from edge_sdk.pipelines.img2img import ImageLike, encode_latents, read_image, resize, to_model_range
 from edge_sdk.pipelines.labels import class_labels_for, null_labels_for
+from edge_sdk.pipelines.request import GenerateRequest
 from edge_sdk.pipelines.result import GenerationResult, to_uint8
 from edge_sdk.pipelines.sdxl import DualTextConditioner, is_dual, time_ids
 from edge_sdk.pipelines.seeds import RowNoise
 from edge_sdk.pipelines.sessions import Sessions
-from edge_sdk.pipelines.text import Prompt, TextConditioner, check_prompt
+from edge_sdk.pipelines.text import TextConditioner
 from edge_sdk.plan import Plan
 from edge_sdk.samplers import get_sampler, guided_output, sampler_for_config
 
@@ -69,7 +69,7 @@ class DiffusionPipeline:
         """(batch, channels, h, w) of the denoiser's input for an output of height x width pixels."""
         ins, _ = self.bundle.signature("denoiser")
         c = ins[0].shape[1] if isinstance(ins[0].shape[1], int) else int(self.model.get("in_channels", 4))
-        native = self.model.get("sample_size") or [s if isinstance(s, int) else 32 for s in ins[0].shape[2:]]
+        native = self.bundle.native_cells() or (1, 1)
         down, mult = self.downsample, int(self.model.get("spatial_multiple", 1))
         h = native[0] if height is None else height // down
         w = native[1] if width is None else width // down
@@ -132,18 +132,14 @@ class DiffusionPipeline:
             implied["prompts"] = len(list(prompt))
         if prompt_embeds is not None and np.ndim(prompt_embeds) == 3 and np.shape(prompt_embeds)[0] > 1:
             implied["prompt_embeds rows"] = int(np.shape(prompt_embeds)[0])
-        if batch is not None:
-            if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-                raise UsageError(f"batch must be a positive integer, got {batch!r}")
+        if batch is not None:  # checked when the request was made
             return int(batch)
         sizes = set(implied.values())
         if len(sizes) > 1:
             raise UsageError(f"the batch size is ambiguous: {', '.join(f'{n} {k}' for k, n in implied.items())}")
         return sizes.pop() if sizes else 1
 
-    def _guidance(self, guidance: float | None, rescale: float) -> float:
-        if not 0.0 <= float(rescale) <= 1.0:
-            raise UsageError(f"guidance rescale must be in [0, 1], got {rescale}")
+    def _guidance(self, guidance: float | None) -> float:
         if guidance is not None and self.conditioning == "none" and float(guidance) != 1.0:
             raise UsageError("this model is unconditional, so classifier-free guidance does not apply",
                              hint="leave guidance unset")
@@ -178,38 +174,33 @@ class DiffusionPipeline:
         return np.repeat(x0, batch, axis=0), shape, time.perf_counter() - t0
 
     # -- the loop --------------------------------------------------------------------------------
-    def generate(self, *, steps: int | None = None, seed: int = 0, sampler: str | None = None,
-                 guidance: float | None = None, guidance_rescale: float = 0.0,
-                 class_labels: Sequence[int] | None = None, batch: int | None = None,
-                 height: int | None = None, width: int | None = None,
-                 prompt: Prompt | None = None, negative_prompt: Prompt | None = None,
-                 prompt_embeds: np.ndarray | None = None, negative_prompt_embeds: np.ndarray | None = None,
-                 init_image: ImageLike | None = None, strength: float | None = None,
-                 callback: StepCallback | None = None) -> GenerationResult:
-        """Generate ``batch`` images; row ``k`` is what seed ``seed + k`` gives alone.
+    def generate(self, request: GenerateRequest | None = None, /, *, callback: StepCallback | None = None,
+                 **options: Any) -> GenerationResult:
+        """Generate ``request.images()`` images; row ``k`` is what seed ``seed + k`` gives alone.
 
-        ``prompt``/``negative_prompt`` (or ``prompt_embeds``/``negative_prompt_embeds``) for
-        text-conditioned bundles; ``class_labels`` for class-conditional ones; ``init_image`` (a
-        path or an HWC uint8 array) with ``strength`` in (0, 1] for img2img (default 0.8).
+        The run's parameters come as a ``GenerateRequest`` or as its fields by keyword (``steps``,
+        ``seed``, ``sampler``, ``guidance``, ``guidance_rescale``, ``class_labels``, ``batch``,
+        ``height``/``width``, ``prompt``/``negative_prompt`` or ``prompt_embeds``/
+        ``negative_prompt_embeds`` for text-conditioned bundles, ``init_image`` (a path or an HWC
+        uint8 array) with ``strength`` in (0, 1] for img2img, default 0.8).
         ``callback(StepInfo)`` runs after every step; returning False cancels.
         """
+        req = GenerateRequest.of(request, **options)  # single values validated there, once
+        steps, seed, sampler, guidance, guidance_rescale = (req.steps, req.seed, req.sampler, req.guidance,
+                                                            req.guidance_rescale)
+        class_labels, batch, height, width = req.class_labels, req.batch, req.height, req.width
+        prompt, negative_prompt, init_image, strength = req.prompt, req.negative_prompt, req.init_image, req.strength
+        prompt_embeds, negative_prompt_embeds = req.prompt_embeds, req.negative_prompt_embeds
         self.sessions.notes.clear()  # notes (e.g. an fp16 -> fp32 fallback) are per run
         timings: dict[str, float] = {}
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
-            raise UsageError(f"steps must be a positive integer, got {steps!r}")
-        for value, what in ((prompt, "prompt"), (negative_prompt, "negative prompt")):  # text first (class 8)
-            for p in ([value] if isinstance(value, str) else []):
-                check_prompt(p, what)
         if self.conditioning != "text" and any(v is not None for v in
                                                 (prompt, negative_prompt, prompt_embeds, negative_prompt_embeds)):
             raise UsageError(f"bundle {self.bundle.name} is not text-conditioned; it takes no prompt")
-        if strength is not None and init_image is None:
-            raise UsageError("strength applies to img2img only: give an init image too")
         batch = self._batch_size(batch, class_labels, prompt, prompt_embeds)
         steps = int(steps or self.sampler_defaults.get("default_steps", 20))
         config = dict(self.sampler_defaults.get("config", {}))
         s = get_sampler(sampler or self.sampler_defaults.get("default_sampler") or sampler_for_config(config), config)
-        guidance = self._guidance(guidance, guidance_rescale)
+        guidance = self._guidance(guidance)
         embedded = None
         if self._w_dim is not None:  # LCM: the scale goes into the UNet, not into CFG
             embedded, guidance = guidance, 1.0

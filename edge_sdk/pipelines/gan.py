@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,14 +12,11 @@ from edge_sdk.errors import BundleError, UsageError
 from edge_sdk.governor import activation_estimate, check_gan
 from edge_sdk.pipelines.callbacks import StepCallback, StepInfo, notify
 from edge_sdk.pipelines.labels import class_labels_for
+from edge_sdk.pipelines.request import GenerateRequest
 from edge_sdk.pipelines.result import GenerationResult, to_uint8
 from edge_sdk.pipelines.seeds import RowNoise
 from edge_sdk.pipelines.sessions import Sessions
 from edge_sdk.plan import Plan
-
-# Diffusion-only options: given to a GAN they are a mistake worth naming, not something to ignore.
-_NOT_FOR_GAN = ("steps", "sampler", "guidance", "prompt", "negative_prompt", "prompt_embeds",
-                "negative_prompt_embeds", "init_image", "strength", "height", "width")
 
 
 class GanPipeline:
@@ -44,23 +40,20 @@ class GanPipeline:
                               hint="convert again with model['generator_latent'] set")
         return tuple(int(d) for d in shape)
 
-    def generate(self, *, seed: int = 0, batch: int | None = None, class_labels: Sequence[int] | None = None,
-                 callback: StepCallback | None = None, guidance_rescale: float = 0.0,
-                 **diffusion_only: Any) -> GenerationResult:
-        """``batch`` images; row ``k`` is what seed ``seed + k`` gives alone. One callback (1/1)."""
-        given = sorted(k for k, v in diffusion_only.items() if v is not None)
-        unknown = [k for k in given if k not in _NOT_FOR_GAN]
-        if unknown:
-            raise UsageError(f"unknown generate option(s): {', '.join(unknown)}")
-        if given or guidance_rescale:
-            raise UsageError("options that do not apply to a GAN generator: "
-                             f"{', '.join(given or ['guidance_rescale'])}",
+    def generate(self, request: GenerateRequest | None = None, /, *, callback: StepCallback | None = None,
+                 **options: Any) -> GenerationResult:
+        """``batch`` images; row ``k`` is what seed ``seed + k`` gives alone. One callback (1/1).
+
+        Takes a ``GenerateRequest`` or its fields by keyword; of those only seed, batch and class labels."""
+        req = GenerateRequest.of(request, **options)
+        given = req.diffusion_options()
+        if given:  # diffusion-only options given to a GAN are a mistake worth naming, not something to ignore
+            raise UsageError("options that do not apply to a GAN generator: " + ", ".join(given),
                              hint="a GAN makes its image in one call; pass seed, batch and class labels only")
+        seed, batch, class_labels = req.seed, req.batch, req.class_labels
         self.sessions.notes.clear()
         if class_labels is not None and batch is None:
             batch = int(np.atleast_1d(np.asarray(class_labels)).shape[0])
-        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
-            raise UsageError(f"batch must be a positive integer, got {batch!r}")
         batch = int(batch or 1)
         ins, outs = self.bundle.signature("generator")
         # Memory governor (hardening class 7): a batch whose buffers cannot fit here is refused before z is drawn.

@@ -54,6 +54,12 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 
+def check_steps(num_steps: object) -> None:
+    """The one rule for a step count (samplers here, ``GenerateRequest`` for a run): a positive integer."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+        raise UsageError(f"steps must be a positive integer, got {num_steps!r}")
+
+
 class Sampler:
     """Base class: config resolution, the schedule, seeding, img2img bookkeeping."""
 
@@ -121,8 +127,7 @@ class Sampler:
 
     def set_timesteps(self, num_steps: int) -> None:
         """Fill ``self.timesteps`` for ``num_steps`` steps and reset the solver state."""
-        if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-            raise UsageError(f"steps must be a positive integer, got {num_steps!r}")
+        check_steps(num_steps)
         if num_steps > self.num_train_timesteps:
             raise UsageError(
                 f"steps={num_steps} exceeds the {self.num_train_timesteps} timesteps the model "

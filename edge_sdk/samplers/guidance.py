@@ -19,6 +19,13 @@ DenoiseFn = Callable[[np.ndarray, float, np.ndarray], np.ndarray]
 GuidanceMode = Literal["batched", "sequential"]
 
 
+def check_rescale(rescale: object) -> None:
+    """The one rule for guidance rescale (here, and ``GenerateRequest`` for a run): a number in [0, 1]."""
+    if isinstance(rescale, bool) or not isinstance(rescale, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(rescale) <= 1.0:
+        raise UsageError(f"guidance rescale must be in [0, 1], got {rescale!r}")
+
+
 def apply_guidance(
     uncond: np.ndarray, cond: np.ndarray, scale: float, rescale: float = 0.0
 ) -> np.ndarray:
@@ -27,8 +34,7 @@ def apply_guidance(
     ``rescale`` in [0, 1] blends the guided output with a copy rescaled to the per-row standard
     deviation of ``cond`` (Lin et al. 2023, section 3.4), as ``rescale_noise_cfg`` does.
     """
-    if not 0.0 <= rescale <= 1.0:
-        raise UsageError(f"guidance rescale must be in [0, 1], got {rescale}")
+    check_rescale(rescale)
     uncond = np.asarray(uncond, dtype=np.float32)
     cond = np.asarray(cond, dtype=np.float32)
     if uncond.shape != cond.shape:

@@ -32,7 +32,7 @@ from edge_sdk.errors import (
     PlanError,
     UsageError,
 )
-from edge_sdk.serve.limits import FieldError, Limits, check_request, parse_size
+from edge_sdk.serve.limits import FieldError, Limits, check_request, request_size
 from edge_sdk.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 from edge_sdk.serve.v2 import decode_infer_request, encode_outputs, model_metadata
 from edge_sdk.serve.worker import Job, QueueFullError, ShuttingDownError, Worker
@@ -179,7 +179,7 @@ def build_app(generator: Any, config: ServeConfig) -> Callable:
             raise FieldError("response_format", f"response_format {fmt!r} is not served here",
                              hint="use 'b64_json' (no URLs: images are never stored on the board)")
         n = data.get("n", 1)
-        width, height = parse_size(data.get("size"), config.limits)
+        width, height = request_size(data.get("size"), config.limits)
         steps = data.get("steps")
         check_request(config.limits, width=width, height=height, n=n, steps=steps)
         seed = data.get("seed")

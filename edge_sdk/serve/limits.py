@@ -32,7 +32,7 @@ def native_size(bundle: Bundle) -> tuple[int, int, int]:
     model = bundle.model
     down = int(model.get("vae_downsample", 8)) if model.get("kind") == "latent_diffusion" else 1
     mult = int(model.get("spatial_multiple", 1)) * down
-    native = model.get("sample_size") or [64, 64]
+    native = bundle.native_cells() or model.get("sample_size") or [64, 64]
     if model.get("kind") == "gan":  # one fixed output size: the generator's
         mult = 1
     return int(native[1]) * down, int(native[0]) * down, mult
@@ -92,7 +92,7 @@ def check_request(limits: Limits, *, width: int, height: int, n: int, steps: int
                                  f"{limits.multiple} px")
 
 
-def parse_size(value: Any, limits: Limits) -> tuple[int, int]:
+def request_size(value: Any, limits: Limits) -> tuple[int, int]:
     """'WxH' (OpenAI's form) -> (width, height); None or 'auto' -> the default size."""
     if value is None or value == "auto":
         return limits.default_size

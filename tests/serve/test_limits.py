@@ -8,7 +8,7 @@ import pytest
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import UsageError
-from edge_sdk.serve.limits import FieldError, check_request, limits_for, parse_size
+from edge_sdk.serve.limits import FieldError, check_request, limits_for, request_size
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ def test_check_request_names_the_field():
         with pytest.raises(FieldError) as e:
             check_request(lim, **kw)
         assert e.value.param == param
-    assert parse_size(None, lim) == (32, 32) and parse_size("64x32", lim) == (64, 32)
+    assert request_size(None, lim) == (32, 32) and request_size("64x32", lim) == (64, 32)
     for bad in ("64", "x32", "-8x8", 64, "64x32x1"):
         with pytest.raises(FieldError):
-            parse_size(bad, lim)
+            request_size(bad, lim)

@@ -4,19 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import emit_json, json_option, quiet_option, say, table
-
-
-def parse_size(value: str | None) -> tuple[int, int] | None:
-    if not value:
-        return None
-    try:
-        w, h = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 512x512", param_hint="--size") from None
-    if w <= 0 or h <= 0:
-        raise click.BadParameter(f"{value!r}: width and height must be positive", param_hint="--size")
-    return w, h
+from edge_sdk.cli.common import emit_json, json_option, parse_size, quiet_option, say, table
 
 
 def parse_steps(value: str | None) -> list[int] | None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from edge_sdk.cli.common import emit_json, json_option, say, table
-
-MB = 1024 * 1024
+from edge_sdk.units import MB
 
 
 @click.group("boards", invoke_without_command=True)

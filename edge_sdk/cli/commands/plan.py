@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from edge_sdk.cli.common import emit_json, json_option, say, table
-
-MB = 1024 * 1024
+from edge_sdk.units import MB
 
 
 @click.command("plan")
@@ -27,10 +26,10 @@ MB = 1024 * 1024
 def command(bundle, board, size, batch, guidance, runtime, precision, tile, decoder, no_measure, as_json):
     """Plan BUNDLE for a board: runtime, device and precision per component, CFG, tiles, peak memory."""
     from edge_sdk.bundle import Bundle
-    from edge_sdk.cli.commands.run import parse_size
+    from edge_sdk.cli.common import parse_size
     from edge_sdk.planner import PlanRequest, describe, plan, plan_summary
 
-    width, height = parse_size(size)
+    width, height = parse_size(size) or (None, None)
     b = Bundle.open(bundle)
     p = plan(b, board, PlanRequest(height=height, width=width, batch=batch, guidance=guidance, runtime=runtime,
                                    precision=precision, tile=tile, measure=not no_measure,

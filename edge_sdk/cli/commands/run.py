@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.common import StepBar, emit_json, json_option, progress_enabled, quiet_option, say
-
-
-def parse_size(value: str | None) -> tuple[int | None, int | None]:
-    if not value:
-        return None, None
-    try:
-        w, h = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 512x512", param_hint="--size") from None
-    return w, h
+from edge_sdk.cli.common import StepBar, emit_json, json_option, parse_size, progress_enabled, quiet_option, say
 
 
 @click.command("run")
@@ -36,7 +26,8 @@ def parse_size(value: str | None) -> tuple[int | None, int | None]:
 @click.option("--precision", help="Artifact precision to run (default: the plan's / fp32).")
 @click.option("--device", default="auto", show_default=True, help="Runtime device: cpu, cuda, tensorrt, GPU, NPU, ...")
 @click.option("--threads", type=click.IntRange(1, 256), help="Threads per session.")
-@click.option("--board", help="Board profile NAME or PATH.toml: run the plan made for it, under its memory cap.")
+@click.option("--board", help="Board profile NAME or PATH.toml (or auto): run the plan made for it, under its "
+              "memory cap.")
 @click.option("--out", "out", default="out.png", show_default=True, type=click.Path(), help="PNG to write.")
 @click.option("--isolate", is_flag=True, help="Load and run in a watched child process: a native crash or OOM kill "
               "there becomes an error here (edge_sdk.supervise).")
@@ -46,20 +37,24 @@ def parse_size(value: str | None) -> tuple[int | None, int | None]:
 @json_option
 @quiet_option
 def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, prompt, negative_prompt, init_image,
-            strength, runtime, precision, device, threads, board, out, isolate, call_timeout, as_json, quiet):
-    """Generate with BUNDLE and write a PNG (a grid when several images)."""
+            strength, runtime, precision, device, threads, board, out, isolate, call_timeout, as_json,
+            quiet):
+    """Generate with BUNDLE and write a PNG (a grid when several images).
+
+    With --board the run uses the plan made for that board (narrowed by --runtime, --precision,
+    --device and --threads) and stops if it crosses the board's memory cap.
+    """
     from edge_sdk.api import load
+    from edge_sdk.pipelines.request import GenerateRequest
 
-    width, height = parse_size(size)
-    if board:
-        from edge_sdk.planner import load_for_board
-
-        gen = load_for_board(bundle, board, height=height, width=width, batch=batch or len(class_labels) or 1,
-                             guidance=guidance, runtime=runtime, precision=precision)
-        gen.call_timeout = call_timeout
-    else:
-        gen = load(bundle, runtime=runtime, precision=precision, device=device, threads=threads, isolate=isolate,
-                   call_timeout=call_timeout)
+    width, height = parse_size(size) or (None, None)
+    # One request, validated once: the board's plan is made for its size and batch, then it runs.
+    request = GenerateRequest(steps=steps, seed=seed, sampler=sampler, guidance=guidance,
+                              class_labels=list(class_labels) or None, batch=batch, height=height, width=width,
+                              prompt=prompt, negative_prompt=negative_prompt, init_image=init_image,
+                              strength=strength)
+    gen = load(bundle, board=board, request=request, runtime=runtime, precision=precision, device=device,
+               threads=threads, isolate=isolate, call_timeout=call_timeout)
     bars: list[StepBar] = []
 
     def on_step(info) -> None:  # sized by the run itself: img2img runs fewer steps, Heun more calls
@@ -67,15 +62,8 @@ def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, p
             bars.append(StepBar("sampling", info.total, progress_enabled(quiet or as_json)))
         bars[0].update(1)
 
-    from edge_sdk.memory import MemoryWatch
-
     try:
-        # The cap is watched during the run (a no-op without a board plan): crossing it stops the run.
-        with MemoryWatch(gen.plan.memory_cap_bytes, unified=gen.plan.memory_unified, where="edge-sdk run"):
-            result = gen.generate(steps=steps, seed=seed, sampler=sampler, guidance=guidance,
-                                  class_labels=list(class_labels) or None, batch=batch, height=height, width=width,
-                                  prompt=prompt, negative_prompt=negative_prompt, init_image=init_image,
-                                  strength=strength, callback=on_step)
+        result = gen.generate(request, callback=on_step)  # under the plan's memory cap, if it has one
     finally:
         for bar in bars:
             bar.close()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from edge_sdk.cli.commands.bench import parse_size, progress_printer
-from edge_sdk.cli.common import emit_json, json_option, quiet_option, say, table
+from edge_sdk.cli.commands.bench import progress_printer
+from edge_sdk.cli.common import emit_json, json_option, parse_size, quiet_option, say, table
 
 
 @click.command("tune")
