@@ -64,11 +64,9 @@ def run(bundle: Path, board: str, out: Path, size: int, steps: int, guidance: fl
     if r["rc"] != 0:
         sys.exit(f"run on {board} failed ({r['rc']}):\n{r['stderr'][-3000:]}")
     report = json.loads(r["stdout"])
-    plan = report.get("plan", {})
     return {"board": board, "seconds": r["seconds"], "peak_rss_mb": r["peak_rss_mb"],
-            "estimate_mb": plan.get("estimates_mb", {}).get("peak"),
-            "denoiser": plan.get("components", {}).get("denoiser"), "timings": report.get("timings"),
-            "image": str(out)}
+            "estimate_mb": report.get("plan_estimated_peak_mb"), "plan": report.get("plan"),
+            "timings_s": report.get("timings_s"), "image": str(out)}
 
 
 def psnr(a: Path, b: Path) -> float:

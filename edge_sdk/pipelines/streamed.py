@@ -80,6 +80,8 @@ class StreamedSession:
             finally:
                 if part.index not in self.resident:
                     rt.close()
+                    del rt
+                    _give_back_freed_memory()
             for t in part.inputs:
                 if self._last_use.get(t.name) == part.index and t.name not in final:
                     env.pop(t.name, None)
@@ -100,3 +102,22 @@ class StreamedSession:
 
     def part_bytes(self) -> list[int]:
         return [p.artifact.size for p in self.parts]
+
+
+def _give_back_freed_memory() -> None:
+    """Return the heap a released part freed to the OS (glibc's malloc_trim). glibc raises its mmap
+    threshold after large frees, so the next part's weights would otherwise land on a heap that
+    never shrinks, and the process's peak would grow part after part. A no-op elsewhere."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None

@@ -2,8 +2,10 @@
 
 One diffusers folder (a real UNet2DConditionModel and CLIPTextModel written with save_pretrained,
 wide channels at 8x8 latents so that weights, not activations, dominate memory as at full size)
-is converted once with ``--stream-parts denoiser`` to ONNX and OpenVINO fp32 and shared by the
-tests below.
+is converted once with ``--stream-parts denoiser`` to ONNX fp32 and shared by the tests below;
+the ONNX parts run on both ONNX Runtime and OpenVINO (which reads ONNX). Converting to OpenVINO
+IR as well would double the fixture's time (the CI budget): the IR path is the same converter and
+validation code, checked by hand (docs/converters.md, "Streaming").
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def streamed_bundle(tmp_path_factory) -> Path:
 
     folder = _write_folder(tmp_path_factory.mktemp("stream-src") / "wide-sd")
     out = tmp_path_factory.mktemp("stream") / "wide.bundle"
-    convert(folder, out, formats="onnx,openvino", components=["denoiser"], stream=["denoiser"], samples=1)
+    convert(folder, out, formats="onnx", components=["denoiser"], stream=["denoiser"], samples=1)
     return out
 
 
@@ -74,23 +76,21 @@ def test_split_recorded_with_validated_parts_and_chain(streamed_bundle):
                                                                   "skip0", "skip1"]
     whole_params = b.component("denoiser")["parameters"]
     assert sum(p["parameters"] for p in stream["parts"]) == whole_params  # every weight in exactly one part
-    for fmt in ("onnx", "openvino"):
-        parts = b.stream_parts("denoiser", fmt, "fp32")
-        assert [p.name for p in parts] == PARTS
-        # Each part against its PyTorch block on every output: fp32 tolerance 1e-4 (kernel order only).
-        assert all(p.artifact.validation["rel_l2"] < 1e-4 for p in parts)
-        largest = max(p.artifact.size for p in parts)
-        assert largest < 0.5 * b.artifact("denoiser", fmt, "fp32").size
-    chain = {r["format"]: r for r in stream["validation"]}
-    for fmt in ("onnx", "openvino"):
-        # The exported chain against the whole UNet in PyTorch: 1e-5 relative L2 (measured ~1e-6);
-        # the PyTorch wrappers against the whole: the same kernels, so exactly equal.
-        assert chain[fmt]["rel_l2"] < 1e-5 and chain[fmt]["passed"]
-        assert chain[fmt]["torch_chain_max_abs"] == 0.0
+    parts = b.stream_parts("denoiser", "onnx", "fp32")
+    assert [p.name for p in parts] == PARTS
+    # Each part against its PyTorch block on every output: fp32 tolerance 1e-4 (kernel order only).
+    assert all(p.artifact.validation["rel_l2"] < 1e-4 for p in parts)
+    largest = max(p.artifact.size for p in parts)
+    assert largest < 0.5 * b.artifact("denoiser", "onnx", "fp32").size
+    (chain,) = stream["validation"]
+    # The exported chain against the whole UNet in PyTorch: 1e-5 relative L2 (measured ~1e-6);
+    # the PyTorch wrappers against the whole: the same kernels, so exactly equal.
+    assert chain["format"] == "onnx" and chain["rel_l2"] < 1e-5 and chain["passed"]
+    assert chain["torch_chain_max_abs"] == 0.0
 
 
-@pytest.mark.parametrize("fmt,runtime", [("onnx", "onnxruntime"), ("openvino", "openvino")])
-def test_streamed_session_equals_whole_session(streamed_bundle, fmt, runtime):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_streamed_session_equals_whole_session(streamed_bundle, runtime):
     """Through the pipeline's Sessions: the streamed denoiser gives the whole one's output to 1e-5
     relative L2 (fp32: only kernel order differs across part boundaries), at a size and batch other
     than the export's, with one part open at a time or all kept open."""
@@ -99,6 +99,7 @@ def test_streamed_session_equals_whole_session(streamed_bundle, fmt, runtime):
     from edge_sdk.plan import ComponentPlan, Plan
 
     b = Bundle.open(streamed_bundle)
+    fmt = "onnx"
     feeds = _feeds()
     whole = Sessions(b, Plan({"denoiser": ComponentPlan(runtime, fmt, "fp32", device="cpu")}))
     ref = whole.run("denoiser", feeds)
@@ -119,47 +120,51 @@ _RSS_CHILD = r"""
 import json, sys
 import numpy as np
 from edge_sdk.bundle import Bundle
+from edge_sdk.memory import peak_rss_bytes
 from edge_sdk.pipelines.streamed import StreamedSession
 from edge_sdk.runtimes.registry import open_artifact
 b = Bundle.open(sys.argv[1], verify=False)  # hashing reads whole files: not what is measured
 rng = np.random.default_rng(0)
 feeds = {"sample": rng.standard_normal((2, 4, 8, 8), dtype=np.float32), "timestep": np.array([10., 900.], np.float32),
          "encoder_hidden_states": rng.standard_normal((2, 8, 32), dtype=np.float32)}
-import onnxruntime  # noqa: the engine's import is part of the baseline
-from edge_sdk.memory import peak_rss_bytes
+# The engine's one-time set-up (its environment, kernel registry) is part of the baseline: open
+# and run the smallest part once first.
+out = b.stream_parts("denoiser", "onnx", "fp32")[-1]
+w = open_artifact(out.artifact.path, "onnxruntime", device="cpu")
+w.run({"up1": np.zeros((1, 64, 8, 8), np.float32)})
+w.close()
 try:  # reset the kernel's high-water mark (VmHWM) to now: the baseline
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
 except OSError:
     pass
-base = peak_rss_bytes() // 1024
-if sys.argv[2] == "whole":
-    rt = open_artifact(b.artifact("denoiser", "onnx", "fp32").path, "onnxruntime", device="cpu",
-                       options={"mem_pattern": False})
-    out = rt.run(feeds)["noise_pred"]
+base = peak_rss_bytes()
+opts = {"mem_pattern": False}  # as every plan gives ONNX Runtime
+if sys.argv[2] == "whole":  # as Sessions opens it: verified bytes handed to the engine
+    a = b.artifact("denoiser", "onnx", "fp32")
+    rt = open_artifact(a.path, "onnxruntime", device="cpu", options=opts, verified=a.files)
 else:
     rt = StreamedSession(b, "denoiser", runtime="onnxruntime", format="onnx", precision="fp32", device="cpu",
-                         options={"mem_pattern": False}, budget_bytes=0)
-    out = rt.run(feeds)["noise_pred"]
-peak = peak_rss_bytes() // 1024
-print(json.dumps({"base_kb": base, "peak_kb": peak, "sum": float(np.abs(out).sum())}))
+                         options=opts, budget_bytes=0)
+out = rt.run(feeds)["noise_pred"]
+print(json.dumps({"base": base, "peak": peak_rss_bytes(), "sum": float(np.abs(out).sum())}))
 """
 
 
 def test_peak_rss_with_one_part_open_is_below_the_whole_session(streamed_bundle):
     """Each in a fresh interpreter (a process's peak never goes down): the peak RSS above the
-    baseline (Python, numpy, edge_sdk, onnxruntime imported; bundle verified) of one streamed call
-    with one part open at a time, against one call of the whole session. The largest part holds
-    ~42% of the weights, and an ORT session holds about twice its weights while it loads; measured
-    here: streamed/whole ~0.5. Asserted: below 0.75."""
+    baseline (Python, numpy, edge_sdk and ONNX Runtime set up) of one denoiser call, whole session
+    against streamed with one part open at a time. The largest part holds 42% of the weights;
+    measured here: 129-132 MB whole, 62-64 MB streamed (ratio ~0.49). Asserted: below 0.7."""
     res = {}
     for mode in ("whole", "stream"):
         r = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(streamed_bundle), mode], capture_output=True,
                            text=True, timeout=300, check=True)
         res[mode] = json.loads(r.stdout.strip().splitlines()[-1])
-    above = {m: (r["peak_kb"] - r["base_kb"]) for m, r in res.items()}
+    above = {m: r["peak"] - r["base"] for m, r in res.items()}
     assert res["whole"]["sum"] == pytest.approx(res["stream"]["sum"], rel=1e-5)
-    assert above["stream"] < 0.75 * above["whole"], above
+    assert above["whole"] > 38 * 2**20  # the whole session holds at least its 38 MB of weights
+    assert above["stream"] < 0.7 * above["whole"], above
 
 
 def test_planner_streams_the_denoiser_last(streamed_bundle):
@@ -172,7 +177,9 @@ def test_planner_streams_the_denoiser_last(streamed_bundle):
 
     b = Bundle.open(streamed_bundle)
     board = load_board("rpi4-4gb")
-    req = PlanRequest(guidance=1.0, measure=False, runtime="onnxruntime")
+    # 64x64 cells: activations big enough that per-call loading (a fresh arena each call) beats
+    # a resident session's steady state.
+    req = PlanRequest(height=64, width=64, guidance=1.0, measure=False, runtime="onnxruntime")
     resident = plan(b, board, req)
     assert not resident.components["denoiser"].stream and resident.components["denoiser"].resident
 
