@@ -69,6 +69,52 @@ def run(bundle: Path, board: str, out: Path, size: int, steps: int, guidance: fl
             "timings_s": report.get("timings_s"), "image": str(out)}
 
 
+def plan_for(bundle: Path, board: str, size: int, guidance: float) -> dict:
+    """`edge-sdk plan --json` on ``board``: the denoiser's rung and the estimate, or the refusal."""
+    r = subprocess.run([*edge_sdk(), "plan", str(bundle), "--board", board, "--size", f"{size}x{size}",
+                        "--guidance", str(guidance), "--json"], capture_output=True, text=True, cwd=REPO, check=False)
+    if r.returncode != 0:
+        return {"board": board, "refused": (r.stderr.strip().splitlines() or ["?"])[-1]}
+    d = json.loads(r.stdout)
+    den = d["components"].get("denoiser", {})
+    return {"board": board, "estimate_mb": d["estimates_mb"].get("peak"), "cfg": d["cfg"],
+            "denoiser": "streamed" if den.get("stream") else "resident" if den.get("resident") else "per call",
+            "notes": d.get("notes", [])}
+
+
+def stream_board(bundle: Path, workdir: Path, size: int, guidance: float) -> Path:
+    """A copy of rpi4-4gb's profile with the largest cap whose plan streams the denoiser (found by
+    bisection on the planner itself): per-call loading no longer fits, streaming does."""
+    import re
+
+    from edge_sdk.board import load_board
+    from edge_sdk.bundle import Bundle
+    from edge_sdk.errors import PlanError
+    from edge_sdk.planner import PlanRequest, plan
+
+    b = Bundle.open(bundle)
+    board = load_board("rpi4-4gb")
+    req = PlanRequest(height=size, width=size, guidance=guidance, installed_only=True)
+
+    def streams(cap_mb: int) -> bool:
+        import dataclasses
+
+        try:
+            p = plan(b, dataclasses.replace(board, cap_bytes=cap_mb * MB), req)
+        except PlanError:
+            return True  # below the streaming rung too: keep going up
+        return p.components["denoiser"].stream
+
+    lo, hi = 64, 65536
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if streams(mid) else (lo, mid)
+    text = (REPO / "boards" / "rpi4-4gb.toml").read_text()
+    out = workdir / "stream-board.toml"
+    out.write_text(re.sub(r"(?m)^cap_mb\s*=.*$", f"cap_mb = {lo}", text))
+    return out
+
+
 def psnr(a: Path, b: Path) -> float:
     import numpy as np
     from PIL import Image
@@ -87,29 +133,47 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--resident-board", default="rpi5-8gb")
-    ap.add_argument("--stream-board", default="rpi4-4gb")
+    ap.add_argument("--stream-board", default="rpi4-4gb",
+                    help="board NAME or PATH.toml whose plan streams the denoiser; auto: rpi4-4gb's profile "
+                         "with the largest cap at which the plan streams")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="< 1: write and use SD 1.5's layout at this width factor instead of --folder")
     ap.add_argument("--convert-only", action="store_true")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    bundle = args.workdir / "sd15-stream.bundle"
-    conv = convert(args.folder, bundle)
+    folder = args.folder
+    if args.scale != 1.0:  # SD 1.5's blocks and layout at narrower widths (convert_full_size.py)
+        sys.path.insert(0, str(Path(__file__).parent))
+        from convert_full_size import write_sd15_folder
+
+        folder = args.workdir / f"sd15-scale{args.scale:g}"
+        if not (folder / "model_index.json").is_file():
+            write_sd15_folder(folder, args.scale)
+    bundle = args.workdir / f"sd15-stream{'' if args.scale == 1.0 else f'-scale{args.scale:g}'}.bundle"
+    conv = convert(folder, bundle)
     print("convert:", json.dumps(conv), flush=True)
     if args.convert_only:
         return
+    if args.stream_board == "auto":
+        args.stream_board = str(stream_board(bundle, args.workdir, args.size, args.guidance))
+    plans = [plan_for(bundle, b, args.size, args.guidance)
+             for b in (args.resident_board, "rpi4-4gb", "rpi-zero-2w", args.stream_board)]
+    print("plans:", json.dumps(plans), flush=True)
     resident = run(bundle, args.resident_board, args.workdir / "resident.png", args.size, args.steps, args.guidance)
     print("resident:", json.dumps(resident), flush=True)
     streamed = run(bundle, args.stream_board, args.workdir / "streamed.png", args.size, args.steps, args.guidance)
     print("streamed:", json.dumps(streamed), flush=True)
     result = {
-        "folder": str(args.folder), "size": args.size, "steps": args.steps, "guidance": args.guidance,
+        "folder": str(folder), "scale": args.scale, "size": args.size, "steps": args.steps, "guidance": args.guidance,
         "machine": f"{platform.machine()} {os.cpu_count()} cores (shared: timings inflated by contention)",
-        "convert": conv, "resident": resident, "streamed": streamed,
+        "convert": conv, "plans": plans, "resident": resident, "streamed": streamed,
         "psnr_db_streamed_vs_resident": psnr(Path(resident["image"]), Path(streamed["image"])),
         "time_ratio": streamed["seconds"] / resident["seconds"],
         "peak_ratio": streamed["peak_rss_mb"] / resident["peak_rss_mb"],
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "streaming.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "streaming.json" if args.scale == 1.0 else f"streaming_scale{args.scale:g}.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("psnr_db_streamed_vs_resident", "time_ratio", "peak_ratio")}))
 
 

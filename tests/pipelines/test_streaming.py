@@ -105,7 +105,8 @@ def test_streamed_session_equals_whole_session(streamed_bundle, runtime):
     ref = whole.run("denoiser", feeds)
     whole.close()
     total = sum(p.artifact.size for p in b.stream_parts("denoiser", fmt, "fp32"))
-    for budget, loads in ((0, 2 * len(PARTS)), (total, len(PARTS))):
+    cases = ((0, 2 * len(PARTS)), (total, len(PARTS)))
+    for budget, loads in cases if runtime == "onnxruntime" else cases[:1]:  # OpenVINO compiles slowly
         cp = ComponentPlan(runtime, fmt, "fp32", device="cpu", stream=True, stream_budget=budget)
         s = Sessions(b, Plan({"denoiser": cp}))
         outs = [s.run("denoiser", feeds) for _ in range(2)]
@@ -198,29 +199,30 @@ def test_planner_streams_the_denoiser_last(streamed_bundle):
         at(int(streamed.estimates["peak"] / FIT_MARGIN) - 2**20)
 
 
-def test_plan_cli_shows_the_streamed_denoiser(streamed_bundle, tmp_path, cli):
+def test_plan_cli_shows_the_streamed_denoiser(streamed_bundle, tmp_path):
+    import re
+
+    from click.testing import CliRunner
+
     from edge_sdk.bundle import Bundle
+    from edge_sdk.cli.main import cli
     from edge_sdk.planner import FIT_MARGIN, PlanRequest, plan
 
     b = Bundle.open(streamed_bundle)
     req = PlanRequest(guidance=1.0, measure=False, runtime="onnxruntime")
     peak = plan(b, "rpi4-4gb", req).estimates["peak"]
-    board = tmp_path / "tiny-board.toml"
-    src = Path(__file__).resolve().parents[2] / "boards" / "rpi4-4gb.toml"
-    text = src.read_text()
-    import re
-
-    # Well under the resident peak (the weights are ~38 MB): only the streamed rung fits.
-    cap_mb = (peak - 30 * 2**20) / FIT_MARGIN / 2**20
-    board.write_text(re.sub(r"(?m)^cap_mb\s*=.*$", f"cap_mb = {int(cap_mb)}", text))
-    r = cli("plan", str(streamed_bundle), "--board", str(board), "--no-measure", "--runtime", "onnxruntime",
-            "--guidance", "1", "--json")
-    assert r.returncode == 0, r.stderr
-    data = json.loads(r.stdout)
-    assert data["components"]["denoiser"]["stream"] is True
-    r = cli("plan", str(streamed_bundle), "--board", str(board), "--no-measure", "--runtime", "onnxruntime",
-            "--guidance", "1")
-    assert "streamed" in r.stdout
+    board = tmp_path / "small-board.toml"
+    text = (Path(__file__).resolve().parents[2] / "boards" / "rpi4-4gb.toml").read_text()
+    # 30 MB under the resident peak (the weights are 38 MB): only the streamed rung fits.
+    board.write_text(re.sub(r"(?m)^cap_mb\s*=.*$", f"cap_mb = {int((peak - 30 * 2**20) / FIT_MARGIN / 2**20)}", text))
+    args = ["plan", str(streamed_bundle), "--board", str(board), "--no-measure", "--runtime", "onnxruntime",
+            "--guidance", "1"]
+    r = CliRunner().invoke(cli, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["components"]["denoiser"]["stream"] is True
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert re.search(r"denoiser .* streamed", r.output) and "the denoiser is streamed: 7 parts" in r.output
 
 
 def test_hostile_stream_sections_are_refused_on_open(streamed_bundle, tmp_path):
