@@ -38,8 +38,12 @@ def convert(folder: Path, bundle: Path) -> dict:
     if (bundle / "manifest.json").is_file():
         return {"reused": True}
     t0 = time.perf_counter()
-    cmd = [*edge_sdk(), "convert", str(folder), "-o", str(bundle), "--format", "onnx", "--precision", "fp32",
-           "--components", "denoiser,decoder,text_encoder", "--samples", "1", "--stream-parts", "denoiser"]
+    # The API (the CLI converts every component; the encoder is not needed here), as
+    # `edge-sdk convert FOLDER -o BUNDLE --format onnx --samples 1 --stream-parts denoiser` does.
+    code = ("import sys; from edge_sdk.converters.convert import convert; "
+            "convert(sys.argv[1], sys.argv[2], formats='onnx', precisions='fp32', samples=1, "
+            "components=['denoiser', 'decoder', 'text_encoder'], stream=['denoiser'])")
+    cmd = [sys.executable, "-c", code, str(folder), str(bundle)]
     r = _timed(cmd)
     if r["rc"] != 0:
         sys.exit(f"convert failed ({r['rc']}):\n{r['stderr'][-3000:]}")

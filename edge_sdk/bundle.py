@@ -157,11 +157,9 @@ class Bundle:
     def artifacts(self, component: str) -> list[Artifact]:
         return [self._artifact(component, a) for a in self.component(component)["artifacts"]]
 
-    def stream_parts(self, component: str, format: str, precision: str) -> list:
-        """The component's stream parts (``edge_sdk.stream_manifest.StreamPart``) in run order, each with
-        its ``format``/``precision`` artifact; [] when the component is not split in that one."""
-        from edge_sdk.stream_manifest import StreamPart
-
+    def stream_parts(self, component: str, format: str, precision: str) -> list[StreamPart]:
+        """The component's stream parts in run order, each with its ``format``/``precision`` artifact;
+        [] when the component is not split in that one."""
         out = []
         for i, part in enumerate(self.component(component).get("stream", {}).get("parts", [])):
             art = next((a for a in part["artifacts"] if a["format"] == format and a["precision"] == precision), None)
@@ -201,6 +199,17 @@ class Bundle:
             if f["path"].rsplit("/", 1)[-1] == name:
                 return resolve_inside(self.root, f["path"], where=f"bundle {self.root}")
         raise BundleError(f"bundle {self.name}: component {component} has no file {name}")
+
+
+@dataclass(frozen=True)
+class StreamPart:
+    """One part of a streamed component (manifest ``stream``), with its artifact in one format/precision."""
+
+    index: int
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    artifact: Artifact
 
 
 @dataclass

@@ -11,11 +11,9 @@ formats/precisions differ, and (through the shared artifact check) paths outside
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from edge_sdk.errors import ManifestError
-from edge_sdk.manifest import TensorSpec
 
 
 def check_stream(comp: dict[str, Any], *, where: str,
@@ -71,20 +69,3 @@ def check_stream(comp: dict[str, Any], *, where: str,
             raise ManifestError(f"{where}/parts/{i}: part {part['name']!r} and part {parts[0]['name']!r} differ in "
                                 f"their artifacts ({missing[0]}/{missing[1]})",
                                 hint="every part needs the same formats and precisions; convert it again")
-
-
-@dataclass(frozen=True)
-class StreamPart:
-    """One part of a streamed component, for one format and precision."""
-
-    index: int
-    name: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    artifact: Any  # edge_sdk.bundle.Artifact
-
-
-def stream_keys(comp: dict[str, Any]) -> set[tuple[str, str]]:
-    """(format, precision) pairs the component's stream has (empty when it is not split)."""
-    parts = comp.get("stream", {}).get("parts", [])
-    return {(a["format"], a["precision"]) for a in parts[0]["artifacts"]} if parts else set()

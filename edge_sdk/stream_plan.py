@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_sdk.bundle import Artifact, Bundle
+from edge_sdk.bundle import Artifact, Bundle, StreamPart
 from edge_sdk.manifest import TensorSpec
 from edge_sdk.memory_estimate import ComponentCost
 from edge_sdk.plan import ComponentPlan
-from edge_sdk.stream_manifest import StreamPart
 
 MB = 1024 * 1024
 # Measured on the SD-shaped test UNet (ONNX Runtime, CPU): a streamed call takes about this many
