@@ -25,6 +25,7 @@ from edge_sdk.converters.quiet import quiet_exporters
 from edge_sdk.converters.registry import formats as known_formats
 from edge_sdk.converters.registry import get_converter, normalize_format
 from edge_sdk.converters.sources import load_source
+from edge_sdk.converters.stream_convert import convert_stream
 from edge_sdk.converters.validate import validate_artifact
 from edge_sdk.errors import ConversionError, EdgeSDKError, UnsupportedOpError, UsageError
 from edge_sdk.faults import kill_point
@@ -95,7 +96,8 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
             static_variant: bool = False, calibration_steps: int | None = None, keep_going: bool = False,
             progress: ProgressFn | None = None, report: ConvertReport | None = None,
             variant: str | None = None, kind: str | None = None, loras: Iterable[Any] | None = None,
-            vae: str | Path | None = None, tiny_vae: str | Path | None = None) -> Bundle:
+            vae: str | Path | None = None, tiny_vae: str | Path | None = None,
+            stream: Iterable[str] | None = None, stream_over: int | None = None) -> Bundle:
     """Convert ``source`` into a bundle at ``output``; every artifact is validated against PyTorch.
 
     An artifact over its precision's tolerance stops the convert (nothing is written) unless a
@@ -106,6 +108,8 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
     ``kind`` (factories: ``generator``/``denoiser``) and ``loras`` (``FILE[:SCALE]``, fused into
     a diffusers folder's UNet) and ``vae`` (a VAE folder replacing vae/, e.g. TAESD) and
     ``tiny_vae`` (a TAESD folder converted as the decoder's ``tiny`` variant) go to ``load_source``.
+    ``stream`` names components to split into stream parts as well (``stream_convert``);
+    ``stream_over`` (bytes) splits every component whose fp32 weights are larger, where it can.
     """
     fmts = [normalize_format(f) for f in _split(formats, [default_format()], known_formats())]
     precs = normalize_all(_split(precisions, ["fp32"], list(PRECISIONS)))
@@ -131,6 +135,7 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
         from edge_sdk.converters.scheduler_config import check_sampler
 
         check_sampler(spec.sampler, f"model {spec.name}")
+    streamed = _stream_roles(spec, wanted, stream, stream_over)
     steps = int(calibration_steps or spec.sampler.get("default_steps") or 20)
     attach_calibration(spec)
     rep = report if report is not None else ConvertReport(None)
@@ -171,6 +176,10 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
                         writer.add_extra_file(role, src, rel)
                     for args, kwargs in passed:
                         writer.add_artifact(*args, **kwargs)
+                    if role in streamed:
+                        rep.notes[f"{role} stream"] = convert_stream(
+                            writer, converters, comp, precs, samples=samples, tolerance=tolerance, tell=tell,
+                            steps=steps)
             if rep.failures and (not keep_going or not any(converted.values())):
                 raise _combined_error(rep.failures, converted)
             tell("", "", "", "write")
@@ -181,6 +190,31 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
             conv.close()
     rep.bundle = bundle
     return bundle
+
+
+def _stream_roles(spec, wanted: list[str], stream: Iterable[str] | None, stream_over: int | None) -> set[str]:
+    """Components to split: those named (each must be splittable), and those over ``stream_over`` bytes
+    of fp32 weights that can be split (a note for those that cannot)."""
+    from edge_sdk.converters.stream_split import splittable
+
+    roles = set()
+    for role in stream or ():
+        if role not in spec.components:
+            raise UsageError(f"--stream-parts: model has no component {role!r}",
+                             hint=f"it has {', '.join(spec.components)}")
+        why = splittable(spec.components[role])
+        if why:
+            raise UsageError(f"--stream-parts: {why}", hint="stream the UNet denoiser only, or drop --stream-parts")
+        roles.add(role)
+    if stream_over is not None:
+        for role in wanted:
+            comp = spec.components[role]
+            if comp.parameters() * 4 > stream_over:
+                if not splittable(comp):
+                    roles.add(role)
+                else:
+                    log.info("%s is over the streaming size but cannot be split: %s", role, splittable(comp))
+    return roles & set(wanted)
 
 
 def _one(writer: BundleWriter, conv: Converter, comp, fmt: str, prec: str, variant: str, steps: int,

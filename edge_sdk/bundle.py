@@ -84,7 +84,7 @@ class Bundle:
         from edge_sdk.modelcheck import onnx_external_data
 
         for comp in self.manifest["components"].values():
-            for art in comp["artifacts"]:
+            for art in manifest.all_artifacts_of_component(comp):
                 listed = {f["path"] for f in art["files"]}
                 if art["entry"].endswith(".xml"):  # an IR reads its weights from the .bin beside it
                     weights = art["entry"][:-4] + ".bin"
@@ -172,17 +172,30 @@ class Bundle:
         return [TensorSpec.from_json(t) for t in c["inputs"]], [TensorSpec.from_json(t) for t in c["outputs"]]
 
     def artifacts(self, component: str) -> list[Artifact]:
+        return [self._artifact(component, a) for a in self.component(component)["artifacts"]]
+
+    def stream_parts(self, component: str, format: str, precision: str) -> list[StreamPart]:
+        """The component's stream parts in run order, each with its ``format``/``precision`` artifact;
+        [] when the component is not split in that one."""
         out = []
-        for a in self.component(component)["artifacts"]:
-            shapes = a.get("static_shapes")
-            out.append(Artifact(
-                component=component, format=a["format"], precision=a["precision"], variant=a.get("variant", ""),
-                path=resolve_inside(self.root, a["entry"], where=f"bundle {self.root}"),
-                static_shapes={k: tuple(v) for k, v in shapes.items()} if shapes else None,
-                validation=a.get("validation"), size=sum(f["size"] for f in a["files"]),
-                files=tuple((resolve_inside(self.root, f["path"], where=f"bundle {self.root}"), f["size"], f["sha256"])
-                            for f in a["files"])))
+        for i, part in enumerate(self.component(component).get("stream", {}).get("parts", [])):
+            art = next((a for a in part["artifacts"] if a["format"] == format and a["precision"] == precision), None)
+            if art is None:
+                return []
+            out.append(StreamPart(i, part["name"], tuple(TensorSpec.from_json(t) for t in part["inputs"]),
+                                  tuple(TensorSpec.from_json(t) for t in part["outputs"]),
+                                  self._artifact(component, art)))
         return out
+
+    def _artifact(self, component: str, a: dict[str, Any]) -> Artifact:
+        shapes = a.get("static_shapes")
+        return Artifact(
+            component=component, format=a["format"], precision=a["precision"], variant=a.get("variant", ""),
+            path=resolve_inside(self.root, a["entry"], where=f"bundle {self.root}"),
+            static_shapes={k: tuple(v) for k, v in shapes.items()} if shapes else None,
+            validation=a.get("validation"), size=sum(f["size"] for f in a["files"]),
+            files=tuple((resolve_inside(self.root, f["path"], where=f"bundle {self.root}"), f["size"], f["sha256"])
+                        for f in a["files"]))
 
     def artifact(self, component: str, format: str | None = None, precision: str | None = None,
                  variant: str | None = "") -> Artifact:
@@ -205,6 +218,17 @@ class Bundle:
         raise BundleError(f"bundle {self.name}: component {component} has no file {name}")
 
 
+@dataclass(frozen=True)
+class StreamPart:
+    """One part of a streamed component (manifest ``stream``), with its artifact in one format/precision."""
+
+    index: int
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    artifact: Artifact
+
+
 @dataclass
 class _PendingArtifact:
     component: str
@@ -219,12 +243,23 @@ class _PendingArtifact:
 
 
 @dataclass
+class _PendingPart:
+    name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    parameters: int | None = None
+    artifacts: list[_PendingArtifact] = field(default_factory=list)
+
+
+@dataclass
 class _PendingComponent:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     parameters: int | None = None
     config: dict[str, Any] | None = None
     extra_files: list[str] = field(default_factory=list)
+    parts: list[_PendingPart] = field(default_factory=list)  # stream parts, in run order
+    stream_validation: list[dict[str, Any]] = field(default_factory=list)
 
 
 class BundleWriter:
@@ -301,6 +336,51 @@ class BundleWriter:
                                                 entry.relative_to(self.stage).as_posix(), rels,
                                                 static_shapes, validation, convert_seconds))
 
+    def add_stream_part(self, component: str, name: str, inputs: Iterable[TensorSpec],
+                        outputs: Iterable[TensorSpec], *, parameters: int | None = None) -> None:
+        """Append a stream part (in run order) to a component added before."""
+        self._components[component].parts.append(_PendingPart(name, list(inputs), list(outputs), parameters))
+
+    def add_stream_artifact(self, component: str, part: str, format: str, precision: str, entry: Path, *,
+                            files: Iterable[Path], validation: dict[str, Any] | None = None,
+                            convert_seconds: float | None = None) -> None:
+        """Record a part's artifact whose files already sit under ``artifact_dir(...)``."""
+        target = next(p for p in self._components[component].parts if p.name == part)
+        rels = sorted({Path(p).relative_to(self.stage).as_posix() for p in [*files, entry]})
+        target.artifacts.append(_PendingArtifact(component, format, precision, "",
+                                                 Path(entry).relative_to(self.stage).as_posix(), rels, None,
+                                                 validation, convert_seconds))
+
+    def add_stream_validation(self, component: str, record: dict[str, Any]) -> None:
+        self._components[component].stream_validation.append(record)
+
+    def _artifact_record(self, a: _PendingArtifact) -> dict[str, Any]:
+        rec: dict[str, Any] = {"format": a.format, "precision": a.precision, "entry": a.entry,
+                               "files": [self._file_record(f) for f in a.files]}
+        if a.variant:
+            rec["variant"] = a.variant
+        if a.static_shapes:
+            rec["static_shapes"] = a.static_shapes
+        if a.validation is not None:
+            rec["validation"] = a.validation
+        if a.convert_seconds is not None:
+            rec["convert_seconds"] = round(a.convert_seconds, 3)
+        return rec
+
+    def _stream_record(self, c: _PendingComponent) -> dict[str, Any]:
+        parts = []
+        for p in c.parts:
+            rec: dict[str, Any] = {"name": p.name, "inputs": [t.to_json() for t in p.inputs],
+                                   "outputs": [t.to_json() for t in p.outputs],
+                                   "artifacts": [self._artifact_record(a) for a in p.artifacts]}
+            if p.parameters is not None:
+                rec["parameters"] = p.parameters
+            parts.append(rec)
+        out: dict[str, Any] = {"split": "unet-blocks", "parts": parts}
+        if c.stream_validation:
+            out["validation"] = list(c.stream_validation)
+        return out
+
     def _file_record(self, rel: str) -> dict[str, Any]:
         p = self.stage / rel
         return {"path": rel, "sha256": sha256_file(p), "size": p.stat().st_size}
@@ -308,19 +388,7 @@ class BundleWriter:
     def build_manifest(self) -> dict[str, Any]:
         comps: dict[str, Any] = {}
         for role, c in self._components.items():
-            arts = []
-            for a in (a for a in self._artifacts if a.component == role):
-                rec: dict[str, Any] = {"format": a.format, "precision": a.precision, "entry": a.entry,
-                                       "files": [self._file_record(f) for f in a.files]}
-                if a.variant:
-                    rec["variant"] = a.variant
-                if a.static_shapes:
-                    rec["static_shapes"] = a.static_shapes
-                if a.validation is not None:
-                    rec["validation"] = a.validation
-                if a.convert_seconds is not None:
-                    rec["convert_seconds"] = round(a.convert_seconds, 3)
-                arts.append(rec)
+            arts = [self._artifact_record(a) for a in self._artifacts if a.component == role]
             comp: dict[str, Any] = {"role": role, "inputs": [t.to_json() for t in c.inputs],
                                     "outputs": [t.to_json() for t in c.outputs], "artifacts": arts}
             if c.extra_files:
@@ -329,6 +397,8 @@ class BundleWriter:
                 comp["parameters"] = c.parameters
             if c.config:
                 comp["config"] = c.config
+            if c.parts and all(p.artifacts for p in c.parts):
+                comp["stream"] = self._stream_record(c)
             comps[role] = comp
         data: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "sdk_version": __version__, "name": self.name,
                                 "model": self.model, "sampler": self.sampler, "components": comps}

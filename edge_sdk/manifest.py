@@ -69,18 +69,11 @@ def validate(data: Any, *, source: str = MANIFEST_NAME) -> dict[str, Any]:
     for cname, comp in data["components"].items():
         if comp["role"] != cname:
             raise ManifestError(f"{source}: component {cname!r} has role {comp['role']!r}; they must match")
-        keys = set()
-        for i, art in enumerate(comp["artifacts"]):
-            where = f"{source}: components/{cname}/artifacts/{i}"
-            key = (art["format"], art["precision"], art.get("variant", ""))
-            if key in keys:
-                raise ManifestError(f"{where}: duplicate artifact {key}")
-            keys.add(key)
-            paths = [f["path"] for f in art["files"]]
-            if art["entry"] not in paths:
-                raise ManifestError(f"{where}: entry {art['entry']!r} is not among the artifact's files")
-            for p in paths:
-                check_relpath(p, where=where)
+        _check_artifacts(comp["artifacts"], f"{source}: components/{cname}/artifacts")
+        if "stream" in comp:
+            from edge_sdk.stream_manifest import check_stream
+
+            check_stream(comp, where=f"{source}: components/{cname}/stream", check_artifacts=_check_artifacts)
         for f in comp.get("extra_files", []):
             check_relpath(f["path"], where=f"{source}: components/{cname}/extra_files")
         for f in all_files_of_component(comp):
@@ -90,8 +83,29 @@ def validate(data: Any, *, source: str = MANIFEST_NAME) -> dict[str, Any]:
     return data
 
 
+def _check_artifacts(artifacts: list[dict[str, Any]], where_base: str) -> None:
+    keys = set()
+    for i, art in enumerate(artifacts):
+        where = f"{where_base}/{i}"
+        key = (art["format"], art["precision"], art.get("variant", ""))
+        if key in keys:
+            raise ManifestError(f"{where}: duplicate artifact {key}")
+        keys.add(key)
+        paths = [f["path"] for f in art["files"]]
+        if art["entry"] not in paths:
+            raise ManifestError(f"{where}: entry {art['entry']!r} is not among the artifact's files")
+        for p in paths:
+            check_relpath(p, where=where)
+
+
+def all_artifacts_of_component(comp: dict[str, Any]) -> list[dict[str, Any]]:
+    """The component's artifacts and those of its stream parts (every model file the bundle holds)."""
+    parts = comp.get("stream", {}).get("parts", [])
+    return list(comp["artifacts"]) + [a for part in parts for a in part["artifacts"]]
+
+
 def all_files_of_component(comp: dict[str, Any]) -> list[dict[str, Any]]:
-    files = [f for art in comp["artifacts"] for f in art["files"]]
+    files = [f for art in all_artifacts_of_component(comp) for f in art["files"]]
     return files + list(comp.get("extra_files", []))
 
 

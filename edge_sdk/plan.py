@@ -28,6 +28,10 @@ class ComponentPlan:
     threads: int | None = None
     resident: bool = True  # False: loaded, run and released in turn to save memory
     options: dict[str, Any] = field(default_factory=dict)
+    # Run the component's stream parts in turn (edge_sdk.pipelines.streamed), keeping open only
+    # the first parts whose artifacts fit stream_budget bytes together.
+    stream: bool = False
+    stream_budget: int = 0
 
 
 @dataclass

@@ -8,7 +8,10 @@ board's largest to its smallest), where the loading levels are:
 
 1. every component resident;
 2. decoder and encoders loaded only for their stage and released (one load per image);
-3. the denoiser too loaded per call (slow: only when nothing else fits).
+3. the denoiser too loaded per call (slow: only when nothing else fits);
+4. the denoiser streamed: its stream parts (``convert --stream-parts``) opened, run and released
+   in turn within each call, so only the largest part's weights are held (the slowest rung;
+   ``edge_sdk.stream_plan``).
 
 Peak memory is estimated per stage (see ``edge_sdk.memory_estimate``): the process base, the
 sessions open during that stage, the stage's activations at the requested size, and the image
@@ -27,6 +30,7 @@ from edge_sdk.errors import PlanError, UsageError
 from edge_sdk.memory_estimate import ComponentCost, default_cost
 from edge_sdk.memory_probe import component_cost
 from edge_sdk.plan import PRECISION_ORDER, ComponentPlan, Plan, TilePlan, usable_runtimes
+from edge_sdk.stream_plan import StreamCost, stream_cost
 from edge_sdk.units import MB
 
 TINY = "tiny"  # the decoder variant holding a tiny autoencoder (TAESD), see converters/diffusers_folder.py
@@ -70,6 +74,7 @@ class _Choice:
     artifact: Artifact
     cost: ComponentCost
     note: str = ""
+    stream: StreamCost | None = None  # the denoiser's stream parts in this format/precision, if any
 
 
 @dataclass
@@ -79,6 +84,7 @@ class _Rung:
     release_denoiser: bool
     tile: int | None
     estimates: dict[str, int] = field(default_factory=dict)
+    stream: bool = False  # the denoiser's parts run in turn (level 4)
 
     @property
     def peak(self) -> int:
@@ -224,7 +230,12 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
             # A resident session runs every step at one shape: its steady state. One reloaded per
             # call starts with a fresh arena each time.
             act = c.activation(h * w, batch=per_call, repeated=main in resident)
-            est["denoise"] = base + held(main) + act + BUFFER_OVERHEAD
+            if rung.stream:  # one part's session at a time, plus the tensors held between parts
+                sc = choices[main].stream
+                act = c.activation(h * w, batch=per_call) + sc.held_bytes(h, w, per_call)
+                est["denoise"] = base + held(main) - sess[main] + sc.session + act + BUFFER_OVERHEAD
+            else:
+                est["denoise"] = base + held(main) + act + BUFFER_OVERHEAD
             if "decoder" not in choices:  # pixel space: the samples are the image
                 est["denoise"] += batch * h * w * IMAGE_BYTES_PER_PIXEL
         ran(main, act)
@@ -275,6 +286,10 @@ def _ladder(choices: dict[str, _Choice], board: BoardProfile, h: int, w: int, cf
         for cfg in cfg_opts:
             for tile in ([None] if tile_forced is None and min_tile is None else []) + tiles:
                 rungs.append(_Rung(cfg, release_others, release_denoiser, tile))
+    if "denoiser" in choices and choices["denoiser"].stream is not None:
+        for cfg in cfg_opts:
+            for tile in ([None] if tile_forced is None and min_tile is None else []) + tiles:
+                rungs.append(_Rung(cfg, True, True, tile, stream=True))
     return rungs
 
 
@@ -314,6 +329,9 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     choices = {role: _choose(bundle, board, role, req, (h, w), usable, here,
                              alt=TINY if role == "decoder" and req.decoder == TINY else "")
                for role in bundle.components}
+    if "denoiser" in choices and "denoiser" not in (req.remote or {}):
+        choices["denoiser"].stream = stream_cost(bundle, "denoiser", choices["denoiser"].plan,
+                                                 choices["denoiser"].artifact, choices["denoiser"].cost)
     remote_notes = _place_remote(choices, req.remote or {}) if req.remote else []
     model = bundle.model
     guidance = req.guidance if req.guidance is not None else float(bundle.sampler.get("default_guidance", 1.0))
@@ -337,7 +355,9 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
         notes.append(f"{name}: memory model {cost.source} ({cost.runtime}; session {cost.session / MB:.0f} MB"
                      + (f", {cost.c1:.0f} B/{cost.unit.replace('_', ' ')}" if cost.c1 else "")
                      + (f", attention {cost.c2:.2f} B/cell^2" if cost.c2 else "") + ")")
-    if fit.release_denoiser:
+    if fit.stream:
+        notes.append(choices["denoiser"].stream.note(fit.peak, cap * FIT_MARGIN))
+    elif fit.release_denoiser:
         notes.append("the denoiser is loaded for every call (slow): nothing else fits the cap")
     if fit.tile is not None:
         notes.append(f"decode in {fit.tile}x{fit.tile}-cell tiles ({fit.tile * down} px) with "
@@ -345,6 +365,9 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     comps = {}
     for name, c in choices.items():
         c.plan.resident = not (fit.release_denoiser if name == "denoiser" else fit.release_others)
+        if fit.stream and name == "denoiser":  # the parts come and go inside the streamed session
+            c.plan.resident, c.plan.stream = True, True
+            c.plan.stream_budget = c.stream.budget(fit.peak, cap * FIT_MARGIN)
         comps[name] = c.plan
     estimates = dict(fit.estimates)
     estimates["peak"] = fit.peak
@@ -356,7 +379,7 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
 
 def _rank(rung: _Rung) -> tuple:
     """Where a rung sits on the ladder (lower is faster): loading level, CFG, then tiles."""
-    return (rung.release_denoiser, rung.release_others, rung.cfg == "sequential",
+    return (rung.stream, rung.release_denoiser, rung.release_others, rung.cfg == "sequential",
             rung.tile is not None, -(rung.tile or 0))
 
 
@@ -465,7 +488,8 @@ def _refusal(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dic
 def describe(plan_: Plan) -> list[tuple[str, ...]]:
     """Rows for a human-readable table of a plan's components."""
     return [(name, c.runtime, c.device, c.format, c.precision + (f"/{c.variant}" if c.variant else ""),
-             str(c.threads or "-"), "yes" if c.resident else "per stage") for name, c in plan_.components.items()]
+             str(c.threads or "-"), "streamed" if c.stream else "yes" if c.resident else "per stage")
+            for name, c in plan_.components.items()]
 
 
 def plan_summary(plan_: Plan) -> dict[str, Any]:

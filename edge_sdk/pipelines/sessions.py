@@ -29,6 +29,13 @@ class Sessions:
     def _load(self, component: str) -> Runtime:
         if component not in self._open:
             cp = self.plan.components[component]
+            if cp.stream:  # parts opened and released in turn behind one run() (pipelines/streamed.py)
+                from edge_sdk.pipelines.streamed import StreamedSession
+
+                self._open[component] = StreamedSession(  # type: ignore[assignment]
+                    self.bundle, component, runtime=cp.runtime, format=cp.format, precision=cp.precision,
+                    device=cp.device, threads=cp.threads, options=cp.options, budget_bytes=cp.stream_budget)
+                return self._open[component]
             art = self.bundle.artifact(component, cp.format, cp.precision, cp.variant)
             # verified=: the runtime hashes the bytes it loads, so a file swapped since load() is refused
             self._open[component] = open_artifact(art.path, cp.runtime, device=cp.device, threads=cp.threads,

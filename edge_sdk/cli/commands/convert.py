@@ -43,10 +43,16 @@ from edge_sdk.formats.registry import default_format
 @click.option("--kind", type=click.Choice(["generator", "denoiser"]),
               help="module:factory sources: what the returned module is (default: one input whose output is "
                    "shaped unlike it = generator).")
+@click.option("--stream-parts", "stream", default="", metavar="COMPONENTS",
+              help="Also split these components (e.g. denoiser: a diffusers UNet) at block boundaries into "
+                   "parts that a board plan can run one at a time (streaming); each part and the chain "
+                   "are validated.")
+@click.option("--stream-over-mb", "stream_over_mb", type=click.FloatRange(min=0), default=None,
+              help="Split every component whose fp32 weights are larger than this (where it can be split).")
 @json_option
 @quiet_option
 def command(source, output, formats, precisions, name, tolerance, samples, calibration_steps, static_variant,
-            keep_going, overwrite, variant, loras, vae, tiny_vae, kind, as_json, quiet):
+            keep_going, overwrite, variant, loras, vae, tiny_vae, kind, stream, stream_over_mb, as_json, quiet):
     """Convert SOURCE into a bundle: every artifact is checked against PyTorch.
 
     SOURCE is a `module:factory` entry point (the factory returns `(model, example_inputs)` or a
@@ -64,7 +70,8 @@ def command(source, output, formats, precisions, name, tolerance, samples, calib
                          tolerance=tolerance, samples=samples, calibration_steps=calibration_steps,
                          static_variant=static_variant, keep_going=keep_going, progress=progress, report=report,
                          variant=variant, kind=kind, loras=loras, vae=vae,
-                         tiny_vae=tiny_vae)
+                         tiny_vae=tiny_vae, stream=[c.strip() for c in stream.split(",") if c.strip()],
+                         stream_over=None if stream_over_mb is None else int(stream_over_mb * 2**20))
     finally:
         progress.close()
     rows = []
@@ -74,6 +81,10 @@ def command(source, output, formats, precisions, name, tolerance, samples, calib
             label = a.precision + (f"/{a.variant}" if a.variant else "")
             rows.append((comp, a.format, label, a.size, v.get("rel_l2"), v.get("cosine"),
                          report.seconds.get(f"{comp} {a.format} {label}")))
+        for rec in bundle.component(comp).get("stream", {}).get("validation", []):
+            parts = bundle.stream_parts(comp, rec["format"], rec["precision"])
+            rows.append((comp, rec["format"], f"{rec['precision']}/{len(parts)} parts",
+                         sum(p.artifact.size for p in parts), rec["rel_l2"], None, None))
     failures = [{"component": f.component, "format": f.format, "precision": f.precision, "variant": f.variant,
                  "error": f.error.message} for f in report.failures]
     if as_json:
@@ -81,7 +92,8 @@ def command(source, output, formats, precisions, name, tolerance, samples, calib
             ("component", "format", "precision", "size_bytes", "rel_l2", "cosine", "convert_seconds"), r, strict=False))
             for r in rows], "failures": failures})
     elif not quiet:
-        say(table([(c, f, p, f"{s / 1e6:.2f} MB", f"{r:.2e}", f"{cos:.6f}", f"{sec:.1f}s")
+        say(table([(c, f, p, f"{s / 1e6:.2f} MB", f"{r:.2e}", "-" if cos is None else f"{cos:.6f}",
+                    "-" if sec is None else f"{sec:.1f}s")
                           for c, f, p, s, r, cos, sec in rows],
                          ("component", "format", "precision", "size", "rel L2", "cosine", "time")))
         for f in failures:

@@ -71,7 +71,10 @@ def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, p
     path = result.save(out)
     summary = {"out": str(path), "images": int(len(result.images)), "size": list(result.images.shape[1:3]),
                "timings_s": {k: round(v, 4) for k, v in result.timings.items()}, **result.info,
-               "plan": {k: f"{c.runtime}:{c.format}/{c.precision}" for k, c in gen.plan.components.items()}}
+               "plan": {k: f"{c.runtime}:{c.format}/{c.precision}" + ("+streamed" if c.stream else "")
+                        for k, c in gen.plan.components.items()}}
+    if gen.plan.estimates.get("peak"):
+        summary["plan_estimated_peak_mb"] = round(gen.plan.estimates["peak"] / 2**20, 1)
     if as_json:
         emit_json(summary)
     elif not quiet:

@@ -1,0 +1,99 @@
+"""What streaming a component costs, from its stream parts in the manifest (the planner's last rung).
+
+A streamed denoiser call holds, besides the process: one part's session (the largest part bounds
+it), that part's activations (bounded by the whole component's, which the memory model already
+knows), and the tensors carried between parts (skip connections, time embedding, text states),
+sized here from the parts' tensor specs at the requested resolution. A part's session is
+estimated as the whole component's session scaled by the part's share of the artifact bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_sdk.bundle import Artifact, Bundle, StreamPart
+from edge_sdk.manifest import TensorSpec
+from edge_sdk.memory_estimate import ComponentCost
+from edge_sdk.plan import ComponentPlan
+from edge_sdk.units import MB
+
+# A streamed call against a resident one, measured on the streaming test UNet (9.6M parameters,
+# ONNX Runtime fp32, 2 shared cores, batch 2): 2.0x at 64x64 latents (512x512 images), 6.8x at
+# 16x16, where re-opening the parts dominates a short call. Reported in the plan's note as the
+# expected slowdown; benchmarks/streaming.py measures whole runs.
+EXPECTED_SLOWDOWN = 2.0
+
+
+def _dim(d: int | str, h: int, w: int, batch: int) -> int:
+    """A named axis at the request: batch, height/width (latent cells) or height_N = height / N."""
+    if isinstance(d, int):
+        return d
+    if d == "batch":
+        return batch
+    for name, size in (("height", h), ("width", w)):
+        if d == name:
+            return size
+        if d.startswith(name + "_") and d[len(name) + 1:].isdigit():
+            return max(1, size // int(d[len(name) + 1:]))
+    return 1  # another named axis (a text length is fixed in these graphs)
+
+
+def tensor_bytes(t: TensorSpec, h: int, w: int, batch: int) -> int:
+    try:
+        item = np.dtype(t.dtype).itemsize
+    except TypeError:
+        item = 4
+    return int(np.prod([_dim(d, h, w, batch) for d in t.shape], dtype=np.int64)) * item
+
+
+@dataclass
+class StreamCost:
+    parts: list[StreamPart]
+    session: int  # bytes: the largest part's session
+    ratio: float  # session bytes per artifact byte (the whole component's, applied to each part)
+
+    def held_bytes(self, h: int, w: int, batch: int) -> int:
+        """The most bytes of carried tensors alive during any part (its inputs and outputs included)."""
+        last: dict[str, int] = {}
+        for p in self.parts:
+            for t in p.inputs:
+                last[t.name] = p.index
+        alive: dict[str, int] = {t.name: tensor_bytes(t, h, w, batch) for t in self.parts[0].inputs}
+        peak = 0
+        for p in self.parts:
+            out = {t.name: tensor_bytes(t, h, w, batch) for t in p.outputs}
+            peak = max(peak, sum(alive.values()) + sum(out.values()))
+            for t in p.inputs:
+                if last.get(t.name) == p.index:
+                    alive.pop(t.name, None)
+            alive.update(out)
+        return peak
+
+    def budget(self, peak: int, cap: float) -> int:
+        """Artifact bytes of parts that may stay resident: half the cap's room above the plan's peak
+        (half: the streamed estimate is new and was measured under its peak by up to ~25%)."""
+        room = max(0.0, cap - peak) / 2
+        return int(room / self.ratio) if self.ratio > 0 else 0
+
+    def note(self, peak: int, cap: float) -> str:
+        largest = max(self.parts, key=lambda p: p.artifact.size)
+        kept = self.budget(peak, cap)
+        return (f"the denoiser is streamed: {len(self.parts)} parts opened, run and released in turn each call "
+                f"(largest {largest.name}, {largest.artifact.size / MB:.0f} MB; "
+                f"{kept / MB:.0f} MB of parts kept open), about {EXPECTED_SLOWDOWN:.0f}x the time of a resident "
+                "denoiser: the slowest rung, taken because nothing else fits the cap")
+
+
+def stream_cost(bundle: Bundle, role: str, cp: ComponentPlan, artifact: Artifact,
+                cost: ComponentCost) -> StreamCost | None:
+    """The stream cost of ``role`` in the chosen format/precision, or None when it has no such parts."""
+    if cp.variant:
+        return None
+    parts = bundle.stream_parts(role, cp.format, cp.precision)
+    if not parts:
+        return None
+    ratio = cost.session / max(artifact.size, 1)
+    largest = max(p.artifact.size for p in parts)
+    return StreamCost(parts, int(largest * ratio), ratio)
