@@ -131,6 +131,8 @@ def candidate_plans(bundle: Bundle, board: Any, *, width: int | None = None, hei
                     options.append(mixed)
             if not options:
                 notes.append(f"{runtime} {prec}: no component can run it")
+            if prec == "fp32":
+                options += _reduced_compute(base, notes)
             for p in options:
                 if threads is not None:
                     p.components = {k: replace(c, threads=threads) for k, c in p.components.items()}
@@ -142,6 +144,33 @@ def candidate_plans(bundle: Bundle, board: Any, *, width: int | None = None, hei
         raise PlanError(f"no plan of bundle {bundle.name} can run on board {board.name} here",
                         hint="; ".join(notes) or "convert the bundle for a runtime installed here")
     return plans, notes
+
+
+def _reduced_compute(plan: Plan, notes: list[str]) -> list[Plan]:
+    """``plan`` with its OpenVINO CPU components computing in bf16 where this CPU has it (fp32
+    weights, bf16 arithmetic: OpenVINO's own CPU default there), and, separately, compiled once per
+    fed shape (static shapes). Quality is then measured like any other candidate's."""
+    ov = {k for k, c in plan.components.items() if c.runtime == "openvino" and c.device.lower() in ("auto", "cpu")}
+    if not ov:
+        return []
+    from edge_sdk.runtimes.openvino import cpu_inference_precisions
+
+    out = []
+    variants = [{"static_shapes": "per_shape"}]
+    if "bf16" in cpu_inference_precisions():
+        variants += [{"inference_precision": "bf16"}, {"inference_precision": "bf16", "static_shapes": "per_shape"}]
+    else:
+        notes.append("openvino bf16: this CPU has no bf16 arithmetic")
+    for extra in variants:
+        comps = {k: replace(c, options={**c.options, **extra}) if k in ov else c for k, c in plan.components.items()}
+        out.append(replace(plan, components=comps, notes=list(plan.notes)))
+    return out
+
+
+def full_precision(plan: dict[str, Any]) -> bool:
+    """Every component fp32 in its weights and its arithmetic: a quality reference."""
+    return all(c["precision"] == "fp32" and (c.get("options") or {}).get("inference_precision") in (None, "f32")
+               for c in plan["components"].values())
 
 
 # -- tuning ------------------------------------------------------------------------------------------
@@ -181,8 +210,7 @@ def tune(bundle: str | os.PathLike | Bundle, board: str | None = None, *, steps:
         results.append(measure(b.root, p, label=label, steps=steps, isolate=isolate, **kw))
     if progress:
         progress(len(plans), len(plans), "done")
-    ref = next((r for r, p in zip(results, plans, strict=False) if r.ok and all(c.precision == "fp32"
-                                                                  for c in p.components.values())), None)
+    ref = next((r for r, p in zip(results, plans, strict=False) if r.ok and full_precision(p.to_json())), None)
     if ref is None:
         raise PlanError(f"the fp32 reference plan of {b.name} did not run on this machine, so quality cannot be "
                         "checked", hint="; ".join(r.error or "" for r in results if not r.ok) or
