@@ -84,10 +84,18 @@ def main() -> None:
         "openvino ONNX f32": (onnx_path, "openvino", {"inference_precision": "f32"}),
     }
     try:  # onnxruntime.transformers' UNet fusions (attention -> MultiHeadAttention), fp32, CPU
+        from onnxruntime.transformers.fusion_options import FusionOptions
         from onnxruntime.transformers.optimizer import optimize_model
 
+        fo = FusionOptions("unet")
+        # The CUDA-only fusions off (NhwcConv, GroupNorm, BiasSplitGelu, BiasAdd, packed QKV have
+        # no CPU kernel); attention fusion (MultiHeadAttention, which has one) stays on.
+        for flag in ("enable_nhwc_conv", "enable_group_norm", "enable_skip_group_norm", "enable_bias_splitgelu",
+                     "enable_bias_add", "enable_packed_qkv", "enable_packed_kv", "enable_bias_skip_layer_norm"):
+            if hasattr(fo, flag):
+                setattr(fo, flag, False)
         fused = Path(tempfile.mkdtemp()) / "unet_fused.onnx"
-        opt = optimize_model(str(onnx_path), model_type="unet", opt_level=0, use_gpu=False)
+        opt = optimize_model(str(onnx_path), model_type="unet", opt_level=0, use_gpu=False, optimization_options=fo)
         opt.save_model_to_file(str(fused))
         found["ort_transformers_optimizer_ops"] = dict(collections.Counter(
             nd.op_type for nd in opt.model.graph.node).most_common())

@@ -113,6 +113,7 @@ def sd15_view(src: Path, dst: Path) -> Path:
     CLIPTokenizer(vocab_file=str(tmp / "tok-src" / "vocab.json"), merges_file=str(tmp / "tok-src" / "merges.txt"),
                   model_max_length=77).save_pretrained(str(tmp / "tokenizer"))
     shutil.rmtree(tmp / "tok-src")
+    write_tokenizer(tmp / "tokenizer")  # vocab.json + merges.txt too, for transformers 4's CLIPTokenizer
     DDIMScheduler(**DDIM).save_pretrained(str(tmp / "scheduler"))
     index = json.loads((src / "model_index.json").read_text())
     index.update(tokenizer=["transformers", "CLIPTokenizer"], scheduler=["diffusers", "DDIMScheduler"],

@@ -65,6 +65,9 @@ def write_sd_shaped_folder(root: Path) -> Path:
     import shutil
 
     shutil.rmtree(tmp / "tokenizer-src")
+    # transformers >= 5 saves tokenizer.json only; the slow CLIPTokenizer of transformers 4 (the
+    # peers' environment) reads vocab.json + merges.txt, as the SD hub folders ship them.
+    write_tokenizer(tmp / "tokenizer")
     tmp.rename(root)
     return root
 
