@@ -77,7 +77,8 @@ def main() -> None:
     variants: dict[str, tuple] = {
         "ort fp32": (onnx_path, "onnxruntime", {}),
         "openvino IR f32": (ir_path, "openvino", {"inference_precision": "f32"}),
-        "openvino IR f32 per_shape": (ir_path, "openvino", {"inference_precision": "f32", "static_shapes": "per_shape"}),
+        "openvino IR f32 per_shape": (ir_path, "openvino", {"inference_precision": "f32",
+                                                            "static_shapes": "per_shape"}),
         "openvino IR bf16": (ir_path, "openvino", {"inference_precision": "bf16"}),
         "openvino IR bf16 per_shape": (ir_path, "openvino", {"inference_precision": "bf16",
                                                              "static_shapes": "per_shape"}),

@@ -110,7 +110,7 @@ def sd15_view(src: Path, dst: Path) -> Path:
     for part in ("unet", "vae", "text_encoder"):
         (tmp / part).symlink_to((src / part).resolve(), target_is_directory=True)
     write_tokenizer(tmp / "tok-src")
-    CLIPTokenizer(vocab_file=str(tmp / "tok-src" / "vocab.json"), merges_file=str(tmp / "tok-src" / "merges.txt"),
+    CLIPTokenizer(vocab=str(tmp / "tok-src" / "vocab.json"), merges=str(tmp / "tok-src" / "merges.txt"),
                   model_max_length=77).save_pretrained(str(tmp / "tokenizer"))
     shutil.rmtree(tmp / "tok-src")
     write_tokenizer(tmp / "tokenizer")  # vocab.json + merges.txt too, for transformers 4's CLIPTokenizer
@@ -137,12 +137,13 @@ def exports(folder: Path, work: Path, venv: dict[str, Any], *, tune: bool, steps
             done[name] = {"seconds": sh(cmd)}
         done.setdefault(name, {})["command"] = " ".join(cmd)
     bundle = work / "edge-sdk.bundle"
-    cmd = [sys.executable, "-m", "edge_sdk.cli.main", "convert", str(folder), "-o", str(bundle), "--format",
-           "onnx,openvino", "--precision", "fp32", "--samples", "1", "-q"]
+    # edge-sdk convert, less the VAE encoder (img2img only: the peers' text-to-image does not use it).
+    call = (f"import edge_sdk; edge_sdk.convert({str(folder)!r}, {str(bundle)!r}, formats=['onnx', 'openvino'], "
+            "precisions=['fp32'], components=['text_encoder', 'denoiser', 'decoder'], samples=1)")
     if not (bundle / "manifest.json").is_file():
-        log("converting with edge-sdk convert")
-        done["edge-sdk"] = {"seconds": sh(cmd)}
-    done.setdefault("edge-sdk", {})["command"] = "edge-sdk " + " ".join(cmd[3:])
+        log("converting with edge_sdk.convert")
+        done["edge-sdk"] = {"seconds": sh([sys.executable, "-c", call])}
+    done.setdefault("edge-sdk", {})["command"] = call
     tuned = bundle.with_name(bundle.name + ".peers-tuned.json")
     if tune and not tuned.is_file():
         cmd = [sys.executable, "-m", "edge_sdk.cli.main", "tune", str(bundle), "--board", "x86-64-generic", "--steps",

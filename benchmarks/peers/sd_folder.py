@@ -50,9 +50,11 @@ def write_sd_shaped_folder(root: Path) -> Path:
 
     tmp = root.with_name(root.name + ".partial")
     write_tokenizer(tmp / "tokenizer-src")
-    tok = CLIPTokenizer(vocab_file=str(tmp / "tokenizer-src" / "vocab.json"),
-                        merges_file=str(tmp / "tokenizer-src" / "merges.txt"), model_max_length=77)
+    tok = CLIPTokenizer(vocab=str(tmp / "tokenizer-src" / "vocab.json"),
+                        merges=str(tmp / "tokenizer-src" / "merges.txt"), model_max_length=77)
     n_vocab = len(tok)
+    if n_vocab < 500:  # transformers' keyword names moved once (vocab_file=...): a 2-token vocabulary
+        raise RuntimeError(f"the CLIP tokenizer read {n_vocab} tokens from {tmp / 'tokenizer-src'}")
     torch.manual_seed(0)
     te = CLIPTextModel(CLIPTextConfig(vocab_size=n_vocab, hidden_size=TEXT_DIM, intermediate_size=4 * TEXT_DIM,
                                       num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=77,
