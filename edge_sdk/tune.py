@@ -146,23 +146,35 @@ def candidate_plans(bundle: Bundle, board: Any, *, width: int | None = None, hei
     return plans, notes
 
 
+# Components that may compute in bf16: the per-step denoiser, and the decoder as a second
+# candidate. Text encoders stay f32: CLIP's causal mask (float32's lowest value) overflows bf16 to
+# -inf and the OpenVINO text encoder then returns NaN (measured on the SD-shaped folder).
+BF16_COMPONENTS = (("denoiser",), ("denoiser", "decoder"))
+
+
 def _reduced_compute(plan: Plan, notes: list[str]) -> list[Plan]:
-    """``plan`` with its OpenVINO CPU components computing in bf16 where this CPU has it (fp32
-    weights, bf16 arithmetic: OpenVINO's own CPU default there), and, separately, compiled once per
-    fed shape (static shapes). Quality is then measured like any other candidate's."""
+    """``plan``'s OpenVINO CPU components compiled once per fed shape (static shapes), and beside it,
+    where this CPU has bf16 arithmetic, the same with the denoiser (then also the decoder)
+    computing in bf16 (fp32 weights; OpenVINO's own CPU default there). Quality is then measured
+    like any other candidate's."""
     ov = {k for k, c in plan.components.items() if c.runtime == "openvino" and c.device.lower() in ("auto", "cpu")}
     if not ov:
         return []
     from edge_sdk.runtimes.openvino import cpu_inference_precisions
 
-    out = []
-    variants = [{"static_shapes": "per_shape"}]
+    variants: list[tuple[str, ...]] = [()]
     if "bf16" in cpu_inference_precisions():
-        variants += [{"inference_precision": "bf16"}, {"inference_precision": "bf16", "static_shapes": "per_shape"}]
+        variants += [tuple(k for k in names if k in ov) for names in BF16_COMPONENTS]
     else:
         notes.append("openvino bf16: this CPU has no bf16 arithmetic")
-    for extra in variants:
-        comps = {k: replace(c, options={**c.options, **extra}) if k in ov else c for k, c in plan.components.items()}
+    out, seen = [], set()
+    for bf16 in variants:
+        if bf16 in seen or (variants.index(bf16) and not bf16):
+            continue
+        seen.add(bf16)
+        comps = {k: replace(c, options={**c.options, "static_shapes": "per_shape",
+                                        **({"inference_precision": "bf16"} if k in bf16 else {})})
+                 if k in ov else c for k, c in plan.components.items()}
         out.append(replace(plan, components=comps, notes=list(plan.notes)))
     return out
 
