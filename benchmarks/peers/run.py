@@ -285,7 +285,8 @@ def table(summary: list[dict[str, Any]]) -> str:
             lines.append(f"| {s['name']} | {s['engine']} | failed: {s['error'][:120]} | | | | |")
             continue
         q = s["psnr_db"]
-        q = "reference" if s["kind"] == "diffusers" else ("inf" if q == float("inf") else f"{q:.1f} dB")
+        q = ("reference" if s["kind"] == "diffusers" else "n/a" if q is None
+             else "inf" if q == float("inf") else f"{q:.1f} dB")
         if not s["latents_used"]:
             q += " (own noise)"
         name = f"**{s['name']}**" if s["kind"] == "edge-sdk" else s["name"]
@@ -340,7 +341,17 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per pipeline process")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--no-markdown", action="store_true", help="write the JSON and chart only")
+    ap.add_argument("--render", type=Path, metavar="JSON", help="only redraw the chart and table of a results file")
     a = ap.parse_args()
+    if a.render:
+        results = json.loads(a.render.read_text())
+        png = a.render.with_suffix(".png")
+        r = results["args"]
+        chart(results["summary"], png, f"{r['model']}: {r['size']}x{r['size']}, {r['steps']} steps, "
+                                       f"{r['threads']} threads (PSNR vs PyTorch fp32 in brackets)")
+        write_markdown(results, r["model"], png)
+        print(table(results["summary"]))
+        return
     a.steps = a.steps or SIZES[a.model]["steps"]
     a.size = a.size or SIZES[a.model]["size"]
     a.rounds = a.rounds or (1 if a.quick else 2)
