@@ -147,6 +147,11 @@ class OpenVinoRuntime(Runtime):
         cache = self.options.get("cache_dir", None)
         if cache is not False:
             cache_path = Path(cache) if cache else default_cache_dir()
+            if self.options.get("inference_precision") not in (None, "f32"):
+                # Reduced-precision blobs in their own folder: with bf16 blobs beside the f32 ones of
+                # the same model, a CPU run here returned NaN (seen with OpenVINO 2026.4, not since
+                # with separate folders).
+                cache_path = cache_path / str(self.options["inference_precision"])
             try:
                 cache_path.mkdir(parents=True, exist_ok=True)
                 cfg["CACHE_DIR"] = str(cache_path)
