@@ -174,6 +174,10 @@ def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path) -
         if name != "text_encoder":  # CLIP's mask overflows bf16 (NaN): see edge_sdk.tune.BF16_COMPONENTS
             cp["options"]["inference_precision"] = "bf16"
     plans["ov-bf16"] = bf16
+    static = json.loads(json.dumps(bf16))
+    for cp in static["components"].values():
+        cp["options"]["static_shapes"] = "per_shape"
+    plans["ov-bf16-static"] = static
     if tuned:
         t = json.loads(Path(tuned).read_text())
         plans["tuned"] = next(c["plan"] for c in t["candidates"] if c["label"] == t["chosen"])
@@ -208,6 +212,8 @@ def pipelines(work: Path, venv: dict[str, Any], plans: dict[str, Path]) -> list[
         dict(name="edge-sdk, OpenVINO bf16 plan", engine="OpenVINO", python=edge, kind="edge-sdk", model=bundle,
              plan=str(plans["ov-bf16"]), precision="bf16"),
     ]
+    rows.append(dict(name="edge-sdk, OpenVINO bf16 plan, compiled per shape", engine="OpenVINO", python=edge,
+                     kind="edge-sdk", model=bundle, plan=str(plans["ov-bf16-static"]), precision="bf16"))
     if "tuned" in plans:
         rows.append(dict(name="edge-sdk, tuned plan (edge-sdk tune)", engine="tuned", python=edge, kind="edge-sdk",
                          model=bundle, plan=str(plans["tuned"]), precision="tuned"))
