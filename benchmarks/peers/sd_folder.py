@@ -40,6 +40,19 @@ def write_tokenizer(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n")
 
 
+def legacy_text_encoder_keys(path: Path) -> None:
+    """Key names as the hub's SD folders have them ('text_model.' prefix). transformers 5 saves
+    CLIPTextModel without it, and transformers 4 (the peers' environment) then leaves every weight
+    randomly initialized, with a warning only; transformers 5 reads both."""
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(path))
+    if all(k.startswith("text_model.") for k in tensors):
+        return
+    save_file({k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in tensors.items()}, str(path),
+              metadata={"format": "pt"})
+
+
 def write_sd_shaped_folder(root: Path) -> Path:
     """Write the folder (a StableDiffusionPipeline's save_pretrained) unless it is already complete."""
     if (root / "model_index.json").is_file():
@@ -70,6 +83,7 @@ def write_sd_shaped_folder(root: Path) -> Path:
     # transformers >= 5 saves tokenizer.json only; the slow CLIPTokenizer of transformers 4 (the
     # peers' environment) reads vocab.json + merges.txt, as the SD hub folders ship them.
     write_tokenizer(tmp / "tokenizer")
+    legacy_text_encoder_keys(tmp / "text_encoder" / "model.safetensors")
     tmp.rename(root)
     return root
 
