@@ -198,11 +198,18 @@ def plan_for_config(bundle: Bundle, config: BenchConfig, *, threads: int | None 
 
 
 def plan_label(plan: Plan) -> str:
-    """'onnxruntime:onnx/int8-static' when uniform, else one runtime:format/precision per component."""
-    parts = {f"{c.runtime}:{c.format}/{c.precision}" for c in plan.components.values()}
+    """'onnxruntime:onnx/int8-static' when uniform, else one runtime:format/precision per component;
+    '+bf16' when it computes in another precision than its weights', '+static' when compiled per shape."""
+    def one(c) -> str:
+        opts = c.options or {}
+        extra = (f"+{opts['inference_precision']}" if opts.get("inference_precision") not in (None, "f32") else "")
+        extra += "+static" if opts.get("static_shapes") == "per_shape" else ""
+        return f"{c.runtime}:{c.format}/{c.precision}{extra}"
+
+    parts = {one(c) for c in plan.components.values()}
     if len(parts) == 1:
         return parts.pop()
-    return ", ".join(f"{n}={c.runtime}:{c.format}/{c.precision}" for n, c in plan.components.items())
+    return ", ".join(f"{n}={one(c)}" for n, c in plan.components.items())
 
 
 # -- one measurement (runs in the child process) -------------------------------------------------

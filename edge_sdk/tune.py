@@ -135,6 +135,8 @@ def candidate_plans(bundle: Bundle, board: Any, *, width: int | None = None, hei
                     options.append(mixed)
             if not options:
                 notes.append(f"{runtime} {prec}: no component can run it")
+            if prec == "fp32":
+                options += _reduced_compute(base, notes)
             for p in options:
                 if threads is not None:
                     p.components = {k: replace(c, threads=threads) for k, c in p.components.items()}
@@ -146,6 +148,45 @@ def candidate_plans(bundle: Bundle, board: Any, *, width: int | None = None, hei
         raise PlanError(f"no plan of bundle {bundle.name} can run on board {board.name} here",
                         hint="; ".join(notes) or "convert the bundle for a runtime installed here")
     return plans, notes
+
+
+# Components that may compute in bf16: the per-step denoiser, and the decoder as a second
+# candidate. Text encoders stay f32: CLIP's causal mask (float32's lowest value) overflows bf16 to
+# -inf and the OpenVINO text encoder then returns NaN (measured on the SD-shaped folder).
+BF16_COMPONENTS = (("denoiser",), ("denoiser", "decoder"))
+
+
+def _reduced_compute(plan: Plan, notes: list[str]) -> list[Plan]:
+    """``plan``'s OpenVINO CPU components compiled once per fed shape (static shapes), and beside it,
+    where this CPU has bf16 arithmetic, the same with the denoiser (then also the decoder)
+    computing in bf16 (fp32 weights; OpenVINO's own CPU default there). Quality is then measured
+    like any other candidate's."""
+    ov = {k for k, c in plan.components.items() if c.runtime == "openvino" and c.device.lower() in ("auto", "cpu")}
+    if not ov:
+        return []
+    from edge_sdk.runtimes.openvino import cpu_inference_precisions
+
+    variants: list[tuple[str, ...]] = [()]
+    if "bf16" in cpu_inference_precisions():
+        variants += [tuple(k for k in names if k in ov) for names in BF16_COMPONENTS]
+    else:
+        notes.append("openvino bf16: this CPU has no bf16 arithmetic")
+    out, seen = [], set()
+    for bf16 in variants:
+        if bf16 in seen or (variants.index(bf16) and not bf16):
+            continue
+        seen.add(bf16)
+        comps = {k: replace(c, options={**c.options, "static_shapes": "per_shape",
+                                        **({"inference_precision": "bf16"} if k in bf16 else {})})
+                 if k in ov else c for k, c in plan.components.items()}
+        out.append(replace(plan, components=comps, notes=list(plan.notes)))
+    return out
+
+
+def full_precision(plan: dict[str, Any]) -> bool:
+    """Every component fp32 in its weights and its arithmetic: a quality reference."""
+    return all(c["precision"] == "fp32" and (c.get("options") or {}).get("inference_precision") in (None, "f32")
+               for c in plan["components"].values())
 
 
 # -- tuning ------------------------------------------------------------------------------------------
@@ -185,8 +226,7 @@ def tune(bundle: str | os.PathLike | Bundle, board: str | None = None, *, steps:
         results.append(measure(b.root, p, label=label, steps=steps, isolate=isolate, **kw))
     if progress:
         progress(len(plans), len(plans), "done")
-    ref = next((r for r, p in zip(results, plans, strict=False) if r.ok and all(c.precision == "fp32"
-                                                                  for c in p.components.values())), None)
+    ref = next((r for r, p in zip(results, plans, strict=False) if r.ok and full_precision(p.to_json())), None)
     if ref is None:
         raise PlanError(f"the fp32 reference plan of {b.name} did not run on this machine, so quality cannot be "
                         "checked", hint="; ".join(r.error or "" for r in results if not r.ok) or

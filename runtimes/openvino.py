@@ -43,6 +43,17 @@ def default_cache_dir() -> Path:
     return cache_dir("openvino")
 
 
+def cpu_inference_precisions() -> tuple[str, ...]:
+    """Inference precisions OpenVINO's CPU plugin can compute in here, in our names ('f32', and
+    'bf16' / 'f16' where the CPU has the arithmetic: AVX512_BF16, AMX); () without openvino."""
+    try:
+        caps = _ov().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - not installed or no CPU plugin: no precision to offer
+        return ()
+    names = {"FP32": "f32", "BF16": "bf16", "FP16": "f16"}
+    return tuple(names[c] for c in caps if c in names)
+
+
 def check_ir_files(xml_path: Path) -> Path:
     """The .bin beside ``xml_path``, after checking both are real, non-empty and the XML parses."""
     where = f"OpenVINO IR {xml_path}"
@@ -66,8 +77,12 @@ def check_ir_files(xml_path: Path) -> Path:
 class OpenVinoRuntime(Runtime):
     """Options: ``cache_dir`` (compiled-model cache; False disables it), ``inference_precision``
     ('f32', 'f16', 'bf16'; default f32 on CPU, the device's own default elsewhere),
-    ``static_shapes`` ({input: [dims]}, applied always; needed on NPU for dynamic models),
+    ``static_shapes`` ({input: [dims]}, applied always; needed on NPU for dynamic models; or
+    'per_shape': one static-shape compile per distinct set of fed shapes, kept in a small cache
+    keyed by those shapes, instead of one dynamic-shape compile),
     ``performance_hint`` ('LATENCY' or 'THROUGHPUT')."""
+
+    per_shape_limit = 4  # compiled models kept by 'per_shape' (each holds its own weights copy)
 
     name = "openvino"
     formats = ("openvino", "onnx")
@@ -135,6 +150,11 @@ class OpenVinoRuntime(Runtime):
         cache = self.options.get("cache_dir", None)
         if cache is not False:
             cache_path = Path(cache) if cache else default_cache_dir()
+            if self.options.get("inference_precision") not in (None, "f32"):
+                # Reduced-precision blobs in their own folder: with bf16 blobs beside the f32 ones of
+                # the same model, a CPU run here returned NaN (seen with OpenVINO 2026.4, not since
+                # with separate folders).
+                cache_path = cache_path / str(self.options["inference_precision"])
             try:
                 cache_path.mkdir(parents=True, exist_ok=True)
                 cfg["CACHE_DIR"] = str(cache_path)
@@ -188,7 +208,11 @@ class OpenVinoRuntime(Runtime):
             raise ModelFileError(f"openvino cannot read {self.path}: {first_line(e, _LOCATIONS)}",
                                  hint="the file is corrupt or not an OpenVINO IR / ONNX model; "
                                       "convert it again") from None
-        static = dict(self.options.get("static_shapes") or {})
+        static_opt = self.options.get("static_shapes") or {}
+        per_shape = static_opt == "per_shape"
+        if isinstance(static_opt, str) and not per_shape:
+            raise UsageError(f"openvino static_shapes {static_opt!r} is neither {{input: [dims]}} nor 'per_shape'")
+        static = {} if per_shape else dict(static_opt)
         if dev == "NPU" and not static and model.is_dynamic():
             dyn = [i.get_any_name() for i in model.inputs if i.get_partial_shape().is_dynamic]
             raise UsageError(f"openvino NPU needs static shapes; inputs {dyn} of {self.path.name} are dynamic",
@@ -205,28 +229,64 @@ class OpenVinoRuntime(Runtime):
             except Exception as e:
                 raise UsageError(f"openvino cannot reshape {self.path.name} to {static}: "
                                  f"{first_line(e, _LOCATIONS)}") from None
-        try:
-            self._compiled = core.compile_model(model, dev, self._config(dev))
-        except Exception as e:
-            raise ModelFileError(f"openvino cannot compile {self.path.name} for {dev}: {first_line(e, _LOCATIONS)}",
-                                 hint="an op or precision this device does not support; try --device cpu") from None
         self._device = dev
-        self._request = self._compiled.create_infer_request()  # reused across runs: no per-call setup
+        self._per_shape: dict[tuple, tuple[Any, Any]] | None = None
+        if per_shape and model.is_dynamic():
+            # Compiled on first use for each set of shapes (in a run's warm-up); described meanwhile
+            # by the model as read.
+            self._core, self._model, self._per_shape = core, model, {}
+            self._compiled, self._request = None, None
+            ports = list(model.inputs), list(model.outputs)
+        else:
+            self._compiled = self._compile(core, model)
+            self._request = self._compiled.create_infer_request()  # reused across runs: no per-call setup
+            ports = list(self._compiled.inputs), list(self._compiled.outputs)
         # Names from the model as read: compiling may merge aliases into a port ('43' beside
         # 'timestep' once a static shape lets the plugin fold a node), and get_any_name picks one.
         self.inputs = [TensorSpec(src.get_any_name(), _dtype(p.get_element_type()), _dims(p.get_partial_shape()))
-                       for src, p in zip(model.inputs, self._compiled.inputs, strict=False)]
+                       for src, p in zip(model.inputs, ports[0], strict=False)]
         self.outputs = [TensorSpec(_port_name(p, i), _dtype(p.get_element_type()), _dims(p.get_partial_shape()))
-                        for i, p in enumerate(self._compiled.outputs)]
+                        for i, p in enumerate(ports[1])]
+
+    def _compile(self, core, model):
+        dev = self._device
+        try:
+            return core.compile_model(model, dev, self._config(dev))
+        except Exception as e:
+            raise ModelFileError(f"openvino cannot compile {self.path.name} for {dev}: {first_line(e, _LOCATIONS)}",
+                                 hint="an op or precision this device does not support; try --device cpu") from None
+
+    def _for_shapes(self, feeds: dict[str, np.ndarray]):
+        """The compiled model and request for these feeds' shapes ('per_shape'), compiled once."""
+        key = tuple(sorted((k, tuple(v.shape)) for k, v in feeds.items()))
+        hit = self._per_shape.get(key)
+        if hit is None:
+            ov = _ov()
+            model = self._model.clone()
+            try:
+                model.reshape({k: ov.PartialShape(list(shape)) for k, shape in key})
+            except Exception as e:
+                raise InferenceError(f"openvino cannot reshape {self.path.name} to {dict(key)}: "
+                                     f"{first_line(e, _LOCATIONS)}") from None
+            if len(self._per_shape) >= self.per_shape_limit:  # the oldest goes: its memory is a model's weights
+                self._per_shape.pop(next(iter(self._per_shape)))
+            compiled = self._compile(self._core, model)
+            hit = self._per_shape[key] = (compiled, compiled.create_infer_request())
+        self._compiled, self._request = hit
+        return hit
 
     @property
     def active_device(self) -> str:
+        if getattr(self, "_compiled", None) is None:
+            return getattr(self, "_device", self.device)
         try:
             return ",".join(self._compiled.get_property("EXECUTION_DEVICES"))
         except Exception:  # noqa: BLE001
             return self._device
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if getattr(self, "_per_shape", None) is not None:
+            self._for_shapes(feeds)
         # The async API, so that InferRequest.cancel() (runtimes/watch.py, on Ctrl-C or past the call
         # deadline) can end the request: wait() then raises. The locals keep the request and the
         # compiled model alive while the call runs, even if close() drops them meanwhile.
@@ -253,6 +313,8 @@ class OpenVinoRuntime(Runtime):
     def close(self) -> None:
         self._request = None
         self._compiled = None
+        if getattr(self, "_per_shape", None):
+            self._per_shape = {}
 
 
 def _dtype(t) -> str:

@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_sdk.bench import BenchConfig, bench, plan_for_config, psnr
+from edge_sdk.bench import BenchConfig, bench, plan_for_config, plan_label, psnr
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import PlanError, UsageError
 
@@ -159,3 +159,26 @@ def test_cli_bench_json_and_chart(fp16_bundle, tmp_path, cli):
     assert bad.returncode != 0 and "WIDTHxHEIGHT" in bad.stderr and "Traceback" not in bad.stderr
     bad = cli("tune", str(fp16_bundle), "--board", "no-such-board")
     assert bad.returncode != 0 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_tune_considers_openvino_bf16_and_per_shape_compiles(fp16_bundle):
+    """OpenVINO CPU candidates: the fp32 plan as is, compiled per shape, and (CPUs with bf16
+    arithmetic) computing in bf16; only plans fp32 in weights and arithmetic are quality references."""
+    from edge_sdk.board import load_board
+    from edge_sdk.plan import usable_runtimes
+    from edge_sdk.runtimes.openvino import cpu_inference_precisions
+    from edge_sdk.tune import candidate_plans, full_precision
+
+    if "openvino" not in usable_runtimes():
+        pytest.skip("openvino is not installed")
+    plans, notes = candidate_plans(Bundle.open(fp16_bundle), load_board("x86-64-generic"), runtimes=["openvino"],
+                                   threads=1, measure_memory=False)
+    labels = [plan_label(p) for p in plans]
+    bf16 = "bf16" in cpu_inference_precisions()
+    want = {"openvino:onnx/fp32", "openvino:onnx/fp32+static", "openvino:onnx/fp16"}
+    want |= {"openvino:onnx/fp32+bf16+static"} if bf16 else set()  # the bundle's one component is its denoiser
+    assert set(labels) == want, labels
+    assert labels[0] == "openvino:onnx/fp32" and full_precision(plans[0].to_json())
+    assert [full_precision(p.to_json()) for p in plans] == [lab in ("openvino:onnx/fp32", "openvino:onnx/fp32+static")
+                                                            for lab in labels]
+    assert bf16 or any("no bf16" in n for n in notes)

@@ -153,6 +153,25 @@ def test_ov_static_reshape(tri_paths, tiny_torch):
         open_artifact(tri_paths["openvino"], "openvino", options={"static_shapes": {"latent": [1, 4, 8, 8]}})
 
 
+@pytest.mark.slow
+def test_ov_per_shape_compiles_once_per_fed_shape(tri_paths, tiny_torch):
+    """static_shapes='per_shape': a static compile per distinct input shapes, cached; numbers as fp32."""
+    model, _ = tiny_torch
+    t = np.array([10.0], np.float32)
+    xs = [np.random.default_rng(k).standard_normal((1, 3, n, n)).astype(np.float32) for k, n in ((1, 16), (2, 32))]
+    with open_artifact(tri_paths["openvino"], "openvino", threads=1,
+                       options={"static_shapes": "per_shape", "cache_dir": False}) as rt:
+        assert rt.inputs[0].shape[2] == "dynamic"  # described by the model as read until fed
+        for x in xs + xs:
+            with torch.no_grad():
+                ref = model(torch.from_numpy(x), torch.from_numpy(t)).numpy()
+            assert rel_l2(rt.run({"sample": x, "timestep": t})["noise_pred"], ref) < FP32_REL
+            assert rt._compiled.inputs[0].get_partial_shape().is_static
+        assert len(rt._per_shape) == 2  # the second pass reused both compiles
+    with pytest.raises(UsageError, match="per_shape"):
+        open_artifact(tri_paths["openvino"], "openvino", options={"static_shapes": "sometimes"})
+
+
 @pytest.mark.parametrize("device,what", [("npu", "NPU"), ("gpu", "GPU")])
 def test_ov_missing_device_says_what_to_install(device, what, tri_paths):
     info = get_runtime("openvino").probe()
