@@ -95,7 +95,8 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
             static_variant: bool = False, calibration_steps: int | None = None, keep_going: bool = False,
             progress: ProgressFn | None = None, report: ConvertReport | None = None,
             variant: str | None = None, kind: str | None = None, loras: Iterable[Any] | None = None,
-            vae: str | Path | None = None, tiny_vae: str | Path | None = None) -> Bundle:
+            vae: str | Path | None = None, tiny_vae: str | Path | None = None,
+            attention: str | None = None) -> Bundle:
     """Convert ``source`` into a bundle at ``output``; every artifact is validated against PyTorch.
 
     An artifact over its precision's tolerance stops the convert (nothing is written) unless a
@@ -106,7 +107,12 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
     ``kind`` (factories: ``generator``/``denoiser``) and ``loras`` (``FILE[:SCALE]``, fused into
     a diffusers folder's UNet) and ``vae`` (a VAE folder replacing vae/, e.g. TAESD) and
     ``tiny_vae`` (a TAESD folder converted as the decoder's ``tiny`` variant) go to ``load_source``.
+    ``attention`` (``sliced:N``): also convert the denoiser and decoder with attention in N query
+    chunks, as their ``sliced`` variant (converters/attention.py), for the planner's small-board rungs.
     """
+    from edge_sdk.converters.attention import add_sliced_variants, parse_attention
+
+    chunks = parse_attention(attention)
     fmts = [normalize_format(f) for f in _split(formats, [default_format()], known_formats())]
     precs = normalize_all(_split(precisions, ["fp32"], list(PRECISIONS)))
     for f in fmts:
@@ -133,6 +139,8 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
         check_sampler(spec.sampler, f"model {spec.name}")
     steps = int(calibration_steps or spec.sampler.get("default_steps") or 20)
     attach_calibration(spec)
+    if chunks is not None:
+        add_sliced_variants(spec, chunks)
     rep = report if report is not None else ConvertReport(None)
     converters: dict[str, Converter] = {f: get_converter(f) for f in fmts}
     try:
