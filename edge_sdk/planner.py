@@ -30,6 +30,7 @@ from edge_sdk.plan import PRECISION_ORDER, ComponentPlan, Plan, TilePlan, usable
 
 MB = 1024 * 1024
 TINY = "tiny"  # the decoder variant holding a tiny autoencoder (TAESD), see converters/diffusers_folder.py
+SLICED = "sliced"  # attention in query chunks (convert --attention sliced:N, converters/attention.py)
 IMAGE_BYTES_PER_PIXEL = 32  # float32 decode output, its uint8 copy and the result's raw copy, per RGB pixel
 BUFFER_OVERHEAD = 8 * MB  # latents, noise, sampler state, small copies
 # What a run's process holds beyond the probe's base (Python, numpy, edge_sdk's pipelines, the
@@ -320,9 +321,16 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
             fit is None or fit.tile is not None or fit.release_others or fit.release_denoiser):
         fit, best, tiny_note = _try_tiny(bundle, board, req, choices, fit, best, (h, w), down, usable, here,
                                          cfg_active, cfg_opts, cap)
+    sliced_note = ""
+    if fit is None or _rank(fit) > _TOP:
+        fit, best, sliced_note = _try_sliced(bundle, board, req, choices, fit, best, (h, w), down, usable, here,
+                                             cfg_active, cfg_opts, cap)
+    # (i16b: the block-by-block streaming rung goes here, after sliced attention and before the
+    # per-call reloads of the denoiser, which it replaces on boards where even one UNet does not fit.)
     if fit is None:
         raise _refusal(bundle, board, req, choices, best, (h, w), down, cfg_active, cfg_opts)
-    notes = [c.note for c in choices.values() if c.note] + remote_notes + ([tiny_note] if tiny_note else [])
+    notes = [c.note for c in choices.values() if c.note] + remote_notes + ([tiny_note] if tiny_note else []) + (
+        [sliced_note] if sliced_note else [])
     for name, c in choices.items():
         if name in (req.remote or {}):  # on a server: no local memory model to report
             continue
@@ -351,6 +359,42 @@ def _rank(rung: _Rung) -> tuple:
     """Where a rung sits on the ladder (lower is faster): loading level, CFG, then tiles."""
     return (rung.release_denoiser, rung.release_others, rung.cfg == "sequential",
             rung.tile is not None, -(rung.tile or 0))
+
+
+_TOP = (False, False, False, False, 0)  # the rank of the fastest rung: all resident, batched CFG, no tiles
+
+
+def _try_sliced(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dict[str, _Choice],
+                fit: _Rung | None, best: _Rung | None, hw: tuple[int, int], down: int, usable: set[str] | None,
+                here: set[str], cfg_active: bool, cfg_opts: list[str], cap: int) -> tuple:
+    """Swap in the ``sliced`` (query-chunked attention) artifacts of the denoiser and decoder when
+    they reach an earlier rung than full attention, or the only one that fits. Same weights and
+    arithmetic (images within float rounding); slower by the chunk loop, far less than tiles,
+    per-stage reloads or per-call reloads of the UNet cost."""
+    swapped: dict[str, _Choice] = {}
+    for role in ("denoiser", "decoder"):
+        if role not in choices or choices[role].plan.variant == TINY or role in (req.remote or {}):
+            continue  # TAESD has no attention; a remote component holds nothing here
+        if not any(a.variant == SLICED for a in bundle.artifacts(role)):
+            continue
+        try:
+            swapped[role] = _choose(bundle, board, role, req, hw, usable, here, alt=SLICED)
+        except PlanError:
+            continue
+    if not swapped:
+        return fit, best, ""
+    trial = {**choices, **swapped}
+    tfit, tbest = _first_fit(bundle, trial, board, hw, down, req.batch, cfg_active, cfg_opts, cap, req.tile)
+    if tfit is None:
+        return fit, (tbest if best is None or (tbest is not None and tbest.peak < best.peak) else best), ""
+    if fit is not None and _rank(tfit) >= _rank(fit):
+        return fit, best, ""
+    choices.update(swapped)
+    chunks = {r: (bundle.component(r).get("config") or {}).get("variants", {}).get(SLICED, {}).get("attention", SLICED)
+              for r in swapped}
+    why = "nothing with full attention fits the cap" if fit is None else "full attention would need a slower rung"
+    return tfit, tbest, ("attention in query chunks (" + ", ".join(f"{r}: {c}" for r, c in chunks.items())
+                         + f"), since {why} on {board.name}")
 
 
 def _try_tiny(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dict[str, _Choice],
