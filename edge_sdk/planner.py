@@ -389,12 +389,17 @@ def _try_sliced(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: 
         return fit, (tbest if best is None or (tbest is not None and tbest.peak < best.peak) else best), ""
     if fit is not None and _rank(tfit) >= _rank(fit):
         return fit, best, ""
-    choices.update(swapped)
     chunks = {r: (bundle.component(r).get("config") or {}).get("variants", {}).get(SLICED, {}).get("attention", SLICED)
               for r in swapped}
     why = "nothing with full attention fits the cap" if fit is None else "full attention would need a slower rung"
+    # The fastest plan, for comparison: full attention, everything resident, batched CFG, no tiles.
+    top = _Rung(cfg_opts[0], False, False, None)
+    top_peak = max(_stage_estimates(bundle, choices, top, hw, down, req.batch, cfg_active).values())
+    choices.update(swapped)
     return tfit, tbest, ("attention in query chunks (" + ", ".join(f"{r}: {c}" for r, c in chunks.items())
-                         + f"), since {why} on {board.name}")
+                         + f"), since {why} on {board.name}; estimated peak {tfit.peak / MB:.0f} MB against "
+                         f"{top_peak / MB:.0f} MB for the fastest plan (full attention), ~1.1x its time "
+                         "(sliced:16, SD-shaped UNet, benchmarks/RESULTS.md)")
 
 
 def _try_tiny(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dict[str, _Choice],
