@@ -10,6 +10,12 @@ board's largest to its smallest), where the loading levels are:
 2. decoder and encoders loaded only for their stage and released (one load per image);
 3. the denoiser too loaded per call (slow: only when nothing else fits).
 
+Artifact variants sit beside that ladder: where the bundle has them, the ``sliced`` denoiser and
+decoder (attention in query chunks, ``convert --attention sliced:N``) and the ``tiny`` decoder
+(TAESD) are swapped in when they reach an earlier rung than the plain artifacts, or the only one
+that fits. (Block-by-block streaming of the UNet, issue 16 part B, belongs after sliced attention
+and before per-call reloads.)
+
 Peak memory is estimated per stage (see ``edge_sdk.memory_estimate``): the process base, the
 sessions open during that stage, the stage's activations at the requested size, and the image
 buffers. When no rung fits, ``plan`` refuses before anything runs and says what would fit: a
