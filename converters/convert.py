@@ -166,6 +166,9 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
                     # Alternative networks (a TAESD decoder): exported as plain artifacts of their
                     # own module, recorded under their variant name.
                     for alt_name, alt in comp.alternatives.items():
+                        if alt_name in getattr(conv, "skips_alternatives", ()):
+                            rep.notes[f"{role} {fmt} {alt_name}"] = [conv.skips_alternatives[alt_name]]
+                            continue
                         for prec in precs:
                             done = _one(writer, conv, alt, fmt, prec, alt_name, steps, samples, tolerance, tell,
                                         rep, export_variant="")
