@@ -70,17 +70,31 @@ def main() -> None:
         r = measure(bundle.root, p, steps=2, seed=0, width=args.size, height=args.size, guidance=7.5,
                     warmup=1, repeats=1, min_seconds=0)
         rows[label] = r
+    # The planner's estimate of each plan's rung (its measured per-artifact probes, cached).
+    from edge_sdk import planner as P
+    from edge_sdk.board import load_board
+    from edge_sdk.board_detect import resolve_board
+
+    board, cells = load_board(resolve_board("rpi5-8gb")), args.size // 8
+    estimates = {}
+    for label, (prec, variant) in variants.items():
+        r = PlanRequest(height=args.size, width=args.size, precision=prec, runtime="onnxruntime", measure=True)
+        ch = {c: P._choose(bundle, board, c, r, (cells, cells), None, P.usable_runtimes(),
+                           alt=variant if c in ("denoiser", "decoder") else "") for c in bundle.components}
+        est = P._stage_estimates(bundle, ch, P._Rung("batched", False, False, None), (cells, cells), 8, 1, True)
+        estimates[label] = max(est.values()) / MB
     ref = rows["full"]
     out = {"model": "sd-shaped (benchmarks/models.py)", "size": args.size, "steps": 2, "guidance": 7.5,
            "chunks": args.chunks, "threads": args.threads, "pytorch_peak_mb_from_RESULTS": 685,
            "fastest_plan_estimate_mb": round(fastest.estimates["peak"] / MB, 1), "plans": {}}
     for label, r in rows.items():
         d = {"ok": r.ok, "error": r.error, "peak_rss_mb": r.peak_rss_mb, "seconds": (r.end_to_end_ms or 0) / 1e3,
-             "psnr_vs_full_db": None}
+             "psnr_vs_full_db": None, "estimate_mb": round(estimates[label], 1)}
         if r.ok and ref.ok and label != "full":
             d["psnr_vs_full_db"] = psnr(ref.image, r.image, bundle.model.get("output_range", [-1, 1]))
         out["plans"][label] = d
-        print(f"{label:14s} peak {r.peak_rss_mb or float('nan'):7.0f} MB  {d['seconds']:7.1f} s  "
+        print(f"{label:14s} peak {r.peak_rss_mb or float('nan'):7.0f} MB  estimate {d['estimate_mb']:7.0f} MB  "
+              f"{d['seconds']:7.1f} s  "
               f"PSNR vs full {d['psnr_vs_full_db']}", flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2, default=str) + "\n")
