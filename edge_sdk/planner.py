@@ -404,8 +404,8 @@ def _try_sliced(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: 
     choices.update(swapped)
     return tfit, tbest, ("attention in query chunks (" + ", ".join(f"{r}: {c}" for r, c in chunks.items())
                          + f"), since {why} on {board.name}; estimated peak {tfit.peak / MB:.0f} MB against "
-                         f"{top_peak / MB:.0f} MB for the fastest plan (full attention), ~1.1x its time "
-                         "(sliced:16, SD-shaped UNet, benchmarks/RESULTS.md)")
+                         f"{top_peak / MB:.0f} MB for the fastest plan (full attention), ~1.2x its time "
+                         "(sliced:16, SD-shaped model at 512x512, benchmarks/RESULTS.md)")
 
 
 def _try_tiny(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dict[str, _Choice],
