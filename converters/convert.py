@@ -97,7 +97,8 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
             progress: ProgressFn | None = None, report: ConvertReport | None = None,
             variant: str | None = None, kind: str | None = None, loras: Iterable[Any] | None = None,
             vae: str | Path | None = None, tiny_vae: str | Path | None = None,
-            stream: Iterable[str] | None = None, stream_over: int | None = None) -> Bundle:
+            stream: Iterable[str] | None = None, stream_over: int | None = None,
+            attention: str | None = None) -> Bundle:
     """Convert ``source`` into a bundle at ``output``; every artifact is validated against PyTorch.
 
     An artifact over its precision's tolerance stops the convert (nothing is written) unless a
@@ -110,7 +111,12 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
     ``tiny_vae`` (a TAESD folder converted as the decoder's ``tiny`` variant) go to ``load_source``.
     ``stream`` names components to split into stream parts as well (``stream_convert``);
     ``stream_over`` (bytes) splits every component whose fp32 weights are larger, where it can.
+    ``attention`` (``sliced:N``): also convert the denoiser and decoder with attention in N query
+    chunks, as their ``sliced`` variant (converters/attention.py), for the planner's small-board rungs.
     """
+    from edge_sdk.converters.attention import add_sliced_variants, parse_attention
+
+    chunks = parse_attention(attention)
     fmts = [normalize_format(f) for f in _split(formats, [default_format()], known_formats())]
     precs = normalize_all(_split(precisions, ["fp32"], list(PRECISIONS)))
     for f in fmts:
@@ -138,6 +144,8 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
     streamed = _stream_roles(spec, wanted, stream, stream_over)
     steps = int(calibration_steps or spec.sampler.get("default_steps") or 20)
     attach_calibration(spec)
+    if chunks is not None:
+        add_sliced_variants(spec, chunks)
     rep = report if report is not None else ConvertReport(None)
     converters: dict[str, Converter] = {f: get_converter(f) for f in fmts}
     try:
@@ -163,6 +171,9 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
                     # Alternative networks (a TAESD decoder): exported as plain artifacts of their
                     # own module, recorded under their variant name.
                     for alt_name, alt in comp.alternatives.items():
+                        if alt_name in getattr(conv, "skips_alternatives", ()):
+                            rep.notes[f"{role} {fmt} {alt_name}"] = [conv.skips_alternatives[alt_name]]
+                            continue
                         for prec in precs:
                             done = _one(writer, conv, alt, fmt, prec, alt_name, steps, samples, tolerance, tell,
                                         rep, export_variant="")

@@ -102,6 +102,9 @@ def default_cost(bundle: Bundle, component: str, runtime: str, art) -> Component
     alt = (config.get("variants") or {}).get(getattr(art, "variant", "")) or {}
     params = alt.get("parameters") or bundle.component(component).get("parameters") or ref_params
     scale = math.sqrt(max(params, 1) / ref_params)
+    # Attention in N query chunks ("sliced:N") holds 1/N of the score matrix at a time.
+    chunks = str(alt.get("attention", "")).partition("sliced:")[2]
+    heads = heads / int(chunks) if chunks.isdigit() and int(chunks) > 0 else heads
     return ComponentCost(role=component, runtime=runtime, base=_base_memory(runtime),
                          session=int(art.size * SESSION_FACTOR + SESSION_FIXED), c0=0.0, c1=per_unit * scale,
                          c2=4.0 * heads if alt.get("attention", True) else 0.0,

@@ -13,6 +13,11 @@ board's largest to its smallest), where the loading levels are:
    in turn within each call, so only the largest part's weights are held (the slowest rung;
    ``edge_sdk.stream_plan``).
 
+Artifact variants sit beside that ladder: where the bundle has them, the ``sliced`` denoiser and
+decoder (attention in query chunks, ``convert --attention sliced:N``) and the ``tiny`` decoder
+(TAESD) are swapped in when they reach an earlier rung than the plain artifacts, or the only one
+that fits.
+
 Peak memory is estimated per stage (see ``edge_sdk.memory_estimate``): the process base, the
 sessions open during that stage, the stage's activations at the requested size, and the image
 buffers. When no rung fits, ``plan`` refuses before anything runs and says what would fit: a
@@ -34,6 +39,7 @@ from edge_sdk.stream_plan import StreamCost, stream_cost
 from edge_sdk.units import MB
 
 TINY = "tiny"  # the decoder variant holding a tiny autoencoder (TAESD), see converters/diffusers_folder.py
+SLICED = "sliced"  # attention in query chunks (convert --attention sliced:N, converters/attention.py)
 IMAGE_BYTES_PER_PIXEL = 32  # float32 decode output, its uint8 copy and the result's raw copy, per RGB pixel
 BUFFER_OVERHEAD = 8 * MB  # latents, noise, sampler state, small copies
 # What a run's process holds beyond the probe's base (Python, numpy, edge_sdk's pipelines, the
@@ -345,9 +351,14 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
             fit is None or fit.tile is not None or fit.release_others or fit.release_denoiser):
         fit, best, tiny_note = _try_tiny(bundle, board, req, choices, fit, best, (h, w), down, usable, here,
                                          cfg_active, cfg_opts, cap)
+    sliced_note = ""
+    if fit is None or _rank(fit) > _TOP:
+        fit, best, sliced_note = _try_sliced(bundle, board, req, choices, fit, best, (h, w), down, usable, here,
+                                             cfg_active, cfg_opts, cap)
     if fit is None:
         raise _refusal(bundle, board, req, choices, best, (h, w), down, cfg_active, cfg_opts)
-    notes = [c.note for c in choices.values() if c.note] + remote_notes + ([tiny_note] if tiny_note else [])
+    notes = [c.note for c in choices.values() if c.note] + remote_notes + ([tiny_note] if tiny_note else []) + (
+        [sliced_note] if sliced_note else [])
     for name, c in choices.items():
         if name in (req.remote or {}):  # on a server: no local memory model to report
             continue
@@ -381,6 +392,47 @@ def _rank(rung: _Rung) -> tuple:
     """Where a rung sits on the ladder (lower is faster): loading level, CFG, then tiles."""
     return (rung.stream, rung.release_denoiser, rung.release_others, rung.cfg == "sequential",
             rung.tile is not None, -(rung.tile or 0))
+
+
+_TOP = (False, False, False, False, False, 0)  # the rank of the fastest rung: all resident, batched CFG, no tiles
+
+
+def _try_sliced(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dict[str, _Choice],
+                fit: _Rung | None, best: _Rung | None, hw: tuple[int, int], down: int, usable: set[str] | None,
+                here: set[str], cfg_active: bool, cfg_opts: list[str], cap: int) -> tuple:
+    """Swap in the ``sliced`` (query-chunked attention) artifacts of the denoiser and decoder when
+    they reach an earlier rung than full attention, or the only one that fits. Same weights and
+    arithmetic (images within float rounding); slower by the chunk loop, far less than tiles,
+    per-stage reloads or per-call reloads of the UNet cost."""
+    swapped: dict[str, _Choice] = {}
+    for role in ("denoiser", "decoder"):
+        if role not in choices or choices[role].plan.variant == TINY or role in (req.remote or {}):
+            continue  # TAESD has no attention; a remote component holds nothing here
+        if not any(a.variant == SLICED for a in bundle.artifacts(role)):
+            continue
+        try:
+            swapped[role] = _choose(bundle, board, role, req, hw, usable, here, alt=SLICED)
+        except PlanError:
+            continue
+    if not swapped:
+        return fit, best, ""
+    trial = {**choices, **swapped}
+    tfit, tbest = _first_fit(bundle, trial, board, hw, down, req.batch, cfg_active, cfg_opts, cap, req.tile)
+    if tfit is None:
+        return fit, (tbest if best is None or (tbest is not None and tbest.peak < best.peak) else best), ""
+    if fit is not None and _rank(tfit) >= _rank(fit):
+        return fit, best, ""
+    chunks = {r: (bundle.component(r).get("config") or {}).get("variants", {}).get(SLICED, {}).get("attention", SLICED)
+              for r in swapped}
+    why = "nothing with full attention fits the cap" if fit is None else "full attention would need a slower rung"
+    # The fastest plan, for comparison: full attention, everything resident, batched CFG, no tiles.
+    top = _Rung(cfg_opts[0], False, False, None)
+    top_peak = max(_stage_estimates(bundle, choices, top, hw, down, req.batch, cfg_active).values())
+    choices.update(swapped)
+    return tfit, tbest, ("attention in query chunks (" + ", ".join(f"{r}: {c}" for r, c in chunks.items())
+                         + f"), since {why} on {board.name}; estimated peak {tfit.peak / MB:.0f} MB against "
+                         f"{top_peak / MB:.0f} MB for the fastest plan (full attention), ~1.2x its time "
+                         "(sliced:16, SD-shaped model at 512x512, benchmarks/RESULTS.md)")
 
 
 def _try_tiny(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dict[str, _Choice],

@@ -150,35 +150,42 @@ def candidate_plans(bundle: Bundle, board: Any, *, width: int | None = None, hei
     return plans, notes
 
 
-# Components that may compute in bf16: the per-step denoiser, and the decoder as a second
-# candidate. Text encoders stay f32: CLIP's causal mask (float32's lowest value) overflows bf16 to
+# Components that may compute in reduced precision (bf16): the per-step denoiser, and the decoder
+# as a second candidate. Text encoders stay f32: CLIP's causal mask (float32's lowest value) overflows bf16 to
 # -inf and the OpenVINO text encoder then returns NaN (measured on the SD-shaped folder).
-BF16_COMPONENTS = (("denoiser",), ("denoiser", "decoder"))
+REDUCED_COMPONENTS = (("denoiser",), ("denoiser", "decoder"))
 
 
 def _reduced_compute(plan: Plan, notes: list[str]) -> list[Plan]:
-    """``plan``'s OpenVINO CPU components compiled once per fed shape (static shapes), and beside it,
-    where this CPU has bf16 arithmetic, the same with the denoiser (then also the decoder)
-    computing in bf16 (fp32 weights; OpenVINO's own CPU default there). Quality is then measured
-    like any other candidate's."""
-    ov = {k for k, c in plan.components.items() if c.runtime == "openvino" and c.device.lower() in ("auto", "cpu")}
-    if not ov:
-        return []
-    from edge_sdk.runtimes.openvino import cpu_inference_precisions
+    """``plan`` with each component's runtime's speed-only tune options (OpenVINO on the CPU:
+    compiled once per fed shape), and beside it, where the runtime offers reduced-precision
+    arithmetic here (OpenVINO: bf16 on a CPU that has it), the same with the denoiser (then also the
+    decoder) computing that way (fp32 weights). Quality is then measured like any other candidate's."""
+    from edge_sdk.runtimes.registry import get_runtime
 
-    variants: list[tuple[str, ...]] = [()]
-    if "bf16" in cpu_inference_precisions():
-        variants += [tuple(k for k in names if k in ov) for names in BF16_COMPONENTS]
-    else:
-        notes.append("openvino bf16: this CPU has no bf16 arithmetic")
-    out, seen = [], set()
-    for bf16 in variants:
-        if bf16 in seen or (variants.index(bf16) and not bf16):
+    speed, reduced = {}, {}
+    for k, c in plan.components.items():
+        try:
+            fast, low = get_runtime(c.runtime).tune_options(c.device)
+        except Exception:  # noqa: BLE001 - a runtime not loadable here has nothing to add
             continue
-        seen.add(bf16)
-        comps = {k: replace(c, options={**c.options, "static_shapes": "per_shape",
-                                        **({"inference_precision": "bf16"} if k in bf16 else {})})
-                 if k in ov else c for k, c in plan.components.items()}
+        if fast:
+            speed[k] = fast
+        if low:
+            reduced[k] = low
+    if not speed and not reduced:
+        return []
+    variants: list[tuple[str, ...]] = [()]
+    variants += [tuple(k for k in names if k in reduced) for names in REDUCED_COMPONENTS]
+    if not reduced:
+        notes.append(f"no reduced-precision arithmetic on this CPU for {', '.join(sorted(speed))}")
+    out, seen = [], set()
+    for low in variants:
+        if low in seen or (variants.index(low) and not low):
+            continue
+        seen.add(low)
+        comps = {k: replace(c, options={**c.options, **speed.get(k, {}), **(reduced[k] if k in low else {})})
+                 if k in speed or k in low else c for k, c in plan.components.items()}
         out.append(replace(plan, components=comps, notes=list(plan.notes)))
     return out
 

@@ -69,6 +69,14 @@ class Runtime(ABC):
     # Seconds one call may take; None: EDGE_SDK_CALL_TIMEOUT or the default (runtimes/watch.py).
     call_timeout: float | None = None
 
+    @classmethod
+    def tune_options(cls, device: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """What `edge-sdk tune` may add to a component's options on ``device``: options that change
+        speed only (tried for every component this runtime runs), and options that reduce the
+        arithmetic's precision (tried per component, kept only where the image meets the quality
+        bar; None where this machine has no such arithmetic). ``({}, None)``: nothing to try."""
+        return {}, None
+
     def __init__(self, path: str | Path, *, device: str = "auto", threads: int | None = None,
                  options: dict[str, Any] | None = None,
                  verified: Iterable[tuple[Path, int, str]] | None = None) -> None:

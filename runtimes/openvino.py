@@ -248,6 +248,15 @@ class OpenVinoRuntime(Runtime):
         self.outputs = [TensorSpec(_port_name(p, i), _dtype(p.get_element_type()), _dims(p.get_partial_shape()))
                         for i, p in enumerate(ports[1])]
 
+    @classmethod
+    def tune_options(cls, device: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        # On the CPU: compiled once per fed shape (static shapes fold more), and bf16 arithmetic where
+        # the CPU has it (OpenVINO's own CPU default there, ~2x per UNet call; benchmarks/RESULTS.md).
+        if device.lower() not in ("auto", "cpu"):
+            return {}, None
+        return {"static_shapes": "per_shape"}, (
+            {"inference_precision": "bf16"} if "bf16" in cpu_inference_precisions() else None)
+
     def _compile(self, core, model):
         dev = self._device
         try:

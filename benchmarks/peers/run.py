@@ -171,7 +171,7 @@ def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path) -
                                threads=threads).to_json()}
     bf16 = json.loads(json.dumps(plans["ov-f32"]))
     for name, cp in bf16["components"].items():
-        if name != "text_encoder":  # CLIP's mask overflows bf16 (NaN): see edge_sdk.tune.BF16_COMPONENTS
+        if name != "text_encoder":  # CLIP's mask overflows bf16 (NaN): see edge_sdk.tune.REDUCED_COMPONENTS
             cp["options"]["inference_precision"] = "bf16"
     plans["ov-bf16"] = bf16
     static = json.loads(json.dumps(bf16))

@@ -40,6 +40,9 @@ from edge_sdk.formats.registry import default_format
 @click.option("--tiny-vae", type=click.Path(exists=True, file_okay=False),
               help="Diffusers folders: also convert this AutoencoderTiny (TAESD) folder as an alternative "
                    "decoder; board plans pick it where the full VAE does not fit or needs tiles.")
+@click.option("--attention", metavar="full|sliced:N",
+              help="Also convert the UNet and VAE decoder with attention in N query chunks (the 'sliced' "
+                   "variant): a far lower activation peak at large sizes; board plans pick it where needed.")
 @click.option("--kind", type=click.Choice(["generator", "denoiser"]),
               help="module:factory sources: what the returned module is (default: one input whose output is "
                    "shaped unlike it = generator).")
@@ -52,7 +55,8 @@ from edge_sdk.formats.registry import default_format
 @json_option
 @quiet_option
 def command(source, output, formats, precisions, name, tolerance, samples, calibration_steps, static_variant,
-            keep_going, overwrite, variant, loras, vae, tiny_vae, kind, stream, stream_over_mb, as_json, quiet):
+            keep_going, overwrite, variant, loras, vae, tiny_vae, attention, kind, stream, stream_over_mb, as_json,
+            quiet):
     """Convert SOURCE into a bundle: every artifact is checked against PyTorch.
 
     SOURCE is a `module:factory` entry point (the factory returns `(model, example_inputs)` or a
@@ -71,7 +75,8 @@ def command(source, output, formats, precisions, name, tolerance, samples, calib
                          static_variant=static_variant, keep_going=keep_going, progress=progress, report=report,
                          variant=variant, kind=kind, loras=loras, vae=vae,
                          tiny_vae=tiny_vae, stream=[c.strip() for c in stream.split(",") if c.strip()],
-                         stream_over=None if stream_over_mb is None else int(stream_over_mb * 2**20))
+                         stream_over=None if stream_over_mb is None else int(stream_over_mb * 2**20),
+                         attention=attention)
     finally:
         progress.close()
     rows = []
