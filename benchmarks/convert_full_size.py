@@ -13,6 +13,7 @@ At full size this needs ~10 GB of RAM and several minutes per component; ``--sca
 every channel width down (same blocks, same layout) to check the script on a shared machine.
 
     python benchmarks/convert_full_size.py [--scale 1.0] [--format onnx] [--workdir DIR] [--keep]
+        [--folder EXISTING_FOLDER]
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ load_s = time.perf_counter() - t0
 after_load = peak_rss_bytes()
 params = spec.components[comp].parameters()
 rep = ConvertReport(None)
+# The CLI's own progress lines (stage, elapsed time, rss and peak) on stderr, as `edge-sdk convert` prints them.
+from edge_sdk.cli.common import StageProgress
 t1 = time.perf_counter()
-b = convert(spec, out, formats=fmt, precisions="fp32", components=[comp], samples=1, report=rep)
+b = convert(spec, out, formats=fmt, precisions="fp32", components=[comp], samples=1, report=rep,
+            progress=StageProgress(enabled=True, live=False))
 convert_s = time.perf_counter() - t1
 art = b.artifacts(comp)[0]
 print(json.dumps({"component": comp, "parameters": params, "fp32_weight_bytes": params * 4,
@@ -107,14 +111,18 @@ def main() -> None:
     ap.add_argument("--components", default="text_encoder,decoder,encoder,denoiser")
     ap.add_argument("--workdir", type=Path, help="where the folder and bundles go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the folder and bundles")
+    ap.add_argument("--folder", type=Path,
+                    help="convert this existing diffusers folder (read only) instead of writing one")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="convert-full-size-"))
     work.mkdir(parents=True, exist_ok=True)
-    folder = work / "sd15"
+    folder = args.folder or work / "sd15"
+    if args.folder and not (folder / "model_index.json").is_file():
+        sys.exit(f"--folder {folder}: no model_index.json (not a diffusers folder)")
     t0 = time.perf_counter()
     if not (folder / "model_index.json").is_file():
         write_sd15_folder(folder, args.scale)
-    write_s = time.perf_counter() - t0
+    write_s = None if args.folder else time.perf_counter() - t0
     rows = []
     try:
         for comp in args.components.split(","):
@@ -126,6 +134,7 @@ def main() -> None:
             if r.returncode != 0:
                 sys.exit(f"{comp}: child failed ({r.returncode}):\n{r.stderr[-3000:]}")
             row = json.loads(r.stdout.strip().splitlines()[-1])
+            row["progress"] = [ln.strip() for ln in r.stderr.splitlines() if ln.strip()[:1].isdigit()]
             row["child_wall_seconds"] = time.perf_counter() - t
             row["peak_rss_over_fp32_weights"] = row["peak_rss"] / row["fp32_weight_bytes"]
             # Without the interpreter + torch + exporters baseline (what the 2x goal is about at full size).
@@ -139,7 +148,8 @@ def main() -> None:
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    result = {"scale": args.scale, "format": args.format, "write_folder_seconds": write_s, "components": rows,
+    result = {"scale": args.scale, "format": args.format, "folder": str(folder) if args.folder else None,
+              "write_folder_seconds": write_s, "components": rows,
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
               "note": "peak RSS per component includes loading the whole folder (every component's weights)"}
     RESULTS.mkdir(exist_ok=True)

@@ -2,7 +2,7 @@
 converted to ONNX, OpenVINO and LiteRT in each precision, then generated with that artifact
 against the ONNX fp32 bundle's image.
 
-    python benchmarks/family_formats.py [--families sd2,sdxl] [--formats openvino,litert]
+    python benchmarks/family_formats.py [--families sd2,sdxl] [--formats openvino,tflite]
         [--precisions fp32,fp16,int8-weight] [--out DIR] [--results FILE.json]
 
 One convert per (family, format) makes every precision (``keep_going``: a precision that fails
@@ -65,8 +65,9 @@ def fill_missing(work: Path, results: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default=FAMILIES)
-    ap.add_argument("--formats", default="onnx,openvino,litert")
-    ap.add_argument("--precisions", default="fp32,fp16")
+    ap.add_argument("--formats", default="onnx,openvino,tflite",
+                    help="format names or aliases (litert = tflite); rows carry the format's own name")
+    ap.add_argument("--precisions", default="fp32,fp16,int8-weight,int8-static")
     ap.add_argument("--out", default=None, help="work folder (folders, bundles, ONNX fp32 images)")
     ap.add_argument("--results", default=None, help="merge the rows into this JSON file")
     ap.add_argument("--fill-missing", action="store_true",
@@ -83,8 +84,11 @@ def main() -> None:
     work = Path(args.out or tempfile.mkdtemp(prefix="family-formats-"))
     work.mkdir(parents=True, exist_ok=True)
     from edge_sdk.converters.precision import normalize_all
+    from edge_sdk.converters.registry import normalize_format
 
     precs = normalize_all(args.precisions.split(","))
+    # The bundle and `load` know a format by its own name: "litert" converts (an alias) but loads nothing.
+    fmts = list(dict.fromkeys(normalize_format(f) for f in args.formats.split(",")))
     for family in args.families.split(","):
         folder = work / "folders" / family
         if not folder.is_dir():
@@ -93,7 +97,7 @@ def main() -> None:
             folder = work / "folders" / family
         kw = {} if family.startswith("unet2d") else {"prompt": "a lighthouse at dusk"}
         ref_path = work / f"{family}-onnx-fp32.npy"
-        for fmt in args.formats.split(","):
+        for fmt in fmts:
             rows = []
             rep = ConvertReport(None)
             t0 = time.perf_counter()
