@@ -5,7 +5,6 @@ fp16 and int8 artifacts are derived from one fp32 export per component (``quanti
 
 from __future__ import annotations
 
-import gc
 import logging
 import shutil
 import tempfile
@@ -43,11 +42,6 @@ def export_onnx(component: ComponentSpec, path: Path) -> list[str]:
                                  output_names=component.output_names, dynamic_shapes=dyn,
                                  external_data=large, verbose=False, optimize=True)
         prog.save(str(path), external_data=large)
-        # The program's IR graph holds the weights the optimizer folded (transposed MatMul weights:
-        # new arrays) and is freed only by the cycle collector; free it before the checker and the
-        # validation session load the file, or a big model holds those copies through both.
-        del prog
-        gc.collect()
     except Exception as e:  # the dynamo exporter raises many types; fall back once, say so
         interrupt.check()  # a Ctrl-C the exporter wrapped in its own error is not an export failure
         first = first_line(e)
