@@ -68,8 +68,8 @@ def _cell(r: dict | None) -> str:
     if r is None:
         return "not run"
     if not r.get("converts"):
-        m = re.search(r"relative L2 error ([0-9.e+-]+)", r.get("error", ""))
-        return f"no: val {float(m.group(1)):.2g}" if m else "no: " + r.get("error", "?")[:40]
+        m = re.search(r"^(\w+): ValidationError: .*relative L2 error ([0-9.e+-]+)", r.get("error", ""))
+        return f"no: {m.group(1)} {float(m.group(2)):.2g}" if m else "no: " + r.get("error", "?")[:40]
     img = "ref" if (r["format"], r["precision"]) == ("onnx", "fp32") else (
         f"{r['rel_l2_vs_onnx_fp32']:.1e}" if "rel_l2_vs_onnx_fp32" in r else "-")
     return f"{r['validates']:.1e} / {img}" if r.get("generates") else f"{r['validates']:.1e} / no run"
