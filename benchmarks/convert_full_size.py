@@ -13,6 +13,7 @@ At full size this needs ~10 GB of RAM and several minutes per component; ``--sca
 every channel width down (same blocks, same layout) to check the script on a shared machine.
 
     python benchmarks/convert_full_size.py [--scale 1.0] [--format onnx] [--workdir DIR] [--keep]
+        [--folder EXISTING_FOLDER]
 """
 
 from __future__ import annotations
@@ -34,26 +35,63 @@ GiB = 2**30
 
 CHILD = r"""
 import json, sys, time
+import onnx, torch
 from edge_sdk.memory import peak_rss_bytes, rss_bytes
 from edge_sdk.converters.convert import ConvertReport, convert
 from edge_sdk.converters.sources import load_source
+from edge_sdk.cli.common import StageProgress
 
 folder, out, comp, fmt = sys.argv[1:5]
+# Peak RSS per stage: at each stage change the kernel's high-water mark (VmHWM) is read and reset to
+# the current RSS (clear_refs 5), so every stage gets its own peak; the run's peak is their maximum.
+stages, cur = {}, ["start", time.perf_counter()]
+def mark(name):
+    hwm, now = peak_rss_bytes(), time.perf_counter()
+    peak, secs = stages.get(cur[0], (0, 0.0))
+    stages[cur[0]] = (max(peak, hwm), secs + now - cur[1])
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    cur[:] = [name, now]
+def staged(mod, attr, name, after):
+    fn = getattr(mod, attr)
+    def wrapper(*a, **k):
+        mark(name)
+        try:
+            return fn(*a, **k)
+        finally:
+            mark(after)
+    setattr(mod, attr, wrapper)
+# The ONNX converter's steps, each its own stage (module attributes are looked up at call time).
+staged(torch.onnx, "export", "onnx: torch.onnx.export", "onnx: save")
+staged(onnx.checker, "check_model", "onnx: checker", "onnx: after checker")
+staged(onnx.shape_inference, "infer_shapes_path", "onnx: shape inference", "onnx: copy into bundle")
+cli = StageProgress(enabled=True, live=False)  # the CLI's own progress lines, as `edge-sdk convert` prints them
+def progress(c, f, p, stage):
+    cli(c, f, p, stage)
+    mark({"validate": "validate (runtime session + torch reference)", "done": "bundle write",
+          "convert": "convert (other)"}.get(stage, stage))
+
 base = peak_rss_bytes()
 t0 = time.perf_counter()
+mark("load folder")
 spec = load_source(folder)
 load_s = time.perf_counter() - t0
-after_load = peak_rss_bytes()
+mark("after load")
+after_load = stages["load folder"][0]
 params = spec.components[comp].parameters()
 rep = ConvertReport(None)
 t1 = time.perf_counter()
-b = convert(spec, out, formats=fmt, precisions="fp32", components=[comp], samples=1, report=rep)
+b = convert(spec, out, formats=fmt, precisions="fp32", components=[comp], samples=1, report=rep,
+            progress=progress)
 convert_s = time.perf_counter() - t1
+mark("end")
 art = b.artifacts(comp)[0]
 print(json.dumps({"component": comp, "parameters": params, "fp32_weight_bytes": params * 4,
                   "load_seconds": load_s, "convert_seconds": convert_s,
                   "export_seconds": rep.seconds.get(f"{comp} {fmt} fp32"),
-                  "peak_rss_start": base, "peak_rss_after_load": after_load, "peak_rss": peak_rss_bytes(),
+                  "peak_rss_start": base, "peak_rss_after_load": after_load,
+                  "peak_rss": max(p for p, _ in stages.values()),
+                  "stages": {k: {"peak_rss": p, "seconds": round(s, 1)} for k, (p, s) in stages.items()},
                   "rss_end": rss_bytes(), "artifact_bytes": art.size,
                   "artifact_files": sorted(p.name for p in art.path.parent.iterdir()),
                   "rel_l2": (art.validation or {}).get("rel_l2")}))
@@ -107,14 +145,18 @@ def main() -> None:
     ap.add_argument("--components", default="text_encoder,decoder,encoder,denoiser")
     ap.add_argument("--workdir", type=Path, help="where the folder and bundles go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the folder and bundles")
+    ap.add_argument("--folder", type=Path,
+                    help="convert this existing diffusers folder (read only) instead of writing one")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="convert-full-size-"))
     work.mkdir(parents=True, exist_ok=True)
-    folder = work / "sd15"
+    folder = args.folder or work / "sd15"
+    if args.folder and not (folder / "model_index.json").is_file():
+        sys.exit(f"--folder {folder}: no model_index.json (not a diffusers folder)")
     t0 = time.perf_counter()
     if not (folder / "model_index.json").is_file():
         write_sd15_folder(folder, args.scale)
-    write_s = time.perf_counter() - t0
+    write_s = None if args.folder else time.perf_counter() - t0
     rows = []
     try:
         for comp in args.components.split(","):
@@ -126,6 +168,7 @@ def main() -> None:
             if r.returncode != 0:
                 sys.exit(f"{comp}: child failed ({r.returncode}):\n{r.stderr[-3000:]}")
             row = json.loads(r.stdout.strip().splitlines()[-1])
+            row["progress"] = [ln.strip() for ln in r.stderr.splitlines() if ln.strip()[:1].isdigit()]
             row["child_wall_seconds"] = time.perf_counter() - t
             row["peak_rss_over_fp32_weights"] = row["peak_rss"] / row["fp32_weight_bytes"]
             # Without the interpreter + torch + exporters baseline (what the 2x goal is about at full size).
@@ -139,7 +182,8 @@ def main() -> None:
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    result = {"scale": args.scale, "format": args.format, "write_folder_seconds": write_s, "components": rows,
+    result = {"scale": args.scale, "format": args.format, "folder": str(folder) if args.folder else None,
+              "write_folder_seconds": write_s, "components": rows,
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
               "note": "peak RSS per component includes loading the whole folder (every component's weights)"}
     RESULTS.mkdir(exist_ok=True)

@@ -2,7 +2,7 @@
 converted to ONNX, OpenVINO and LiteRT in each precision, then generated with that artifact
 against the ONNX fp32 bundle's image.
 
-    python benchmarks/family_formats.py [--families sd2,sdxl] [--formats openvino,litert]
+    python benchmarks/family_formats.py [--families sd2,sdxl] [--formats openvino,tflite]
         [--precisions fp32,fp16,int8-weight] [--out DIR] [--results FILE.json]
 
 One convert per (family, format) makes every precision (``keep_going``: a precision that fails
@@ -22,6 +22,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -62,16 +63,46 @@ def fill_missing(work: Path, results: Path) -> None:
     results.write_text(json.dumps(data, indent=1) + "\n")
 
 
+def _cell(r: dict | None) -> str:
+    """One table cell: validates (worst rel L2 vs PyTorch) / image vs ONNX fp32, or why it failed."""
+    if r is None:
+        return "not run"
+    if not r.get("converts"):
+        m = re.search(r"^(\w+): ValidationError: .*relative L2 error ([0-9.e+-]+)", r.get("error", ""))
+        return f"no: {m.group(1)} {float(m.group(2)):.2g}" if m else "no: " + r.get("error", "?")[:40]
+    img = "ref" if (r["format"], r["precision"]) == ("onnx", "fp32") else (
+        f"{r['rel_l2_vs_onnx_fp32']:.1e}" if "rel_l2_vs_onnx_fp32" in r else "-")
+    return f"{r['validates']:.1e} / {img}" if r.get("generates") else f"{r['validates']:.1e} / no run"
+
+
+def table(results: Path) -> str:
+    """The results file as a markdown table: a row per family x precision, a column per format."""
+    rows = json.loads(results.read_text())["rows"]
+    by = {(r["family"], r["format"], r["precision"]): r for r in rows}
+    fams = [f for f in FAMILIES.split(",") if any(r["family"] == f for r in rows)]
+    fmts = [f for f in ("onnx", "openvino", "tflite") if any(r["format"] == f for r in rows)]
+    precs = [p for p in ("fp32", "fp16", "int8-weight", "int8-static") if any(r["precision"] == p for r in rows)]
+    out = ["| family | precision | " + " | ".join(fmts) + " |", "|---|---|" + "---|" * len(fmts)]
+    for fam in fams:
+        for p in precs:
+            out.append(f"| {fam} | {p} | " + " | ".join(_cell(by.get((fam, f, p))) for f in fmts) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default=FAMILIES)
-    ap.add_argument("--formats", default="onnx,openvino,litert")
-    ap.add_argument("--precisions", default="fp32,fp16")
+    ap.add_argument("--formats", default="onnx,openvino,tflite",
+                    help="format names or aliases (litert = tflite); rows carry the format's own name")
+    ap.add_argument("--precisions", default="fp32,fp16,int8-weight,int8-static")
     ap.add_argument("--out", default=None, help="work folder (folders, bundles, ONNX fp32 images)")
     ap.add_argument("--results", default=None, help="merge the rows into this JSON file")
     ap.add_argument("--fill-missing", action="store_true",
                     help="only fill rows' missing rel L2 from the images in --out, in --results")
+    ap.add_argument("--table", action="store_true", help="only print --results as a markdown table")
     args = ap.parse_args()
+    if args.table:
+        return print(table(Path(args.results)))
     if args.fill_missing:
         return fill_missing(Path(args.out), Path(args.results))
     spec = importlib.util.spec_from_file_location("family_fixtures", REPO / "tests" / "families" / "conftest.py")
@@ -83,8 +114,11 @@ def main() -> None:
     work = Path(args.out or tempfile.mkdtemp(prefix="family-formats-"))
     work.mkdir(parents=True, exist_ok=True)
     from edge_sdk.converters.precision import normalize_all
+    from edge_sdk.converters.registry import normalize_format
 
     precs = normalize_all(args.precisions.split(","))
+    # The bundle and `load` know a format by its own name: "litert" converts (an alias) but loads nothing.
+    fmts = list(dict.fromkeys(normalize_format(f) for f in args.formats.split(",")))
     for family in args.families.split(","):
         folder = work / "folders" / family
         if not folder.is_dir():
@@ -93,7 +127,7 @@ def main() -> None:
             folder = work / "folders" / family
         kw = {} if family.startswith("unet2d") else {"prompt": "a lighthouse at dusk"}
         ref_path = work / f"{family}-onnx-fp32.npy"
-        for fmt in args.formats.split(","):
+        for fmt in fmts:
             rows = []
             rep = ConvertReport(None)
             t0 = time.perf_counter()

@@ -40,21 +40,34 @@ def _conditioning(spec: ModelSpec, denoiser: ComponentSpec, seed: int) -> dict[s
     names = list(denoiser.example_inputs)[2:]
     cond: dict[str, torch.Tensor] = {}
     g = torch.Generator().manual_seed(seed)
+    encoded = _encode_random_prompt(spec, g) if "text_encoder" in spec.components else {}
     for name in names:
         ex = denoiser.example_inputs[name]
         if not ex.dtype.is_floating_point:
             n = spec.model.get("num_classes") or int(ex.max()) + 1
             cond[name] = torch.full(ex.shape, seed % max(int(n), 1), dtype=ex.dtype)
-        elif "text_encoder" in spec.components and ex.ndim == 3:
-            te = spec.components["text_encoder"]
-            ids = next(iter(te.example_inputs.values()))
-            vocab = int(te.config.get("vocab_size", int(ids.max()) + 1))
-            rnd = torch.randint(0, vocab, ids.shape, generator=g, dtype=ids.dtype)
-            with torch.no_grad():
-                cond[name] = _first(te.module(rnd)).detach().to(ex.dtype)
+        elif name in encoded:  # SDXL's pooled text_embeds: the encoder's own output of that name
+            cond[name] = encoded[name].to(ex.dtype)
+        elif encoded and ex.ndim == 3:
+            cond[name] = encoded[""].to(ex.dtype)
         else:
             cond[name] = ex + 0.1 * ex.float().std().clamp(min=1e-3) * torch.randn(ex.shape, generator=g)
     return cond
+
+
+def _encode_random_prompt(spec: ModelSpec, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """The text encoder's outputs for random token ids in every one of its inputs (SDXL's encoder
+    takes two): by output name, and its first output (the hidden states) under ""."""
+    te = spec.components["text_encoder"]
+    vocab = int(te.config.get("vocab_size", 0)) or None
+    rnd = [torch.randint(0, vocab or int(ids.max()) + 1, ids.shape, generator=g, dtype=ids.dtype)
+           for ids in te.example_inputs.values()]
+    with torch.no_grad():
+        out = te.module(*rnd)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    encoded = {n: o.detach() for n, o in zip(te.output_names or [], outs, strict=False)}
+    encoded[""] = outs[0].detach()
+    return encoded
 
 
 def denoiser_trajectory(spec: ModelSpec, steps: int, seeds: tuple[int, ...] = DEFAULT_SEEDS
