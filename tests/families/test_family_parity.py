@@ -86,7 +86,7 @@ TEXT_CASES = [
 @pytest.mark.parametrize("family,pipeline,ours,theirs,stochastic", TEXT_CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(TEXT_CASES)])
 def test_text_family_matches_diffusers(family, pipeline, ours, theirs, stochastic, family_folder, family_bundle,
-                                       monkeypatch):
+                                       monkeypatch, record_property):
     bundle = family_bundle(family)
     mine, r = _ours(bundle, prompt="a red cat, 1990s photo!", **ours)
     shape = r.latents.shape[1:]
@@ -96,6 +96,7 @@ def test_text_family_matches_diffusers(family, pipeline, ours, theirs, stochasti
     with torch.no_grad():
         ref = _image(pipe("a red cat, 1990s photo!", latents=torch.from_numpy(first), output_type="pt", **theirs))
     assert mine.shape == ref.shape
+    record_property("rel_l2", rel_l2(mine, ref))  # the figure itself, in the JUnit report
     assert rel_l2(mine, ref) <= TOL, (family, rel_l2(mine, ref))
 
 
@@ -103,7 +104,8 @@ def test_text_family_matches_diffusers(family, pipeline, ours, theirs, stochasti
     ("ddim", "DDIMScheduler"), ("euler", "EulerDiscreteScheduler"), ("dpmpp_2m", "DPMSolverMultistepScheduler"),
     ("unipc", "UniPCMultistepScheduler"), ("heun", "HeunDiscreteScheduler"),
     ("euler_ancestral", "EulerAncestralDiscreteScheduler")])
-def test_sd1_samplers_match_diffusers_schedulers(sampler, scheduler, family_folder, family_bundle, monkeypatch):
+def test_sd1_samplers_match_diffusers_schedulers(sampler, scheduler, family_folder, family_bundle, monkeypatch,
+                                                 record_property):
     """The SD 1.x bundle under each sampler vs the pipeline with that scheduler (from_config of the
     shipped one, as diffusers users switch them)."""
     import diffusers
@@ -117,11 +119,12 @@ def test_sd1_samplers_match_diffusers_schedulers(sampler, scheduler, family_fold
     with torch.no_grad():
         ref = _image(pipe("a cat", latents=torch.from_numpy(first), output_type="pt", num_inference_steps=3,
                           guidance_scale=2.0))
+    record_property("rel_l2", rel_l2(mine, ref))  # the figure itself, in the JUnit report
     assert rel_l2(mine, ref) <= TOL, (sampler, rel_l2(mine, ref))
 
 
 # -- UNet2DModel folders (DDPMPipeline layout) ------------------------------------------------------
-def test_unconditional_unet2d_matches_ddpm_pipeline(family_folder, family_bundle, monkeypatch):
+def test_unconditional_unet2d_matches_ddpm_pipeline(family_folder, family_bundle, monkeypatch, record_property):
     mine, r = _ours(family_bundle("unet2d"), steps=5, sampler="ddpm")
     first, steps = _noise(r.raw.shape[1:], 5)
     _feed_noise(monkeypatch, ["diffusers.pipelines.ddpm.pipeline_ddpm"], [first])
@@ -130,10 +133,11 @@ def test_unconditional_unet2d_matches_ddpm_pipeline(family_folder, family_bundle
     with torch.no_grad():
         ref = pipe(num_inference_steps=5, output_type="np").images  # NHWC in [0, 1]
     ref = ref.transpose(0, 3, 1, 2) * 2.0 - 1.0
+    record_property("rel_l2", rel_l2(mine, ref))  # the figure itself, in the JUnit report
     assert rel_l2(mine, ref) <= TOL, rel_l2(mine, ref)
 
 
-def test_class_conditional_unet2d_matches_diffusers_loop(family_folder, family_bundle):
+def test_class_conditional_unet2d_matches_diffusers_loop(family_folder, family_bundle, record_property):
     """No diffusers pipeline takes a class-conditional UNet2DModel: the reference is the loop every
     diffusers pipeline runs (set_timesteps, scale_model_input, unet, step) with the shipped DDIM."""
     from diffusers import DDIMScheduler, UNet2DModel
@@ -150,6 +154,7 @@ def test_class_conditional_unet2d_matches_diffusers_loop(family_folder, family_b
             out = unet(sched.scale_model_input(x, t), t, class_labels=torch.tensor([7])).sample
             x = sched.step(out, t, x).prev_sample
     ref = x.clamp(-1, 1).numpy()
+    record_property("rel_l2", rel_l2(mine, ref))  # the figure itself, in the JUnit report
     assert rel_l2(mine, ref) <= TOL, rel_l2(mine, ref)
     other, _ = _ours(family_bundle("unet2d-class"), steps=6, class_labels=[3])
     assert rel_l2(other, ref) > 1e-2  # the label reaches the model
