@@ -72,7 +72,7 @@ class TorchLoop:
 
 def conditioning(bm, bundle, seed: int) -> tuple[Any, Any, float]:
     """(cond, uncond, guidance) exactly as edge-sdk's pipeline makes them for batch 1, seed ``seed``."""
-    from edge_sdk.bench import generate_kwargs
+    from edge_sdk.measure.bench import generate_kwargs
 
     guidance = float(bundle.sampler.get("default_guidance", 1.0))
     if bundle.model.get("conditioning") == "class":  # no labels given: row 0 is class 0
@@ -92,7 +92,7 @@ def start_noise(bundle, seed: int, size: int) -> np.ndarray:
 def torch_child(model: str, size: int, steps: int, threads: int, seed: int) -> dict[str, Any]:
     from models import MODELS, bundle_for
 
-    from edge_sdk.memory import peak_rss_bytes, rss_bytes
+    from edge_sdk.measure.memory import peak_rss_bytes, rss_bytes
 
     bm = MODELS[model]()
     bundle = bundle_for(bm, log=lambda *a: None)
@@ -117,8 +117,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from models import MODELS, bundle_for
 
     from edge_sdk.api import Generator
-    from edge_sdk.bench import measure, plan_label, psnr
-    from edge_sdk.tune import tune
+    from edge_sdk.measure.bench import measure, plan_label, psnr
+    from edge_sdk.measure.tune import tune
 
     bm = MODELS[name]()
     bundle = bundle_for(bm)
@@ -131,14 +131,14 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
                  progress=lambda i, n, lab: print(f"   tune [{i + 1}/{n}] {lab}", flush=True) if i < n else None)
     best = tuned.chosen
     fp32 = next(c for c in tuned.candidates if c.label == tuned.settings["reference"])
-    from edge_sdk.plan import Plan
+    from edge_sdk.planning.plan import Plan
 
     plans = {"edge-sdk fp32": Plan.from_json(fp32.plan), "edge-sdk best": Plan.from_json(best.plan)}
     gens = {k: Generator(bundle, p) for k, p in plans.items()}
     loop = TorchLoop(bm, args.threads)
     cond, uncond, g = conditioning(bm, bundle, args.seed)
     noise = start_noise(bundle, args.seed, size)
-    from edge_sdk.bench import generate_kwargs
+    from edge_sdk.measure.bench import generate_kwargs
 
     kw = generate_kwargs(bundle, steps=args.steps, seed=args.seed, width=size, height=size)
     runners = {"pytorch eager": lambda: loop.generate(steps=args.steps, noise=noise, cond=cond, uncond=uncond,
@@ -223,7 +223,7 @@ def main() -> None:
     if args.child_torch:
         print(json.dumps(torch_child(args.child_torch, args.size, args.steps, args.threads, args.seed)))
         return
-    from edge_sdk.bench import machine_info
+    from edge_sdk.measure.bench import machine_info
 
     results = {"machine": machine_info(), "args": {k: v for k, v in vars(args).items() if k != "child_torch"},
                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "models": []}

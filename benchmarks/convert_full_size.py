@@ -36,7 +36,7 @@ GiB = 2**30
 CHILD = r"""
 import json, sys, time
 import onnx, torch
-from edge_sdk.memory import peak_rss_bytes, rss_bytes
+from edge_sdk.measure.memory import peak_rss_bytes, rss_bytes
 from edge_sdk.converters.convert import ConvertReport, convert
 from edge_sdk.converters.sources import load_source
 from edge_sdk.cli.common import StageProgress

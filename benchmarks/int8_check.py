@@ -128,7 +128,7 @@ def pipeline_quality(bundle, plan, int8_path: Path, kw: dict, threads: int, repe
     """Final image PSNR of the whole loop with the int8 denoiser vs fp32 (same seed), and both loops'
     end-to-end times, interleaved."""
     from edge_sdk.api import Generator
-    from edge_sdk.bench import psnr
+    from edge_sdk.measure.bench import psnr
     from edge_sdk.runtimes.registry import open_artifact
 
     fp32 = Generator(bundle, plan)
@@ -174,7 +174,7 @@ def main() -> None:
 
     from models import MODELS, bundle_for
 
-    from edge_sdk.bench import machine_info
+    from edge_sdk.measure.bench import machine_info
     from edge_sdk.runtimes.registry import open_artifact
 
     out = {"machine": machine_info(), "args": vars(args), "models": []}
@@ -195,7 +195,7 @@ def main() -> None:
                 # Beside the converter's int8-static artifact (if it made one), the same QDQ
                 # quantization done here, all ops and Conv only, calibrated on edge-sdk's own fp32
                 # sampling trajectory; each with the whole loop's final-image PSNR vs fp32.
-                from edge_sdk.bench import BenchConfig, generate_kwargs, plan_for_config
+                from edge_sdk.measure.bench import BenchConfig, generate_kwargs, plan_for_config
 
                 plan = plan_for_config(bundle, BenchConfig("onnxruntime", "onnx", "fp32", "cpu"), threads=args.threads)
                 size = latent * int(bundle.model.get("vae_downsample", 8))

@@ -47,7 +47,7 @@ def main() -> None:
     from models import bundle_for, sd_model
 
     from edge_sdk.api import Generator
-    from edge_sdk.bench import BenchConfig, _CallTimer, generate_kwargs, machine_info, plan_for_config
+    from edge_sdk.measure.bench import BenchConfig, _CallTimer, generate_kwargs, machine_info, plan_for_config
 
     bundle = bundle_for(sd_model())
     plan = plan_for_config(bundle, BenchConfig("onnxruntime", "onnx", "fp32", "cpu"), threads=args.threads)

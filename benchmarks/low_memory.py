@@ -3,7 +3,7 @@
 The SD-shaped UNet + VAE of ``benchmarks/models.py`` is converted once with
 ``--attention sliced:N`` (ONNX fp32 + int8-weight, full and ``sliced`` variants). At --size
 (default 512x512: 64x64 latent cells, 4096 attention tokens) it runs 2 steps with guidance, each
-plan in a fresh child process (``edge_sdk.bench.measure``: the child's VmHWM is the peak):
+plan in a fresh child process (``edge_sdk.measure.bench.measure``: the child's VmHWM is the peak):
 
 - ``full``: the fastest fp32 plan (full attention, ONNX Runtime arena as the plan leaves it);
 - ``sliced``: the same with the ``sliced`` denoiser and decoder;
@@ -40,12 +40,12 @@ def main() -> None:
     import torch
     from models import sd_model
 
-    from edge_sdk.bench import measure, psnr
     from edge_sdk.bundle import Bundle
     from edge_sdk.converters.convert import convert
     from edge_sdk.demo import cache_root
-    from edge_sdk.plan import Plan
-    from edge_sdk.planner import PlanRequest, plan
+    from edge_sdk.measure.bench import measure, psnr
+    from edge_sdk.planning.plan import Plan
+    from edge_sdk.planning.planner import PlanRequest, plan
 
     bm = sd_model(32)
     path = Path(args.out or cache_root() / "bench" / f"sd-sliced{args.chunks}-{bm.key()}")
@@ -71,9 +71,9 @@ def main() -> None:
                     warmup=1, repeats=1, min_seconds=0)
         rows[label] = r
     # The planner's estimate of each plan's rung (its measured per-artifact probes, cached).
-    from edge_sdk import planner as P
-    from edge_sdk.board import load_board
-    from edge_sdk.board_detect import resolve_board
+    from edge_sdk.planning import planner as P
+    from edge_sdk.planning.board import load_board
+    from edge_sdk.planning.board_detect import resolve_board
 
     board, cells = load_board(resolve_board("rpi5-8gb")), args.size // 8
     estimates = {}

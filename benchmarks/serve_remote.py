@@ -41,7 +41,7 @@ def main() -> None:
 
     import edge_sdk
     from edge_sdk.bundle import Bundle
-    from edge_sdk.planner import PlanRequest, plan
+    from edge_sdk.planning.planner import PlanRequest, plan
 
     b = Bundle.open(a.bundle)
     board = "x86-64-generic"

@@ -67,7 +67,7 @@ def _timed(cmd: list[str]) -> dict:
 RUN_CHILD = r"""
 import json, sys, time
 import numpy as np
-from edge_sdk.planner import load_for_board
+from edge_sdk.planning.planner import load_for_board
 bundle, board, size, steps, guidance, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
     float(sys.argv[5]), sys.argv[6]
 t0 = time.perf_counter()
@@ -117,10 +117,10 @@ def stream_board(bundle: Path, workdir: Path, size: int, guidance: float) -> Pat
     bisection on the planner itself): per-call loading no longer fits, streaming does."""
     import re
 
-    from edge_sdk.board import load_board
     from edge_sdk.bundle import Bundle
     from edge_sdk.errors import PlanError
-    from edge_sdk.planner import PlanRequest, plan
+    from edge_sdk.planning.board import load_board
+    from edge_sdk.planning.planner import PlanRequest, plan
 
     b = Bundle.open(bundle)
     board = load_board("rpi4-4gb")

@@ -41,8 +41,8 @@ import json, sys
 import edge_sdk
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import MemoryCapError
-from edge_sdk.memory import MemoryWatch, peak_rss_bytes, reset_peak_rss, rss_bytes
-from edge_sdk.plan import Plan
+from edge_sdk.measure.memory import MemoryWatch, peak_rss_bytes, reset_peak_rss, rss_bytes
+from edge_sdk.planning.plan import Plan
 
 bundle, plan_json, size, cap = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 p = Plan.from_json(json.loads(plan_json))
@@ -92,7 +92,7 @@ def write_board(path: Path, cap_mb: int, threads: int) -> None:
 def run_child(bundle: Path, plan, size: int, cap: int, *, kill_at: int = 0) -> dict:
     """Run CHILD; with ``kill_at`` the parent watches it and SIGKILLs it when it crosses that many bytes."""
     from edge_sdk.errors import MemoryCapError
-    from edge_sdk.memory import MemoryWatch
+    from edge_sdk.measure.memory import MemoryWatch
 
     argv = [sys.executable, "-c", CHILD, str(bundle), json.dumps(plan.to_json()), str(size), str(cap)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -120,7 +120,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from edge_sdk.bundle import Bundle
-    from edge_sdk.planner import PlanRequest, plan
+    from edge_sdk.planning.planner import PlanRequest, plan
 
     args.work.mkdir(parents=True, exist_ok=True)
     bundle_path = args.work / "decoder-heavy-wide.bundle"

@@ -1,1 +1,2 @@
-"""Board profiles (data): one TOML file per board, read by ``edge_sdk.board``. See docs in edge_sdk/board.py."""
+"""Board profiles (data): one TOML file per board, read by ``edge_sdk.planning.board`` (which documents
+the fields)."""

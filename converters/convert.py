@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_sdk import interrupt
 from edge_sdk.bundle import Bundle, BundleWriter, check_replaceable
 from edge_sdk.converters.base import Converter
 from edge_sdk.converters.calibrate import attach_calibration
@@ -28,8 +27,9 @@ from edge_sdk.converters.sources import load_source
 from edge_sdk.converters.stream_convert import convert_stream
 from edge_sdk.converters.validate import validate_artifact
 from edge_sdk.errors import ConversionError, EdgeSDKError, UnsupportedOpError, UsageError
-from edge_sdk.faults import kill_point
 from edge_sdk.formats.registry import default_format
+from edge_sdk.guard import interrupt
+from edge_sdk.guard.faults import kill_point
 from edge_sdk.names import check_name, sanitize
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
                     for variant in variants:
                         for prec in precs:
                             done = _one(writer, conv, comp, fmt, prec, variant, steps, samples, tolerance, tell, rep)
-                            kill_point("convert:artifact")  # interruption tests (edge_sdk.faults)
+                            kill_point("convert:artifact")  # interruption tests (edge_sdk.guard.faults)
                             interrupt.check()
                             if done is not None:
                                 passed.append(done)

@@ -153,7 +153,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _load(cls, folder: Path, what: str, variant: str | None = None):
     if not folder.is_dir():
         raise ModelSourceError(f"diffusers folder has no {folder.name}/ for the {what}")
-    from edge_sdk.checkpoints import check_safetensors
+    from edge_sdk.converters.checkpoints import check_safetensors
     from edge_sdk.converters.weight_files import check_indexes, pick_variant
 
     variant = pick_variant(folder, variant, what)

@@ -46,7 +46,7 @@ class LoraRef:
 
 
 def _sha256(path: Path) -> str:
-    from edge_sdk.fsutil import sha256_file
+    from edge_sdk.guard.fsutil import sha256_file
 
     return sha256_file(path)
 
@@ -74,7 +74,7 @@ def read_loras(loras: list[LoraRef]) -> list[LoadedLora]:
     """Read each LoRA with diffusers' own ``lora_state_dict``; refuse parts edge-sdk cannot fuse."""
     from diffusers import StableDiffusionPipeline
 
-    from edge_sdk.checkpoints import check_safetensors
+    from edge_sdk.converters.checkpoints import check_safetensors
 
     out = []
     for ref in loras:

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_sdk import interrupt
 from edge_sdk.converters.base import ConvertedArtifact, Converter
 from edge_sdk.converters.precision import check_supported
 from edge_sdk.converters.spec import ComponentSpec
 from edge_sdk.converters.unsupported import conversion_failure, first_line
 from edge_sdk.errors import ConversionError, UnsupportedOpError
+from edge_sdk.guard import interrupt
 
 log = logging.getLogger(__name__)
 # Protobuf's hard limit; larger models keep their weights as external data.

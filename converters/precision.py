@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from edge_sdk.errors import UsageError
-from edge_sdk.plan import PRECISION_ORDER
+from edge_sdk.planning.plan import PRECISION_ORDER
 
-PRECISIONS = PRECISION_ORDER  # the one list of names (edge_sdk/plan.py)
+PRECISIONS = PRECISION_ORDER  # the one list of names (edge_sdk/planning/plan.py)
 # What users may type; the CLI's `--precision int8` means the calibrated, activations-too kind.
 ALIASES = {"int8": "int8-static", "int8w": "int8-weight", "int8-dynamic": "int8-weight", "float32": "fp32",
            "float16": "fp16", "f32": "fp32", "f16": "fp16"}

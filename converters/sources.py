@@ -154,9 +154,9 @@ def load_weights(module: torch.nn.Module, path: str | Path, *, strict: bool = Tr
     p = Path(path)
     if not p.is_file():
         raise ModelSourceError(f"weights file {p} does not exist")
-    # One safe loader for the whole SDK (edge_sdk.checkpoints): safetensors after a header check,
+    # One safe loader for the whole SDK (edge_sdk.converters.checkpoints): safetensors after a header check,
     # else torch.load(weights_only=True); a pickle that tries to run code is a ModelSourceError.
-    from edge_sdk.checkpoints import load_state_dict
+    from edge_sdk.converters.checkpoints import load_state_dict
 
     state = load_state_dict(p)
     try:

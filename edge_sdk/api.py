@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from edge_sdk.board import BoardProfile
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import MemoryCapError, UsageError
 from edge_sdk.pipelines import GenerationResult, StepCallback, pipeline_for
 from edge_sdk.pipelines.request import GenerateRequest
-from edge_sdk.plan import Plan, default_plan
+from edge_sdk.planning.board import BoardProfile
+from edge_sdk.planning.plan import Plan, default_plan
 
 
 class Generator:
@@ -18,7 +18,7 @@ class Generator:
 
     ``generate`` runs under the plan's memory cap (a board plan has one): a watch samples this
     process's memory and stops the run with MemoryCapError once the cap is crossed. ``watch=False``
-    leaves it off (``edge_sdk.bench`` measures peaks; the watch's sampling would disturb timings).
+    leaves it off (``edge_sdk.measure.bench`` measures peaks; the watch's sampling would disturb timings).
     """
 
     def __init__(self, bundle: Bundle, plan: Plan, *, watch: bool = True, call_timeout: float | None = None) -> None:
@@ -54,7 +54,7 @@ class Generator:
         ``callback(StepInfo)`` runs after every step (progress, ``info.preview()``); return False
         to cancel (``CancelledError``).
         """
-        from edge_sdk.memory import MemoryWatch
+        from edge_sdk.measure.memory import MemoryWatch
 
         req = GenerateRequest.of(request, **options)
         cap = self.plan.memory_cap_bytes if self.watch else None
@@ -89,12 +89,12 @@ def load(bundle: str | os.PathLike | Bundle, *, board: str | BoardProfile | None
     board from the runtimes installed here, fitted to the board's memory cap for ``request``'s size
     and batch (``decoder``: "full" or "tiny"); with no choice at all: a tuned plan for the detected
     board where one exists; else the first installed runtime that opens an artifact
-    (``edge_sdk.plan.default_plan``). ``runtime``, ``precision``, ``device`` and ``threads``
+    (``edge_sdk.planning.plan.default_plan``). ``runtime``, ``precision``, ``device`` and ``threads``
     narrow a board's plan as they narrow the default one; ``format`` does not apply to a board
     (its runtimes pick formats). A plan with a memory cap (every board plan) is enforced while
     generating: crossing it raises MemoryCapError.
 
-    ``isolate=True`` loads and runs it in a watched child process instead (``edge_sdk.supervise``):
+    ``isolate=True`` loads and runs it in a watched child process instead (``edge_sdk.guard.supervise``):
     a native crash, OOM kill or a hang longer than ``timeout`` seconds becomes a
     ``SupervisedProcessError`` here rather than taking this process down. The child plans and
     watches the cap itself, with the same arguments.
@@ -112,14 +112,14 @@ def load(bundle: str | os.PathLike | Bundle, *, board: str | BoardProfile | None
         raise UsageError(f"plan must be a Plan or 'tuned', got {plan!r}")
     if isinstance(plan, Plan) and board is not None:
         raise UsageError("give a plan or a board to plan for, not both",
-                         hint="a Plan made for a board (edge_sdk.planner.plan) already carries its cap")
+                         hint="a Plan made for a board (edge_sdk.planning.planner.plan) already carries its cap")
     if board is not None and format is not None:
         raise UsageError("a format cannot be forced on a board plan: the board's runtimes choose formats",
                          hint="pass a runtime instead, or leave the board out")
     if request is not None and not isinstance(request, GenerateRequest):
         raise UsageError(f"request must be a GenerateRequest, got {type(request).__name__}")
     if isolate:
-        from edge_sdk.supervise import DEFAULT_LOAD_TIMEOUT, SupervisedGenerator
+        from edge_sdk.guard.supervise import DEFAULT_LOAD_TIMEOUT, SupervisedGenerator
 
         if isinstance(bundle, Bundle):
             bundle = bundle.root
@@ -139,18 +139,18 @@ def _choose_plan(b: Bundle, *, board: str | BoardProfile | None, plan: Plan | st
     if isinstance(plan, Plan):
         return plan
     if plan == "tuned":
-        from edge_sdk.board import load_board
-        from edge_sdk.tuned_plan import load_tuned_plan
+        from edge_sdk.planning.board import load_board
+        from edge_sdk.planning.tuned_plan import load_tuned_plan
 
-        # `edge-sdk tune` stores a measured plan next to the bundle under the profile's name (edge_sdk.tune).
+        # `edge-sdk tune` stores a measured plan next to the bundle under the profile's name (edge_sdk.measure.tune).
         name = (board.name if isinstance(board, BoardProfile) else
                 None if board in (None, "auto") else load_board(board).name)
         tuned = load_tuned_plan(b, name, required=True)
         assert tuned is not None
         return tuned
     if board is not None:
-        from edge_sdk.planner import PlanRequest
-        from edge_sdk.planner import plan as plan_for
+        from edge_sdk.planning.planner import PlanRequest
+        from edge_sdk.planning.planner import plan as plan_for
 
         req = request or GenerateRequest()
         return plan_for(b, board, PlanRequest(
@@ -161,7 +161,7 @@ def _choose_plan(b: Bundle, *, board: str | BoardProfile | None, plan: Plan | st
         raise UsageError("a decoder choice needs a board to plan for", hint="pass a board, or leave decoder out")
     if runtime is None and precision is None and format is None and device == "auto" and threads is None:
         # With no choice given, a plan `edge-sdk tune` measured on the detected board wins when one exists.
-        from edge_sdk.tuned_plan import load_tuned_plan
+        from edge_sdk.planning.tuned_plan import load_tuned_plan
 
         tuned = load_tuned_plan(b)
         if tuned is not None:

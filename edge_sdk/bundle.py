@@ -19,11 +19,11 @@ from typing import Any
 
 from edge_sdk import __version__, manifest
 from edge_sdk.errors import BundleError, IntegrityError, ModelFileError, UsageError
-from edge_sdk.faults import kill_point
-from edge_sdk.fsutil import atomic_write, fsync_tree, replace_dir, sha256_file
+from edge_sdk.guard.faults import kill_point
+from edge_sdk.guard.fsutil import atomic_write, fsync_tree, replace_dir, sha256_file
+from edge_sdk.guard.paths import check_relpath, resolve_inside
 from edge_sdk.manifest import MANIFEST_NAME, SCHEMA_VERSION, TensorSpec
 from edge_sdk.names import check_name
-from edge_sdk.paths import check_relpath, resolve_inside
 
 ROLES = ("denoiser", "decoder", "encoder", "text_encoder", "generator")
 # The sample size (cells per side) of a bundle whose model records none and whose denoiser takes
@@ -81,7 +81,7 @@ class Bundle:
     def _check_onnx_external_data(self) -> None:
         """An ONNX model may name weight files beside it; each must be one the manifest lists (and so
         was just hashed), so no unverified byte reaches a runtime (hardening, docs/hardening.md)."""
-        from edge_sdk.modelcheck import onnx_external_data
+        from edge_sdk.guard.modelcheck import onnx_external_data
 
         for comp in self.manifest["components"].values():
             for art in manifest.all_artifacts_of_component(comp):
@@ -412,7 +412,7 @@ class BundleWriter:
         with atomic_write(self.stage / MANIFEST_NAME, "w") as f:
             json.dump(data, f, indent=2, sort_keys=False)
             f.write("\n")
-        kill_point("commit:manifest")  # interruption tests (edge_sdk.faults); a no-op otherwise
+        kill_point("commit:manifest")  # interruption tests (edge_sdk.guard.faults); a no-op otherwise
         # Open it with the reader `run` uses before publishing: a bundle that cannot be opened is
         # never put in place (the writer must not accept what the reader refuses).
         Bundle.open(self.stage)

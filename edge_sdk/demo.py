@@ -21,7 +21,7 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.cache import cache_dir
 from edge_sdk.errors import BundleError, EdgeSDKError, ModelSourceError
 from edge_sdk.pipelines.result import GenerationResult
-from edge_sdk.plan import Plan
+from edge_sdk.planning.plan import Plan
 
 
 def _weights_digest() -> str:
@@ -102,9 +102,9 @@ def run_demo(*, board: str | None = "auto", formats: Iterable[str] | None = None
              step_callback: Callable[[Any], Any] | None = None) -> tuple[DemoReport, GenerationResult]:
     """Convert (cached), plan, generate ``per_class`` images of every class, write a grid PNG."""
     from edge_sdk.api import load
-    from edge_sdk.board_detect import detect_board
-    from edge_sdk.memory import peak_rss_bytes
+    from edge_sdk.measure.memory import peak_rss_bytes
     from edge_sdk.pipelines.request import GenerateRequest
+    from edge_sdk.planning.board_detect import detect_board
 
     bundle, convert_s = demo_bundle(formats, precisions, rebuild=rebuild, progress=convert_progress)
     n = int(bundle.model["num_classes"])

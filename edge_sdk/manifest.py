@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.errors import ManifestError
-from edge_sdk.paths import check_relpath
+from edge_sdk.guard.paths import check_relpath
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -115,7 +115,7 @@ def all_files(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def load(path: Path) -> dict[str, Any]:
     """Read and validate ``path`` (a manifest.json): regular file, no link, size cap, strict JSON."""
-    from edge_sdk.safeio import loads_json, read_regular
+    from edge_sdk.guard.safeio import loads_json, read_regular
 
     path = Path(path)
     if not os.path.lexists(path):

@@ -28,7 +28,7 @@ def read_verified(path: Path, size: int, digest: str) -> bytes:
     import hashlib
 
     from edge_sdk.errors import IntegrityError
-    from edge_sdk.safeio import read_regular
+    from edge_sdk.guard.safeio import read_regular
 
     data = read_regular(path, max_bytes=size, error=IntegrityError, what="model file")
     if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
@@ -107,7 +107,7 @@ class Runtime(ABC):
     @classmethod
     def preflight(cls, path: Path) -> None:
         """Check ``path``'s structure before the engine parses it: its format descriptor's check."""
-        from edge_sdk.modelcheck import preflight
+        from edge_sdk.guard.modelcheck import preflight
 
         preflight(path, cls.formats[0] if len(cls.formats) == 1 else None)
 

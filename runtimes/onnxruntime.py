@@ -109,7 +109,7 @@ class OnnxRuntime(Runtime):
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
         # mem_pattern False: no pre-planned block beside the arena, which otherwise doubles what a
-        # session holds after its second run (the planner turns it off; edge_sdk/planner.py).
+        # session holds after its second run (the planner turns it off; edge_sdk/planning/planner.py).
         so.enable_mem_pattern = bool(self.options.get("mem_pattern", True))
         level = self.options.get("graph_optimization", "all")
         if level not in GRAPH_LEVELS:

@@ -160,7 +160,7 @@ class RemoteRuntime(Runtime):
             raise InferenceError(f"remote model {self.model!r} at {self.url}: {why}; no local fallback configured",
                                  hint="start the server, or allow a fallback runtime in the plan")
         from edge_sdk.formats.registry import default_format, format_for_path
-        from edge_sdk.plan import usable_runtimes
+        from edge_sdk.planning.plan import usable_runtimes
         from edge_sdk.runtimes.registry import open_artifact, runtimes_for_format
 
         spec = format_for_path(self.path)

@@ -42,7 +42,7 @@ _runaway: list[str] = []  # calls that are still computing after their engine wa
 def call_deadline(explicit: float | None = None) -> tuple[float, str]:
     """(seconds one component call may take, where that number came from): ``explicit`` (the
     caller's option), else ``EDGE_SDK_CALL_TIMEOUT``, else ``DEFAULT_CALL_TIMEOUT``."""
-    from edge_sdk.bounds import check_seconds, seconds_from_env
+    from edge_sdk.guard.bounds import check_seconds, seconds_from_env
 
     if explicit is not None:
         return check_seconds(explicit, option=CALL_TIMEOUT_OPTION, bounds=CALL_TIMEOUT_BOUNDS), CALL_TIMEOUT_OPTION

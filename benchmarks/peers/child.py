@@ -121,7 +121,7 @@ def load_edge_sdk(a, latents) -> tuple[Callable[[], np.ndarray], bool]:
     from edge_sdk.api import Generator
     from edge_sdk.bundle import Bundle
     from edge_sdk.pipelines.seeds import RowNoise
-    from edge_sdk.plan import Plan
+    from edge_sdk.planning.plan import Plan
 
     bundle = Bundle.open(a.model)
     plan = Plan.from_json(json.loads(open(a.plan).read()))

@@ -162,7 +162,7 @@ def exports(folder: Path, work: Path, venv: dict[str, Any], *, tune: bool, steps
 def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path) -> dict[str, Path]:
     """Plan files: ONNX Runtime fp32, OpenVINO f32 and bf16 (inference precision), and the tuned plan."""
     from edge_sdk.bundle import Bundle
-    from edge_sdk.plan import default_plan
+    from edge_sdk.planning.plan import default_plan
 
     bundle = Bundle.open(bundle_path)
     plans: dict[str, dict[str, Any]] = {
@@ -171,7 +171,7 @@ def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path) -
                                threads=threads).to_json()}
     bf16 = json.loads(json.dumps(plans["ov-f32"]))
     for name, cp in bf16["components"].items():
-        if name != "text_encoder":  # CLIP's mask overflows bf16 (NaN): see edge_sdk.tune.REDUCED_COMPONENTS
+        if name != "text_encoder":  # CLIP's mask overflows bf16 (NaN): see edge_sdk.measure.tune.REDUCED_COMPONENTS
             cp["options"]["inference_precision"] = "bf16"
     plans["ov-bf16"] = bf16
     static = json.loads(json.dumps(bf16))
@@ -392,7 +392,7 @@ def main() -> None:
                                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
                                "peers": venv, "exports": ex, "pipelines": rows, "rounds": []}
     try:
-        from edge_sdk.bench import machine_info
+        from edge_sdk.measure.bench import machine_info
 
         results["machine"] = machine_info()
     except Exception as e:  # noqa: BLE001 - the table matters more than the machine's description

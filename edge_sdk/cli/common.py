@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from edge_sdk.errors import EdgeSDKError, MemoryCapError, UsageError
-from edge_sdk.interrupt import Interrupted
+from edge_sdk.guard.interrupt import Interrupted
 from edge_sdk.names import for_terminal, for_terminal_lines
 
 
@@ -124,7 +124,7 @@ class StageProgress:
             self._echo(line, final=False)
             return
         # Memory after each artifact: big models (SD at full size) are bounded by RAM, not time.
-        from edge_sdk.memory import peak_rss_bytes, rss_bytes
+        from edge_sdk.measure.memory import peak_rss_bytes, rss_bytes
 
         mem = f"{stamp}  {label} memory rss {rss_bytes() / 2**30:.2f} GiB, peak {peak_rss_bytes() / 2**30:.2f} GiB"
         for ln in ((mem, line) if stage == "write" else (line, mem)):  # the write line stays last

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from edge_sdk.errors import DeployError, UnsafePathError
-from edge_sdk.paths import check_relpath
+from edge_sdk.guard.paths import check_relpath
 
 BLOCK = 512
 GZIP_MAGIC = b"\x1f\x8b"

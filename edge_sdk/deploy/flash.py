@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.bounds import check_count, check_seconds
 from edge_sdk.deploy.install import CURRENT, DEFAULT_KEEP, DEFAULT_ROOT, STAGING, read_package
 from edge_sdk.deploy.options import CONNECT_TIMEOUT, FLASH_TIMEOUT, check_install_options
 from edge_sdk.deploy.package import BUNDLE_DIR
 from edge_sdk.errors import DeployError
-from edge_sdk.fsutil import sha256_file
+from edge_sdk.guard.bounds import check_count, check_seconds
+from edge_sdk.guard.fsutil import sha256_file
 
 SSH_UNREACHABLE = 255  # ssh's own exit status for connection, auth and host-key failures
 _CHUNK = 256 * 1024

@@ -35,9 +35,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edge_sdk.bundle import Bundle
-from edge_sdk.config_schema import INSTALL_STATE
-from edge_sdk.config_schema import PACKAGE as PACKAGE_SCHEMA
-from edge_sdk.config_schema import validate as validate_config
 from edge_sdk.deploy import signing
 from edge_sdk.deploy.archive import Member, check_name, iter_members, open_stream
 from edge_sdk.deploy.options import check_install_options
@@ -49,8 +46,11 @@ from edge_sdk.deploy.package import (
     PACKAGE_VERSION,
 )
 from edge_sdk.errors import DeployError, EdgeSDKError, IntegrityError, UnsafePathError
-from edge_sdk.faults import kill_point
-from edge_sdk.fsutil import atomic_write, fsync_dir, sha256_file
+from edge_sdk.guard.config_schema import INSTALL_STATE
+from edge_sdk.guard.config_schema import PACKAGE as PACKAGE_SCHEMA
+from edge_sdk.guard.config_schema import validate as validate_config
+from edge_sdk.guard.faults import kill_point
+from edge_sdk.guard.fsutil import atomic_write, fsync_dir, sha256_file
 from edge_sdk.names import check_name as check_valid_name
 
 RELEASES = "releases"
@@ -61,7 +61,7 @@ LOCK = ".lock"
 INCOMING = ".incoming-"
 DEFAULT_KEEP = 2
 DEFAULT_ROOT = "~/edge-sdk"
-# Fault injection for tests: ``edge_sdk.faults.kill_point`` SIGKILLs this process at these stages,
+# Fault injection for tests: ``edge_sdk.guard.faults.kill_point`` SIGKILLs this process at these stages,
 # as a power cut or an OOM kill would.
 STAGES = ("verified", "extracting", "extracted", "released", "link-created", "switched")
 _CHUNK = 1 << 20
@@ -98,7 +98,7 @@ def _read_member(stream, member: Member, limit: int, where: str) -> bytes:
 
 
 def _parse_doc(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], set[str]]:
-    from edge_sdk.safeio import loads_json  # duplicate keys, NaN, overflow refused
+    from edge_sdk.guard.safeio import loads_json  # duplicate keys, NaN, overflow refused
 
     doc = loads_json(raw, source=f"{where}: package.json", error=DeployError)
     if not isinstance(doc, dict) or doc.get("format") != PACKAGE_FORMAT:
@@ -301,7 +301,7 @@ def current_release(root: str | os.PathLike | None = None) -> str | None:
 def _read_state(root: Path) -> dict[str, Any]:
     """state.json: {"history": [release ids]}; strict (safeio), its schema (edge_sdk/schemas/install-state),
     one DeployError naming file and field."""
-    from edge_sdk.safeio import load_json
+    from edge_sdk.guard.safeio import load_json
 
     path = root / STATE
     if not os.path.lexists(path):
@@ -535,7 +535,7 @@ def list_releases(root: str | os.PathLike | None = None) -> list[dict[str, Any]]
     for p in rel_dir.iterdir():
         if p.name.startswith(".") or not p.is_dir():
             continue
-        from edge_sdk.safeio import load_json
+        from edge_sdk.guard.safeio import load_json
 
         try:
             doc = load_json(p / PACKAGE_JSON, max_bytes=MAX_PACKAGE_JSON, error=DeployError, what="package.json")

@@ -3,13 +3,13 @@ many releases to keep.
 
 The CLI's click types catch most bad values, but NaN passes ``click.FloatRange`` and the Python
 API and the fleet's Ansible module pass values straight through; ``subprocess.run(timeout=nan)``
-would then wait forever. Each value is checked here once (edge_sdk.bounds), with one UsageError
+would then wait forever. Each value is checked here once (edge_sdk.guard.bounds), with one UsageError
 naming the option.
 """
 
 from __future__ import annotations
 
-from edge_sdk.bounds import check_count, check_seconds
+from edge_sdk.guard.bounds import check_count, check_seconds
 
 HEALTH_TIMEOUT = (0.01, 86_400.0)  # seconds: a day is far beyond any one-image check
 HEALTH_STEPS = (1, 50)

@@ -25,7 +25,7 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.deploy import signing
 from edge_sdk.deploy.archive import DeterministicTarWriter
 from edge_sdk.errors import DeployError, PlanError
-from edge_sdk.fsutil import atomic_write
+from edge_sdk.guard.fsutil import atomic_write
 from edge_sdk.manifest import MANIFEST_NAME, all_files
 
 PACKAGE_JSON = "package.json"
@@ -54,7 +54,7 @@ def board_requirements(board: str, formats: set[str]) -> dict[str, Any]:
     runnable = {r for f in formats for r in runtimes_for_format(f)}
     profile = None
     try:
-        from edge_sdk.board import load_board
+        from edge_sdk.planning.board import load_board
     except ImportError:  # the board module is optional for packaging
         load_board = None
     if load_board is not None:

@@ -33,7 +33,7 @@ def prepare_board(bundle: str | os.PathLike, board: str, out_dir: Path) -> dict[
     from edge_sdk.bundle import Bundle
     from edge_sdk.deploy.install import read_package
     from edge_sdk.deploy.package import package
-    from edge_sdk.planner import PlanRequest, plan, plan_summary
+    from edge_sdk.planning.planner import PlanRequest, plan, plan_summary
 
     try:
         p = plan(Bundle.open(bundle, verify=False), board, PlanRequest(measure=False))

@@ -8,8 +8,8 @@ from edge_sdk.formats.base import FormatSpec
 
 
 def check(path: str | os.PathLike) -> None:
-    """The protobuf framing walk and external-data rules (``edge_sdk.modelcheck``)."""
-    from edge_sdk.modelcheck import check_onnx_file
+    """The protobuf framing walk and external-data rules (``edge_sdk.guard.modelcheck``)."""
+    from edge_sdk.guard.modelcheck import check_onnx_file
 
     check_onnx_file(path)
 

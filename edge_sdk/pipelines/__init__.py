@@ -7,7 +7,7 @@ from edge_sdk.pipelines.callbacks import StepCallback, StepInfo
 from edge_sdk.pipelines.diffusion import DiffusionPipeline
 from edge_sdk.pipelines.gan import GanPipeline
 from edge_sdk.pipelines.result import GenerationResult
-from edge_sdk.plan import Plan
+from edge_sdk.planning.plan import Plan
 
 __all__ = ["DiffusionPipeline", "GanPipeline", "GenerationResult", "StepCallback", "StepInfo", "pipeline_for"]
 

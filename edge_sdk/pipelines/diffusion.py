@@ -15,7 +15,7 @@ import numpy as np
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BundleError, UsageError
-from edge_sdk.governor import activation_estimate, check_run
+from edge_sdk.guard.governor import activation_estimate, check_run
 from edge_sdk.pipelines.callbacks import StepCallback, StepInfo, minmax_uint8, notify
 from edge_sdk.pipelines.guidance_embedding import guidance_scale_embedding
 from edge_sdk.pipelines.img2img import ImageLike, encode_latents, read_image, resize, to_model_range
@@ -26,7 +26,7 @@ from edge_sdk.pipelines.sdxl import DualTextConditioner, is_dual, time_ids
 from edge_sdk.pipelines.seeds import RowNoise
 from edge_sdk.pipelines.sessions import Sessions
 from edge_sdk.pipelines.text import TextConditioner
-from edge_sdk.plan import Plan
+from edge_sdk.planning.plan import Plan
 from edge_sdk.samplers import get_sampler, guided_output, sampler_for_config
 
 __all__ = ["DiffusionPipeline", "StepInfo", "StepCallback"]

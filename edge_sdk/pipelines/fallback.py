@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import UsageError
-from edge_sdk.plan import ComponentPlan
+from edge_sdk.planning.plan import ComponentPlan
 
 RETRYABLE = ("fp16",)
 

@@ -9,14 +9,14 @@ import numpy as np
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BundleError, UsageError
-from edge_sdk.governor import activation_estimate, check_gan
+from edge_sdk.guard.governor import activation_estimate, check_gan
 from edge_sdk.pipelines.callbacks import StepCallback, StepInfo, notify
 from edge_sdk.pipelines.labels import class_labels_for
 from edge_sdk.pipelines.request import GenerateRequest
 from edge_sdk.pipelines.result import GenerationResult, to_uint8
 from edge_sdk.pipelines.seeds import RowNoise
 from edge_sdk.pipelines.sessions import Sessions
-from edge_sdk.plan import Plan
+from edge_sdk.planning.plan import Plan
 
 
 class GanPipeline:

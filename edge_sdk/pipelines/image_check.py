@@ -156,7 +156,7 @@ def image_size(data: bytes, where: str) -> tuple[int, int]:
 
 def read_checked(path: str) -> bytes:
     """The bytes of image file ``path`` after the checks above (decode these, not the path)."""
-    from edge_sdk.safeio import read_regular
+    from edge_sdk.guard.safeio import read_regular
 
     data = read_regular(path, max_bytes=MAX_FILE_BYTES, error=UsageError, what="init image")
     image_size(data, path)

@@ -10,9 +10,9 @@ import numpy as np
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import InputError, NumericalFaultError
-from edge_sdk.memory import check_cap
+from edge_sdk.measure.memory import check_cap
 from edge_sdk.pipelines.fallback import fallback_note, fp32_fallback
-from edge_sdk.plan import Plan
+from edge_sdk.planning.plan import Plan
 from edge_sdk.runtimes.base import Runtime
 from edge_sdk.runtimes.registry import open_artifact
 
@@ -69,7 +69,7 @@ class Sessions:
                     if spec.name in feeds}
             cast.update({k: v for k, v in feeds.items() if k not in cast})
             out = self._run_chunked(rt, component, cast)
-        check_cap()  # a memory watcher that saw the cap crossed stops the run here (edge_sdk.memory)
+        check_cap()  # a memory watcher that saw the cap crossed stops the run here (edge_sdk.measure.memory)
         if not np.isfinite(out).all():
             cp = self.plan.components[component]
             bad = int(np.size(out) - np.isfinite(out).sum())

@@ -59,7 +59,7 @@ def decode_tiled(run_fn: Callable[[np.ndarray], np.ndarray], z: np.ndarray, tile
         raise UsageError(f"tile overlap {overlap} must be in 0..{tile - 1} (tile {tile})",
                          hint="a quarter of the tile is a good overlap")
     if check is None:
-        from edge_sdk.memory import check_cap as check
+        from edge_sdk.measure.memory import check_cap as check
     b, _, h, w = z.shape
     th, tw = min(tile, h), min(tile, w)
     ys, xs = tile_starts(h, th, min(overlap, th - 1)), tile_starts(w, tw, min(overlap, tw - 1))

@@ -11,7 +11,7 @@ from typing import Any
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import PlanError, UsageError
-from edge_sdk.plan import Plan
+from edge_sdk.planning.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def limits_for(bundle: Bundle, *, board: str | None = None, max_size: tuple[int,
         raise UsageError("--remote needs --board: the planner places components for a board")
     if board is None:
         return Limits(want_w, want_h, mult, max_n, max_steps, (w0, h0)), None
-    from edge_sdk.planner import PlanRequest, plan
+    from edge_sdk.planning.planner import PlanRequest, plan
 
     sizes = [(want_w, want_h)] + ([(w0, h0)] if (w0, h0) != (want_w, want_h) else [])
     last: PlanError | None = None

@@ -17,7 +17,7 @@ from typing import Any
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import IntegrityError, UsageError
-from edge_sdk.fsutil import sha256_file
+from edge_sdk.guard.fsutil import sha256_file
 
 BACKENDS = {"onnxruntime": "onnx", "openvino": "openvino"}  # Triton backend -> bundle format
 DEFAULT_BACKEND = next(iter(BACKENDS))

@@ -85,7 +85,7 @@ def test_checker_catches_a_table(project, tmp_path):
     import copy
     from types import SimpleNamespace
 
-    name = "edge_sdk.planner"
+    name = "edge_sdk.planning.planner"
     mod = copy.copy(project.modules[name])
     mod.tree = ast.parse(mod.path.read_text() + '\nRUNTIME_FORMATS = {"litert": ("tflite",)}\n')
     found = _misplaced(SimpleNamespace(modules={name: mod}), _owners())

@@ -106,7 +106,7 @@ MAX_LEVELS = 1
 @pytest.mark.slow
 def test_third_party_runtime_plans_and_runs(cli, plugin_env, tiny_bundle, reference, tmp_path):
     from edge_sdk.errors import PlanError
-    from edge_sdk.planner import PlanRequest, plan
+    from edge_sdk.planning.planner import PlanRequest, plan
 
     board = _user_board(tmp_path, "ortwrap")
     # Without the plugin, the profile names a runtime nobody provides: no plan.

@@ -13,9 +13,9 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_sdk.bench import BenchConfig, bench, plan_for_config, plan_label, psnr
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import PlanError, UsageError
+from edge_sdk.measure.bench import BenchConfig, bench, plan_for_config, plan_label, psnr
 
 pytestmark = pytest.mark.slow  # converts or plans whole bundles: seconds each, in the full run
 
@@ -93,8 +93,8 @@ def test_plan_for_config_falls_back_to_fp32_per_component(fp16_bundle):
 
 def test_tune_writes_a_plan_that_load_follows(fp16_bundle, tmp_path):
     import edge_sdk
-    from edge_sdk.board import detect_board
-    from edge_sdk.tune import tune, tuned_plan_path
+    from edge_sdk.measure.tune import tune, tuned_plan_path
+    from edge_sdk.planning.board import detect_board
 
     board, _ = detect_board()
     if board is None:
@@ -134,7 +134,7 @@ def test_tune_writes_a_plan_that_load_follows(fp16_bundle, tmp_path):
 
 
 def test_tune_keeps_only_plans_over_the_bar(fp16_bundle, tmp_path):
-    from edge_sdk.tune import tune
+    from edge_sdk.measure.tune import tune
 
     bundle = tmp_path / "b.bundle"
     shutil.copytree(fp16_bundle, bundle)
@@ -164,10 +164,10 @@ def test_cli_bench_json_and_chart(fp16_bundle, tmp_path, cli):
 def test_tune_considers_openvino_bf16_and_per_shape_compiles(fp16_bundle):
     """OpenVINO CPU candidates: the fp32 plan as is, compiled per shape, and (CPUs with bf16
     arithmetic) computing in bf16; only plans fp32 in weights and arithmetic are quality references."""
-    from edge_sdk.board import load_board
-    from edge_sdk.plan import usable_runtimes
+    from edge_sdk.measure.tune import candidate_plans, full_precision
+    from edge_sdk.planning.board import load_board
+    from edge_sdk.planning.plan import usable_runtimes
     from edge_sdk.runtimes.openvino import cpu_inference_precisions
-    from edge_sdk.tune import candidate_plans, full_precision
 
     if "openvino" not in usable_runtimes():
         pytest.skip("openvino is not installed")

@@ -1,4 +1,4 @@
-"""Board detection from recorded device-tree and /proc contents of real boards (edge_sdk.board_detect).
+"""Board detection from recorded device-tree and /proc contents of real boards (edge_sdk.planning.board_detect).
 
 Every string below was published by someone reading it off the board; sources:
 [pi5]    sergev/vak-opensource sysinfo/Raspberry-Pi-5-Model-B/cpuinfo.txt (Pi 5, 64-bit OS, Revision c04170)
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk.board_detect import MachineFacts, detect_board, machine_facts, pi_ram_mb
 from edge_sdk.errors import PlanError
+from edge_sdk.planning.board_detect import MachineFacts, detect_board, machine_facts, pi_ram_mb
 
 A76 = ("Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop "
        "asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\n")
@@ -150,7 +150,7 @@ def test_detection_root_from_the_environment(tmp_path, monkeypatch):
     root = record(tmp_path / "z", **BOARDS["zero2"])
     monkeypatch.setenv("EDGE_SDK_DETECT_ROOT", str(root))
     assert detect_board()[0] == "rpi-zero-2w"
-    from edge_sdk.runtimes.doctor import report
+    from edge_sdk.measure.doctor import report
 
     r = report()
     assert r["board"]["name"] == "rpi-zero-2w" and r["board"]["arch"] == "armv7l"
@@ -159,7 +159,7 @@ def test_detection_root_from_the_environment(tmp_path, monkeypatch):
 
 def test_planner_auto_board_uses_detection(tmp_path, monkeypatch, tiny_bundle):
     from edge_sdk.bundle import Bundle
-    from edge_sdk.planner import PlanRequest, plan
+    from edge_sdk.planning.planner import PlanRequest, plan
 
     monkeypatch.setenv("EDGE_SDK_DETECT_ROOT", str(record(tmp_path / "p5", **BOARDS["pi5"])))
     assert plan(Bundle.open(tiny_bundle), "auto", PlanRequest(measure=False)).board == "rpi5-4gb"

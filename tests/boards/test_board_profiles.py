@@ -6,8 +6,8 @@ from importlib import resources
 
 import pytest
 
-from edge_sdk.board import MB, MachineFacts, board_names, detect_board, load_board, machine_facts
 from edge_sdk.errors import PlanError
+from edge_sdk.planning.board import MB, MachineFacts, board_names, detect_board, load_board, machine_facts
 
 REQUIRED = ["jetson-orin-nano-4gb", "jetson-orin-nano-8gb", "jetson-orin-nx-16gb", "jetson-agx-orin-64gb",
             "jetson-nano-4gb", "rpi4-4gb", "rpi5-4gb", "rpi5-8gb", "rpi-zero-2w", "intel-core-ultra-npu", "rk3588",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edge_sdk.board import board_names
+from edge_sdk.planning.board import board_names
 
 
 def test_boards_lists_and_shows_profiles(cli):

@@ -10,8 +10,8 @@ import pytest
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import MemoryCapError, RuntimeUnavailableError
-from edge_sdk.memory import MB, MemoryWatch, cgroup_support, check_cap, peak_rss_bytes, rss_bytes, run_limited
-from edge_sdk.planner import PlanRequest, plan
+from edge_sdk.measure.memory import MB, MemoryWatch, cgroup_support, check_cap, peak_rss_bytes, rss_bytes, run_limited
+from edge_sdk.planning.planner import PlanRequest, plan
 
 
 def _wait_for(pred, timeout=2.0):

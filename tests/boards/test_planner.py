@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from edge_sdk.board import load_board
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import PlanError, UsageError
-from edge_sdk.plan import Plan
-from edge_sdk.planner import FIT_MARGIN, PlanRequest, plan
+from edge_sdk.planning.board import load_board
+from edge_sdk.planning.plan import Plan
+from edge_sdk.planning.planner import FIT_MARGIN, PlanRequest, plan
 
 # 224x224 pixels = 112x112 latent cells: the VAE's mid-block attention alone is ~0.7 GB untiled,
 # and batched CFG doubles the denoiser's ~0.18 GB of activations.
@@ -85,8 +85,8 @@ def test_installed_only_plans_for_this_machine(bundle):
 RUN = """
 import json, sys
 import edge_sdk
-from edge_sdk.memory import MemoryWatch, peak_rss_bytes
-from edge_sdk.planner import PlanRequest, plan
+from edge_sdk.measure.memory import MemoryWatch, peak_rss_bytes
+from edge_sdk.planning.planner import PlanRequest, plan
 b = edge_sdk.bundle.Bundle.open(sys.argv[1])
 p = plan(b, sys.argv[2], PlanRequest(height=224, width=224, installed_only=True))
 g = edge_sdk.load(b, plan=p)

@@ -117,7 +117,7 @@ def test_lora_bundle_image_equals_fused_diffusers_pipeline(diffusers_folder, lor
 
 
 def _full_decoder_plan(b):
-    from edge_sdk.plan import default_plan
+    from edge_sdk.planning.plan import default_plan
 
     return default_plan(b, runtime="onnxruntime")  # the general artifacts: the full VAE, not the tiny one
 

@@ -86,9 +86,9 @@ def test_planner_takes_sliced_attention_before_slower_rungs_as_the_cap_shrinks(s
     """Caps from roomy to tight at 64x64 latent cells (attention-dominated): the plan goes from
     full attention with batched CFG, to sliced attention (same speed class), to sequential CFG,
     to the UNet loaded per call, never back up the ladder, and each plan's peak fits its cap."""
-    from edge_sdk.board import load_board
     from edge_sdk.errors import PlanError
-    from edge_sdk.planner import FIT_MARGIN, MB, PlanRequest, plan
+    from edge_sdk.planning.board import load_board
+    from edge_sdk.planning.planner import FIT_MARGIN, MB, PlanRequest, plan
 
     b = sliced_bundle
     px = 64 * int(b.model.get("vae_downsample", 1))

@@ -77,7 +77,7 @@ def test_small_board_plans_the_tiny_decoder_big_board_the_full_vae_and_both_gene
 
     from edge_sdk import api
     from edge_sdk.pipelines.result import to_uint8
-    from edge_sdk.planner import PlanRequest, plan
+    from edge_sdk.planning.planner import PlanRequest, plan
 
     b, kl8, taesd, tmp = taesd_bundle
     # Role-default memory model (measure=False): deterministic, and probing three artifacts would
@@ -153,7 +153,7 @@ def test_bad_tiny_vae_folders_are_clear_errors(diffusers_folder, tmp_path, arch)
 
 def test_planner_refuses_tiny_decoder_a_bundle_lacks(tiny_bundle):
     from edge_sdk.bundle import Bundle
-    from edge_sdk.planner import PlanRequest, plan
+    from edge_sdk.planning.planner import PlanRequest, plan
 
     b = Bundle.open(tiny_bundle)  # the session's shared pixel-space bundle: no decoder at all
     with pytest.raises(UsageError, match="has no tiny decoder"):

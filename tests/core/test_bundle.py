@@ -9,7 +9,7 @@ import pytest
 
 from edge_sdk.bundle import Bundle, BundleWriter
 from edge_sdk.errors import IntegrityError, ManifestError, UnsafePathError, UsageError
-from edge_sdk.fsutil import sha256_file
+from edge_sdk.guard.fsutil import sha256_file
 from edge_sdk.manifest import TensorSpec
 
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from edge_sdk.manifest import schema
-from edge_sdk.plan import PRECISION_ORDER
+from edge_sdk.planning.plan import PRECISION_ORDER
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk.fsutil import sha256_file
+from edge_sdk.guard.fsutil import sha256_file
 
 EDGE_SDK = str(Path(sys.executable).with_name("edge-sdk"))
 

@@ -228,7 +228,7 @@ def test_service_unit_is_written_from_the_template(sshd, packages, tmp_path):
 
 
 def test_a_corrupt_partial_upload_is_detected_and_sent_again(sshd, packages, tmp_path):
-    from edge_sdk.fsutil import sha256_file
+    from edge_sdk.guard.fsutil import sha256_file
 
     root = tmp_path / "board"
     pkg = packages("corrupt-part")

@@ -83,7 +83,7 @@ def test_unknown_board_warns_and_lists_runtimes_for_the_formats(tiny_bundle, tmp
 
 
 def test_known_board_profile_gives_its_runtimes(tiny_bundle, tmp_path):
-    board = pytest.importorskip("edge_sdk.board")
+    board = pytest.importorskip("edge_sdk.planning.board")
     names = [n for n in board.board_names()
              if any(r in ("onnxruntime", "openvino") for r, _ in board.load_board(n).runtimes)]
     if not names:

@@ -160,7 +160,7 @@ def fleet(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fleet_bundles(tiny_bundle, tmp_path_factory):
     """v1 and v2 (good, different releases) and bad (loads and runs, but generates NaN)."""
-    from edge_sdk.fsutil import sha256_file
+    from edge_sdk.guard.fsutil import sha256_file
 
     base = tmp_path_factory.mktemp("fleet-bundles")
     out = {}

@@ -1,7 +1,7 @@
 """Helpers for the hardening tests: re-sealing a bundle after changing it on purpose.
 
 A bad model file inside a bundle is normally caught by the sha256 check; to reach the checks
-that stand in front of the runtimes (``edge_sdk.modelcheck``) the tests re-seal the manifest, as
+that stand in front of the runtimes (``edge_sdk.guard.modelcheck``) the tests re-seal the manifest, as
 an attacker who controls the whole bundle would.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk.fsutil import sha256_file
+from edge_sdk.guard.fsutil import sha256_file
 
 
 def reseal(root: Path, *, add: dict[str, list[str]] | None = None) -> None:

@@ -195,7 +195,7 @@ case(id="onnx-external-data-truncated", error=ModelFileError, fragment="outside 
 # ... and opened directly (no bundle), the runtime adapter's pre-parse refuses them before
 # onnxruntime reads a byte. Run in a supervised child: this is the path with no bundle in front.
 def _open_directly(b: Path, t: Path) -> object:
-    from edge_sdk.supervise import run_supervised
+    from edge_sdk.guard.supervise import run_supervised
 
     return run_supervised("edge_sdk.runtimes.registry:open_artifact", str(b / MODEL), "onnxruntime", timeout=120)
 
@@ -359,13 +359,13 @@ def _wrong_input(kind: str):
 case(id="input-wrong-rank", error=InputError, fragment="(rank 4)", api=_wrong_input("shape"), cli=None)
 case(id="input-wrong-dtype", error=InputError, fragment="has dtype float64", api=_wrong_input("dtype"), cli=None)
 case(id="unknown-board", error=PlanError, fragment="unknown board 'no-such-board'",
-     api=lambda b, t: __import__("edge_sdk.board").board.load_board("no-such-board"), cli=None)
+     api=lambda b, t: __import__("edge_sdk.planning.board").planning.board.load_board("no-such-board"), cli=None)
 
 
 def _bad_board_file(b: Path, t: Path) -> object:
     p = t / "mine.toml"
     p.write_text("name = [unclosed\n")
-    return __import__("edge_sdk.board").board.load_board(p)
+    return __import__("edge_sdk.planning.board").planning.board.load_board(p)
 
 
 case(id="board-profile-not-toml", error=PlanError, fragment="mine.toml", api=_bad_board_file, cli=None)
@@ -374,7 +374,7 @@ case(id="board-profile-not-toml", error=PlanError, fragment="mine.toml", api=_ba
 def _pickle_payload(b: Path, t: Path) -> object:
     import torch
 
-    from edge_sdk.checkpoints import load_state_dict
+    from edge_sdk.converters.checkpoints import load_state_dict
 
     class Evil:
         def __reduce__(self):

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from edge_sdk.checkpoints import check_safetensors, load_state_dict
+from edge_sdk.converters.checkpoints import check_safetensors, load_state_dict
 from edge_sdk.errors import ModelSourceError
 
 REPO = Path(__file__).resolve().parents[2]

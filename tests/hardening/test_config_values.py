@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk.config_schema import MAX_ERRORS
 from edge_sdk.deploy.package import package
 from edge_sdk.errors import DeployError, UsageError
+from edge_sdk.guard.config_schema import MAX_ERRORS
 
 inst = importlib.import_module("edge_sdk.deploy.install")  # edge_sdk.deploy.install is also a function
 

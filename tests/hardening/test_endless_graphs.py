@@ -34,7 +34,7 @@ import pytest
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import SupervisedProcessError, UsageError
-from edge_sdk.memory_probe import PROBE_TIMEOUT_ENV, probe
+from edge_sdk.planning.memory_probe import PROBE_TIMEOUT_ENV, probe
 from edge_sdk.runtimes import watch
 
 TIMEOUT = 4.0  # seconds; the child's start (Python + onnxruntime import) takes ~1-2 s of it here

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk import board, manifest
+from edge_sdk import manifest
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import ManifestError, PlanError, UsageError
-from edge_sdk.safeio import load_json, loads_json, loads_toml, read_regular
+from edge_sdk.guard.safeio import load_json, loads_json, loads_toml, read_regular
+from edge_sdk.planning import board
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = (REPO / "boards" / "intel-core-ultra-npu.toml").read_text()

@@ -26,7 +26,7 @@ import edge_sdk
 from edge_sdk.bundle import BundleWriter
 from edge_sdk.errors import NumericalFaultError
 from edge_sdk.manifest import TensorSpec
-from edge_sdk.plan import ComponentPlan, Plan
+from edge_sdk.planning.plan import ComponentPlan, Plan
 from edge_sdk.runtimes.registry import open_artifact
 from edge_sdk.samplers import get_sampler
 

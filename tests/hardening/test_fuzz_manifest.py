@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from edge_sdk import manifest
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BundleError, EdgeSDKError, ModelFileError, UnsafePathError
-from edge_sdk.modelcheck import check_onnx_file
+from edge_sdk.guard.modelcheck import check_onnx_file
 
 settings.register_profile("edge-hardening-ci", max_examples=300, deadline=timedelta(seconds=5),
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

@@ -9,7 +9,7 @@ import pytest
 
 import edge_sdk
 from edge_sdk.errors import MemoryCapError
-from edge_sdk.governor import available_bytes, check_gan, check_run, floor_bytes, gan_floor_bytes
+from edge_sdk.guard.governor import available_bytes, check_gan, check_run, floor_bytes, gan_floor_bytes
 
 HUGE = {"batch-1e5": dict(batch=100_000), "batch-2^40": dict(batch=2**40),
         "size-2^20": dict(height=1 << 20, width=1 << 20), "size-65536": dict(height=65536, width=65536)}

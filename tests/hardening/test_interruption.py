@@ -2,7 +2,7 @@
 complete one under the target name, never a partial one.
 
 Two ways of killing:
-- at named stages (``EDGE_SDK_TEST_KILL_AT``, see ``edge_sdk.faults.STAGES``), both for a fresh
+- at named stages (``EDGE_SDK_TEST_KILL_AT``, see ``edge_sdk.guard.faults.STAGES``), both for a fresh
   target and for ``--overwrite`` of an existing bundle;
 - after random delays, while a writer with ~24 MB of files is hashing, syncing and renaming.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from edge_sdk.bundle import TMP_PREFIX, Bundle
-from edge_sdk.faults import ENV, STAGES
+from edge_sdk.guard.faults import ENV, STAGES
 
 WRITER = r"""
 import os, shutil, sys

@@ -87,7 +87,7 @@ def test_signal_during_onnx_export_keeps_old_bundle(sig, tiny_bundle, tmp_path):
 API_CASE = """
 import json, os, signal, sys, threading, time
 import edge_sdk
-from edge_sdk.interrupt import Interrupted
+from edge_sdk.guard.interrupt import Interrupted
 
 calls = []
 

@@ -15,7 +15,7 @@ import pytest
 
 import edge_sdk
 from edge_sdk.errors import BundleError, CancelledError, SupervisedProcessError, UsageError
-from edge_sdk.supervise import SupervisedGenerator, run_supervised
+from edge_sdk.guard.supervise import SupervisedGenerator, run_supervised
 
 pytestmark = pytest.mark.slow  # child processes per case, some killed by the OOM guard: the full run
 

@@ -109,7 +109,7 @@ def test_openvino_weights_must_be_listed(tiny_bundle_copy, cli):
     xml = tiny_bundle_copy / art["entry"]
     xml.write_text('<?xml version="1.0"?><net name="x" version="11"><layers/></net>')
     (tiny_bundle_copy / "denoiser/openvino/fp32/model.bin").write_bytes(b"\0" * 64)  # sits nearby, unlisted
-    from edge_sdk.fsutil import sha256_file
+    from edge_sdk.guard.fsutil import sha256_file
 
     art["files"] = [{"path": art["entry"], "size": xml.stat().st_size, "sha256": sha256_file(xml)}]
     comp["artifacts"].append(art)
@@ -125,8 +125,8 @@ def test_plan_file_beside_bundle_cannot_load_native_code(option, tiny_bundle_cop
     """Class 3: a tuned plan planted next to the bundle (picked up automatically by load()) that names a
     delegate library, a module or an engine cache is refused; nothing is loaded from it."""
     from edge_sdk.errors import PlanError
-    from edge_sdk.plan import default_plan
-    from edge_sdk.tune import TUNED_SCHEMA, _manifest_sha, tuned_plan_path
+    from edge_sdk.measure.tune import TUNED_SCHEMA, _manifest_sha, tuned_plan_path
+    from edge_sdk.planning.plan import default_plan
 
     b = Bundle.open(tiny_bundle_copy)
     plan = default_plan(b).to_json()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk.plan import ComponentPlan, Plan
+from edge_sdk.planning.plan import ComponentPlan, Plan
 
 pytestmark = pytest.mark.slow  # converts or plans whole bundles: seconds each, in the full run
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import edge_sdk
-from edge_sdk.board import load_board
 from edge_sdk.errors import MemoryCapError, PlanError, UsageError
-from edge_sdk.memory import rss_bytes
+from edge_sdk.measure.memory import rss_bytes
 from edge_sdk.pipelines.request import GenerateRequest
+from edge_sdk.planning.board import load_board
 
 BOARD = "x86-64-generic"  # the fallback profile: its runtimes (onnxruntime:cpu first) are installed here
 
@@ -96,7 +96,7 @@ def test_one_native_size_when_the_bundle_records_none(tiny_bundle_copy):
     import json
 
     from edge_sdk.bundle import DEFAULT_SAMPLE_CELLS, Bundle
-    from edge_sdk.planner import PlanRequest, plan
+    from edge_sdk.planning.planner import PlanRequest, plan
 
     path = tiny_bundle_copy / "manifest.json"
     doc = json.loads(path.read_text())

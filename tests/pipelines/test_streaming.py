@@ -96,7 +96,7 @@ def test_streamed_session_equals_whole_session(streamed_bundle, runtime):
     than the export's, with one part open at a time or all kept open."""
     from edge_sdk.bundle import Bundle
     from edge_sdk.pipelines.sessions import Sessions
-    from edge_sdk.plan import ComponentPlan, Plan
+    from edge_sdk.planning.plan import ComponentPlan, Plan
 
     b = Bundle.open(streamed_bundle)
     fmt = "onnx"
@@ -121,7 +121,7 @@ _RSS_CHILD = r"""
 import json, sys
 import numpy as np
 from edge_sdk.bundle import Bundle
-from edge_sdk.memory import peak_rss_bytes
+from edge_sdk.measure.memory import peak_rss_bytes
 from edge_sdk.pipelines.streamed import StreamedSession
 from edge_sdk.runtimes.registry import open_artifact
 b = Bundle.open(sys.argv[1], verify=False)  # hashing reads whole files: not what is measured
@@ -171,10 +171,10 @@ def test_peak_rss_with_one_part_open_is_below_the_whole_session(streamed_bundle)
 def test_planner_streams_the_denoiser_last(streamed_bundle):
     """As the cap shrinks the plan goes resident -> per-call loading -> streamed -> refused; the
     streamed estimate counts the largest part's session, not the whole's."""
-    from edge_sdk.board import load_board
     from edge_sdk.bundle import Bundle
     from edge_sdk.errors import PlanError
-    from edge_sdk.planner import FIT_MARGIN, PlanRequest, describe, plan
+    from edge_sdk.planning.board import load_board
+    from edge_sdk.planning.planner import FIT_MARGIN, PlanRequest, describe, plan
 
     b = Bundle.open(streamed_bundle)
     board = load_board("rpi4-4gb")
@@ -206,7 +206,7 @@ def test_plan_cli_shows_the_streamed_denoiser(streamed_bundle, tmp_path):
 
     from edge_sdk.bundle import Bundle
     from edge_sdk.cli.main import cli
-    from edge_sdk.planner import FIT_MARGIN, PlanRequest, plan
+    from edge_sdk.planning.planner import FIT_MARGIN, PlanRequest, plan
 
     b = Bundle.open(streamed_bundle)
     req = PlanRequest(guidance=1.0, measure=False, runtime="onnxruntime")

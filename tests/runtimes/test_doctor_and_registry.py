@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge_sdk.errors import RuntimeUnavailableError, UsageError
-from edge_sdk.runtimes.doctor import cpu_info
+from edge_sdk.measure.doctor import cpu_info
 from edge_sdk.runtimes.registry import available_runtimes, get_runtime, open_artifact, runtime_names
 
 REPO = Path(__file__).resolve().parents[2]

@@ -28,7 +28,7 @@ def test_every_runtime_generates_without_torch(tri_bundle):
         import numpy as np
         import edge_sdk
         from edge_sdk.errors import RuntimeUnavailableError
-        from edge_sdk.runtimes.doctor import report
+        from edge_sdk.measure.doctor import report
         from edge_sdk.runtimes.registry import open_artifact
 
         out = {{}}

@@ -1,6 +1,6 @@
 """ONNX's backend conformance suite (node tests) through our runtime layer, on ONNX Runtime and OpenVINO.
 
-Each node test builds a one-op model; ``edge_sdk.runtimes.onnx_backend`` writes it to a file and
+Each node test builds a one-op model; ``edge_sdk.measure.onnx_backend`` writes it to a file and
 opens it with ``open_artifact`` exactly as a bundle's artifact is opened, then runs it through
 ``Runtime.run`` (feed checks included). Outputs are compared with the suite's reference at the
 suite's own per-test tolerances (default rtol 1e-3, atol 1e-7: what ONNX Runtime's own run of this
@@ -20,7 +20,7 @@ from collections import defaultdict
 import onnx.backend.test
 import pytest
 
-from edge_sdk.runtimes.onnx_backend import backend_for
+from edge_sdk.measure.onnx_backend import backend_for
 
 pytestmark = pytest.mark.slow  # hundreds of one-op models through two runtimes: the full run
 

@@ -114,7 +114,7 @@ def test_ov_runs_f32_on_cpu_and_threads(tri_paths):
 
 
 def test_ov_bf16_hint_drifts_which_is_why_f32_is_default(tri_paths, feeds, reference):
-    from edge_sdk.runtimes.doctor import cpu_info
+    from edge_sdk.measure.doctor import cpu_info
 
     if not {"avx512_bf16", "amx"} & set(cpu_info()["features"]):
         pytest.skip("this CPU has no bf16 path: OpenVINO runs f32 anyway")

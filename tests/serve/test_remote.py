@@ -13,7 +13,7 @@ import pytest
 
 import edge_sdk
 from edge_sdk.bundle import Bundle
-from edge_sdk.planner import PlanRequest, plan
+from edge_sdk.planning.planner import PlanRequest, plan
 
 PROMPT = "a photo of a red cat sitting on a mat"
 # The remote hop carries float32 tensors as JSON numbers, which round-trip float32 exactly, and the

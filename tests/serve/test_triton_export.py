@@ -11,7 +11,7 @@ import pytest
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import UsageError
-from edge_sdk.fsutil import sha256_file
+from edge_sdk.guard.fsutil import sha256_file
 from edge_sdk.serve.triton import TRITON_TYPES, export_triton, parse_config
 
 

@@ -56,7 +56,7 @@ def command(bundle, runtimes, precisions, formats, steps, size, seed, guidance, 
     sampler step; peak resident memory (each configuration in a fresh process); and the final
     image's PSNR against the fp32 reference on the same seed.
     """
-    from edge_sdk.bench import bench, report_rows, write_chart
+    from edge_sdk.measure.bench import bench, report_rows, write_chart
 
     report = bench(bundle, runtimes=runtimes, precisions=precisions, formats=formats, steps=parse_steps(steps),
                    size=parse_size(size), seed=seed, guidance=guidance, threads=threads, device=device,

@@ -15,7 +15,7 @@ def command(ctx, as_json):
     """List board profiles (built-in and on $EDGE_SDK_BOARD_PATH); `boards show NAME` prints one."""
     if ctx.invoked_subcommand is not None:
         return
-    from edge_sdk.board import list_boards
+    from edge_sdk.planning.board import list_boards
 
     boards = list_boards()
     if as_json:
@@ -32,7 +32,7 @@ def command(ctx, as_json):
 @json_option
 def show(name, as_json):
     """Print the profile NAME (or a profile file's PATH) with the source of each figure."""
-    from edge_sdk.board import load_board
+    from edge_sdk.planning.board import load_board
 
     b = load_board(name)
     if as_json:

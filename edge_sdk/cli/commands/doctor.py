@@ -20,7 +20,7 @@ def _devices(info: dict) -> str:
 @json_option
 def command(as_json):
     """List the runtimes, execution providers and devices usable here, and why others are not."""
-    from edge_sdk.runtimes.doctor import report
+    from edge_sdk.measure.doctor import report
 
     r = report()
     if as_json:

@@ -27,7 +27,7 @@ def command(bundle, board, size, batch, guidance, runtime, precision, tile, deco
     """Plan BUNDLE for a board: runtime, device and precision per component, CFG, tiles, peak memory."""
     from edge_sdk.bundle import Bundle
     from edge_sdk.cli.common import parse_size
-    from edge_sdk.planner import PlanRequest, describe, plan, plan_summary
+    from edge_sdk.planning.planner import PlanRequest, describe, plan, plan_summary
 
     width, height = parse_size(size) or (None, None)
     b = Bundle.open(bundle)

@@ -30,7 +30,7 @@ from edge_sdk.cli.common import StepBar, emit_json, json_option, parse_size, pro
               "memory cap.")
 @click.option("--out", "out", default="out.png", show_default=True, type=click.Path(), help="PNG to write.")
 @click.option("--isolate", is_flag=True, help="Load and run in a watched child process: a native crash or OOM kill "
-              "there becomes an error here (edge_sdk.supervise).")
+              "there becomes an error here (edge_sdk.guard.supervise).")
 @click.option("--call-timeout", type=float, metavar="SECONDS",
               help="Longest one model call may run before the run stops with an error (default: "
                    "EDGE_SDK_CALL_TIMEOUT, else 1800).")

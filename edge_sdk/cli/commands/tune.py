@@ -30,9 +30,9 @@ def command(bundle, board, steps, size, min_psnr, runtimes, precisions, threads,
     """Measure the plans the planner considers for BUNDLE on this board; keep the fastest whose final
     image is within --min-psnr of fp32, stored as <bundle>.tuned-<board>.json next to the bundle,
     which `edge-sdk run` then uses on this board."""
-    from edge_sdk.bench import fmt_psnr
     from edge_sdk.converters.precision import normalize_all
-    from edge_sdk.tune import tune
+    from edge_sdk.measure.bench import fmt_psnr
+    from edge_sdk.measure.tune import tune
 
     precs = normalize_all(precisions.split(",")) if precisions else None
     rts = [r.strip() for r in runtimes.split(",") if r.strip()] if runtimes else None

@@ -5,7 +5,7 @@ The converter sits in its own module: it imports torch, and the device side neve
 from __future__ import annotations
 
 from edge_sdk.formats.base import FormatSpec
-from edge_sdk.modelcheck import check_onnx_file
+from edge_sdk.guard.modelcheck import check_onnx_file
 from edge_sdk_example_plugin.ortwrap import OrtWrapRuntime
 
 FORMAT = FormatSpec(name="ronnx", suffix=".ronnx", check=check_onnx_file,

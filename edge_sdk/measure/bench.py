@@ -2,14 +2,14 @@
 
 ``bench(bundle, runtimes=..., precisions=..., steps=...)`` measures every configuration
 (runtime x format x precision the bundle can run here) at every step count. Each configuration
-runs in a fresh child process (``edge_sdk.supervise``), so its peak resident memory (the kernel's
+runs in a fresh child process (``edge_sdk.guard.supervise``), so its peak resident memory (the kernel's
 VmHWM) is its own and a runtime that crashes natively costs one row, not the whole run. In the
 child: one warm-up generation (sessions created, caches filled), then ``repeats`` timed ones on the
 same seed. Every call of every runtime session is timed; the report gives median and p90 per
 component, the median end-to-end time, the median time per sampler step, and the final image's
 PSNR against the fp32 reference configuration on the same seed, steps and size.
 
-``measure_plan`` is the one-configuration measurement; ``edge_sdk.tune`` uses it for plans.
+``measure_plan`` is the one-configuration measurement; ``edge_sdk.measure.tune`` uses it for plans.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import EdgeSDKError, UsageError
-from edge_sdk.plan import PRECISION_ORDER, Plan, default_plan, usable_runtimes
+from edge_sdk.planning.plan import PRECISION_ORDER, Plan, default_plan, usable_runtimes
 
 DEFAULT_REPEATS = 3
 DEFAULT_WARMUP = 1
@@ -109,8 +109,8 @@ INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "dotprod", "
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, the flags that decide int8/fp16 speed, and runtime versions."""
     from edge_sdk import __version__
-    from edge_sdk.board import usable_cpus
-    from edge_sdk.board_detect import machine_facts
+    from edge_sdk.planning.board import usable_cpus
+    from edge_sdk.planning.board_detect import machine_facts
 
     facts = machine_facts()
     flags = sorted(f for f in facts.cpu_flags if f in INT8_DOT_FLAGS or f.startswith("amx")
@@ -277,7 +277,7 @@ def measure_plan(bundle_path: str, plan_json: dict[str, Any], *, steps: int, see
     Meant for a fresh process (``run_supervised``), so ``peak_rss_mb`` is this plan's alone.
     """
     from edge_sdk.api import load
-    from edge_sdk.memory import peak_rss_bytes, rss_bytes
+    from edge_sdk.measure.memory import peak_rss_bytes, rss_bytes
 
     base = rss_bytes()
     bundle = Bundle.open(bundle_path, verify=verify)
@@ -325,9 +325,9 @@ def run_measurement(bundle_path: str | os.PathLike, plan: Plan, *, isolate: bool
                     timeout: float = CHILD_TIMEOUT_S, **kwargs: Any) -> dict[str, Any]:
     """``measure_plan`` in a fresh child process (``isolate``) or in this one."""
     if isolate:
-        from edge_sdk.supervise import run_supervised
+        from edge_sdk.guard.supervise import run_supervised
 
-        return run_supervised("edge_sdk.bench:measure_plan", str(bundle_path), plan.to_json(), timeout=timeout,
+        return run_supervised("edge_sdk.measure.bench:measure_plan", str(bundle_path), plan.to_json(), timeout=timeout,
                               **kwargs)
     return measure_plan(str(bundle_path), plan.to_json(), **kwargs)
 
@@ -480,7 +480,7 @@ def write_chart(report: BenchReport, path: str | os.PathLike, *, title: str | No
         import matplotlib.pyplot as plt
     except ImportError:
         raise UsageError("the chart needs matplotlib", hint="pip install 'edge-sdk[bench]'") from None
-    from edge_sdk.fsutil import atomic_write
+    from edge_sdk.guard.fsutil import atomic_write
     from edge_sdk.runtimes.registry import runtime_names, runtime_rank
 
     rows = [r for r in report.results if r.ok and r.end_to_end_ms is not None]

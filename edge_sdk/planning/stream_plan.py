@@ -15,8 +15,8 @@ import numpy as np
 
 from edge_sdk.bundle import Artifact, Bundle, StreamPart
 from edge_sdk.manifest import TensorSpec
-from edge_sdk.memory_estimate import ComponentCost
-from edge_sdk.plan import ComponentPlan
+from edge_sdk.planning.memory_estimate import ComponentCost
+from edge_sdk.planning.plan import ComponentPlan
 from edge_sdk.units import MB
 
 # A streamed call against a resident one, measured on the streaming test UNet (9.6M parameters,

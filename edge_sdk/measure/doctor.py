@@ -68,7 +68,7 @@ def arch_notes(machine: str | None = None) -> list[str]:
 def board_info(root: str | None = None) -> dict[str, Any] | None:
     """The matching board profile and why, when the boards module is installed; None otherwise."""
     try:
-        from edge_sdk.board_detect import detect_board, machine_facts
+        from edge_sdk.planning.board_detect import detect_board, machine_facts
     except ImportError:
         return None
     arch = platform.machine()

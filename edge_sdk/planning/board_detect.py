@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_sdk.board import MB, list_boards
+from edge_sdk.planning.board import MB, list_boards
 
 ROOT_ENV = "EDGE_SDK_DETECT_ROOT"
 

@@ -11,14 +11,14 @@ board's largest to its smallest), where the loading levels are:
 3. the denoiser too loaded per call (slow: only when nothing else fits);
 4. the denoiser streamed: its stream parts (``convert --stream-parts``) opened, run and released
    in turn within each call, so only the largest part's weights are held (the slowest rung;
-   ``edge_sdk.stream_plan``).
+   ``edge_sdk.planning.stream_plan``).
 
 Artifact variants sit beside that ladder: where the bundle has them, the ``sliced`` denoiser and
 decoder (attention in query chunks, ``convert --attention sliced:N``) and the ``tiny`` decoder
 (TAESD) are swapped in when they reach an earlier rung than the plain artifacts, or the only one
 that fits.
 
-Peak memory is estimated per stage (see ``edge_sdk.memory_estimate``): the process base, the
+Peak memory is estimated per stage (see ``edge_sdk.planning.memory_estimate``): the process base, the
 sessions open during that stage, the stage's activations at the requested size, and the image
 buffers. When no rung fits, ``plan`` refuses before anything runs and says what would fit: a
 smaller size, int8 artifacts, or a tile smaller than the board's limit.
@@ -29,13 +29,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_sdk.board import BoardProfile, load_board
 from edge_sdk.bundle import Artifact, Bundle
 from edge_sdk.errors import PlanError, UsageError
-from edge_sdk.memory_estimate import ComponentCost, default_cost
-from edge_sdk.memory_probe import component_cost
-from edge_sdk.plan import PRECISION_ORDER, ComponentPlan, Plan, TilePlan, usable_runtimes
-from edge_sdk.stream_plan import StreamCost, stream_cost
+from edge_sdk.planning.board import BoardProfile, load_board
+from edge_sdk.planning.memory_estimate import ComponentCost, default_cost
+from edge_sdk.planning.memory_probe import component_cost
+from edge_sdk.planning.plan import PRECISION_ORDER, ComponentPlan, Plan, TilePlan, usable_runtimes
+from edge_sdk.planning.stream_plan import StreamCost, stream_cost
 from edge_sdk.units import MB
 
 TINY = "tiny"  # the decoder variant holding a tiny autoencoder (TAESD), see converters/diffusers_folder.py
@@ -316,7 +316,7 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     """A plan for ``bundle`` on ``board`` whose estimated peak memory fits the board's cap, or PlanError."""
     req = request or PlanRequest()
     if isinstance(board, str):
-        from edge_sdk.board_detect import resolve_board
+        from edge_sdk.planning.board_detect import resolve_board
 
         board = load_board(resolve_board(board))  # "auto": the board detected here
     if req.batch < 1:

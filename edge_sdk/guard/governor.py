@@ -69,7 +69,7 @@ def _size(n: int) -> str:
 
 def activation_estimate(bundle, plan, cells: int, down: int, batch: int) -> int:
     """The largest single component call's activations by the planner's default cost model (no probe)."""
-    from edge_sdk.memory_estimate import default_cost
+    from edge_sdk.planning.memory_estimate import default_cost
 
     worst = 0
     for role, cp in plan.components.items():

@@ -8,7 +8,7 @@ candidate: the planner is asked for its plan with that runtime and precision for
 fitting, CFG mode, tiling and residency are the planner's), and, when only some components have
 that precision, the denoiser alone takes it while the others stay fp32 (VAE decoders lose more
 quality to int8 than denoisers). Each candidate is measured in a fresh process
-(``edge_sdk.bench``); the final image's PSNR against the board's fp32 plan on the same seed must
+(``edge_sdk.measure.bench``); the final image's PSNR against the board's fp32 plan on the same seed must
 reach ``min_psnr`` (default 30 dB).
 
 Where the result goes: ``<bundle's parent>/<bundle folder name>.tuned-<board>.json``, a sibling
@@ -28,7 +28,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.bench import (
+from edge_sdk.bundle import Bundle
+from edge_sdk.errors import PlanError, UsageError
+from edge_sdk.measure.bench import (
     DEFAULT_MIN_SECONDS,
     DEFAULT_REPEATS,
     DEFAULT_WARMUP,
@@ -39,10 +41,8 @@ from edge_sdk.bench import (
     measure,
     plan_label,
 )
-from edge_sdk.bundle import Bundle
-from edge_sdk.errors import PlanError, UsageError
-from edge_sdk.plan import PRECISION_ORDER, Plan, usable_runtimes
-from edge_sdk.tuned_plan import (  # noqa: F401 - the reading side, importable from here as before
+from edge_sdk.planning.plan import PRECISION_ORDER, Plan, usable_runtimes
+from edge_sdk.planning.tuned_plan import (  # noqa: F401 - the reading side, importable from here as before
     NATIVE_OPTIONS,
     TUNED_SCHEMA,
     _manifest_sha,
@@ -96,7 +96,7 @@ def candidate_plans(bundle: Bundle, board: Any, *, width: int | None = None, hei
     Not ``edge_sdk.load``'s choice: tuning must see every (runtime, precision) the board allows,
     so it asks the planner once per pair with that pair forced, instead of taking the one plan the
     front door would pick. Each candidate is then loaded through the front door (``bench.measure``)."""
-    from edge_sdk.planner import PlanRequest, plan
+    from edge_sdk.planning.planner import PlanRequest, plan
 
     usable = usable_runtimes()
     want_rt = list(runtimes) if runtimes else None
@@ -206,8 +206,8 @@ def tune(bundle: str | os.PathLike | Bundle, board: str | None = None, *, steps:
          progress: ProgressFn | None = None) -> TuneResult:
     """Measure the candidate plans for ``board`` (default: detected) and store the fastest one whose
     final image is within ``min_psnr`` dB of the fp32 plan's. Raises PlanError if none is."""
-    from edge_sdk.board import load_board, usable_cpus
-    from edge_sdk.board_detect import detect_board
+    from edge_sdk.planning.board import load_board, usable_cpus
+    from edge_sdk.planning.board_detect import detect_board
 
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     if not (isinstance(min_psnr, (int, float)) and min_psnr > 0):
@@ -257,7 +257,7 @@ def tune(bundle: str | os.PathLike | Bundle, board: str | None = None, *, steps:
 def write_tuned_plan(bundle: Bundle, res: TuneResult) -> Path:
     """Write the chosen plan and what it was chosen from (atomically) next to the bundle."""
     from edge_sdk import __version__
-    from edge_sdk.fsutil import atomic_write
+    from edge_sdk.guard.fsutil import atomic_write
 
     assert res.chosen is not None
     plan = Plan.from_json(res.chosen.plan)

@@ -4,7 +4,7 @@ Runtimes are native code; a truncated or hostile file can crash them (ORT #4349,
 instead of raising. These checks are cheap, pure-Python and run first, so the common bad cases
 (wrong format, truncation, random bytes, external data pointing outside the model's folder) are a
 ``ModelFileError``/``UnsafePathError`` naming the file. They do not make a malicious model safe to
-run: for that, run in a child process (``edge_sdk.supervise``).
+run: for that, run in a child process (``edge_sdk.guard.supervise``).
 
 - ONNX: a protobuf wire-format walk of ModelProto (no ``onnx`` package needed on the device):
   every length stays inside its parent, a graph is present, and every external-data
@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 
 from edge_sdk.errors import ModelFileError, UnsafePathError, UsageError
-from edge_sdk.paths import resolve_inside
+from edge_sdk.guard.paths import resolve_inside
 
 # Deepest nesting of ONNX subgraphs (If/Loop bodies) we follow; real models stay far below.
 _MAX_DEPTH = 64

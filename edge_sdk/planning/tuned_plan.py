@@ -1,6 +1,6 @@
 """Reading a tuned plan back (device side: plain JSON, no torch, no benchmark code).
 
-``edge-sdk tune`` (``edge_sdk.tune``) measures candidate plans and writes the best one beside the
+``edge-sdk tune`` (``edge_sdk.measure.tune``) measures candidate plans and writes the best one beside the
 bundle; ``edge_sdk.load`` reads it from here, so loading never imports the tuner.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import EdgeSDKError, PlanError
-from edge_sdk.plan import Plan
+from edge_sdk.planning.plan import Plan
 
 TUNED_SCHEMA = 1
 # Runtime options that load a shared library, import a module or read engines/caches from a path.
@@ -26,7 +26,7 @@ def tuned_plan_path(bundle_root: str | os.PathLike, board: str) -> Path:
 
 
 def _manifest_sha(bundle: Bundle) -> str:
-    from edge_sdk.fsutil import sha256_file
+    from edge_sdk.guard.fsutil import sha256_file
 
     return sha256_file(bundle.root / "manifest.json")
 
@@ -38,7 +38,7 @@ def load_tuned_plan(bundle: Bundle, board: str | None = None, *, required: bool 
     cases raise PlanError saying what to run.
     """
     if board is None:
-        from edge_sdk.board_detect import detect_board
+        from edge_sdk.planning.board_detect import detect_board
 
         board, _why = detect_board()
         if board is None:
@@ -52,7 +52,7 @@ def load_tuned_plan(bundle: Bundle, board: str | None = None, *, required: bool 
             raise PlanError(f"bundle {bundle.name} has no tuned plan for board {board} ({path} is missing)",
                             hint=f"run: edge-sdk tune {bundle.root} --board {board}")
         return None
-    from edge_sdk.safeio import load_json
+    from edge_sdk.guard.safeio import load_json
 
     try:
         doc = load_json(path, error=PlanError, what="tuned plan")

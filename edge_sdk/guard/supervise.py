@@ -2,7 +2,7 @@
 
 A runtime that dies natively (a segfault on a hostile model, SIGBUS on a file truncated under an
 mmap, the kernel's OOM killer) takes its whole process with it; no ``try`` can catch that. So the
-work runs in a child (``python -m edge_sdk.supervise``, a fresh interpreter: no fork of the app's
+work runs in a child (``python -m edge_sdk.guard.supervise``, a fresh interpreter: no fork of the app's
 threads, no re-import of the app's ``__main__``) that talks to the parent over a private pipe. The
 parent survives and gets a typed error:
 
@@ -62,7 +62,7 @@ class _Child:
         env["PYTHONPATH"] = os.pathsep.join([pkg_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edge_sdk.supervise", str(p2c_r), str(c2p_w)],
+                [sys.executable, "-m", "edge_sdk.guard.supervise", str(p2c_r), str(c2p_w)],
                 pass_fds=(p2c_r, c2p_w), env=env, stdin=subprocess.DEVNULL, close_fds=True)
         finally:
             os.close(p2c_r)
@@ -188,7 +188,7 @@ class SupervisedGenerator:
         if kind == "error":
             child.kill()
             raise _rebuild_error(payload)
-        from edge_sdk.plan import Plan
+        from edge_sdk.planning.plan import Plan
 
         self.plan, self.manifest = Plan.from_json(payload["plan"]), payload["manifest"]
         self._child = child

@@ -4,13 +4,12 @@ A profile says how much memory edge-sdk may use on a board (the cap; on Jetson C
 it), what the CPU can do, which runtimes and devices to prefer, which precision each component
 should run in, how many threads, and the decode tile limits. Every figure carries its source in
 the file. ``load_board`` takes a built-in name (``rpi5-8gb``) or the path of a user's own file;
-``edge_sdk.board_detect.detect_board`` guesses which built-in profile fits the machine it runs on.
+``edge_sdk.planning.board_detect.detect_board`` guesses which built-in profile fits the machine it runs on.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,11 +17,6 @@ from typing import Any
 
 from edge_sdk.errors import PlanError
 from edge_sdk.units import MB
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - 3.10
-    pass
 
 SCHEMA = 1
 ROLES = ("denoiser", "decoder", "encoder", "text_encoder", "generator")
@@ -176,7 +170,7 @@ def parse_profile(data: dict[str, Any], *, path: str) -> BoardProfile:
         runtimes.append((r, d))
     if not runtimes:
         raise PlanError(f"{path} [runtimes]: the preference list is empty")
-    from edge_sdk.plan import PRECISION_ORDER
+    from edge_sdk.planning.plan import PRECISION_ORDER
 
     precision = {}
     for role, order in data["precision"].items():
@@ -212,7 +206,7 @@ def parse_profile(data: dict[str, Any], *, path: str) -> BoardProfile:
 
 
 def _read(path: Path, where: str) -> BoardProfile:
-    from edge_sdk.safeio import load_toml  # no link, regular file, size cap, no nan/inf
+    from edge_sdk.guard.safeio import load_toml  # no link, regular file, size cap, no nan/inf
 
     data = load_toml(path, max_bytes=MAX_PROFILE_BYTES, error=PlanError, what="board profile")
     return parse_profile(data, path=where)
@@ -260,10 +254,10 @@ def load_board(name_or_path: str | os.PathLike) -> BoardProfile:
     return prof
 
 
-# -- detection: edge_sdk.board_detect (kept importable from here for existing callers) ----------
+# -- detection: edge_sdk.planning.board_detect (kept importable from here for existing callers) ----------
 def __getattr__(name: str) -> Any:
     if name in ("MachineFacts", "machine_facts", "detect_board"):
-        from edge_sdk import board_detect
+        from edge_sdk.planning import board_detect
 
         return getattr(board_detect, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """A plan: which runtime, format, precision and device each component uses, and how a run is shaped.
 
-The planner (``edge_sdk.planner``) fills one from a board profile; ``default_plan`` is the plan
+The planner (``edge_sdk.planning.planner``) fills one from a board profile; ``default_plan`` is the plan
 without a board: the first installed runtime that opens an artifact the bundle has, fp32 first.
 """
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import EdgeSDKError, PlanError, SupervisedProcessError
-from edge_sdk.memory_estimate import MB, ComponentCost, default_cost, fit_activation, has_attention
+from edge_sdk.planning.memory_estimate import MB, ComponentCost, default_cost, fit_activation, has_attention
 
 PROFILE_VERSION = 6
 # A memory probe runs the model: a graph that never terminates must not hang `plan` (hardening class 7).
@@ -64,7 +64,7 @@ def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device:
     except PlanError:
         return default_cost(bundle, component, runtime, art)
     try:
-        from edge_sdk.fsutil import atomic_write
+        from edge_sdk.guard.fsutil import atomic_write
 
         cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(cached, "w") as f:
@@ -98,7 +98,7 @@ def _probe_feeds(inputs: list[dict[str, Any]], n: int, model: dict[str, Any]) ->
 
 def _one_size(cls, args: dict[str, Any], n: int | None) -> tuple[int, list[int], list[dict[str, Any]]]:
     """Open the artifact, run it twice at ``n`` cells per side: (session bytes, [first, second] peaks, inputs)."""
-    from edge_sdk.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+    from edge_sdk.measure.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 
     before_open = rss_bytes()
     rt = cls(args["path"], device=args["device"], threads=args.get("threads"), options=args.get("options"))
@@ -136,7 +136,7 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
     A fresh process per size is what a real run looks like; one session run at growing sizes
     lets the allocator's arena fragment and overstates the larger sizes by ~1.3x.
     """
-    from edge_sdk.memory import rss_bytes
+    from edge_sdk.measure.memory import rss_bytes
     from edge_sdk.runtimes.registry import get_runtime
 
     cls = get_runtime(args["runtime"])  # imports the engine before forking
@@ -187,7 +187,7 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
 
 def probe_timeout() -> float:
     """Seconds a memory probe may take: ``EDGE_SDK_PROBE_TIMEOUT``, else PROBE_TIMEOUT."""
-    from edge_sdk.bounds import seconds_from_env
+    from edge_sdk.guard.bounds import seconds_from_env
 
     return seconds_from_env(PROBE_TIMEOUT_ENV, PROBE_TIMEOUT, bounds=(0.1, 86_400.0))
 
@@ -202,8 +202,8 @@ def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "c
     ``component_cost`` answers with the role default; a crash or a timeout is not: the same model
     would crash or hang the run it is planned for, so it is reported.
     """
+    from edge_sdk.guard.supervise import run_supervised
     from edge_sdk.runtimes.registry import plan_options
-    from edge_sdk.supervise import run_supervised
 
     timeout = probe_timeout() if timeout is None else timeout
     args = {"runtime": runtime, "path": str(art.path), "device": device, "threads": threads, "sizes": list(sizes),

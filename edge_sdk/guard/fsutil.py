@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from edge_sdk.faults import kill_point
+from edge_sdk.guard.faults import kill_point
 
 _CHUNK = 1 << 20
 
@@ -100,7 +100,7 @@ def replace_dir(new: Path, target: Path) -> None:
         os.rename(new, target)
         kill_point("commit:renamed")
     elif _renameat2_exchange(new, target):
-        kill_point("commit:renamed")  # interruption tests (edge_sdk.faults); a no-op otherwise
+        kill_point("commit:renamed")  # interruption tests (edge_sdk.guard.faults); a no-op otherwise
         shutil.rmtree(new)  # ``new`` now holds the old contents
     else:
         aside = target.with_name(f".{target.name}.old-{os.getpid()}")
