@@ -36,7 +36,7 @@ FILE_CLASSES = {
     "test_destructive.py": "1, 5, 6", "test_names.py": "2", "test_verify_then_use.py": "3, 4",
     "test_files_and_schemas.py": "5, 6, 7", "test_config_values.py": "6, 7", "test_governor.py": "7",
     "test_endless_graphs.py": "6, 7", "test_images.py": "7, 8", "test_prompts.py": "8", "test_signals.py": "9",
-    "test_counts.py": "-",
+    "test_stream_manifest.py": "2, 6", "test_counts.py": "-",
 }
 # Good inputs that must still work, static guards and checks of the harness: not bad inputs.
 CONTROLS = {
@@ -48,6 +48,7 @@ CONTROLS = {
     "test_result_comes_back", "test_cli_run_isolate_writes_the_same_image", "test_unswapped_runs_and_matches",
     "test_every_kill_point_is_still_in_the_code", "test_the_harness_counts_a_native_crash",
     "test_the_fp16_decoder_really_overflows", "test_docs_counts_are_current",
+    "test_a_consistent_stream_section_loads",
 }
 
 
