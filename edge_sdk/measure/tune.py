@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.bundle import Bundle
-from edge_sdk.errors import PlanError, UsageError
+from edge_sdk.errors import PlanError, RuntimeUnavailableError, UsageError
 from edge_sdk.measure.bench import (
     DEFAULT_MIN_SECONDS,
     DEFAULT_REPEATS,
@@ -166,24 +166,25 @@ def _reduced_compute(plan: Plan, notes: list[str]) -> list[Plan]:
     speed, reduced = {}, {}
     for k, c in plan.components.items():
         try:
-            fast, low = get_runtime(c.runtime).tune_options(c.device)
-        except Exception:  # noqa: BLE001 - a runtime not loadable here has nothing to add
+            fast, slim = get_runtime(c.runtime).tune_options(c.device)
+        except (RuntimeUnavailableError, UsageError):  # a runtime not loadable here has nothing to add
             continue
         if fast:
             speed[k] = fast
-        if low:
-            reduced[k] = low
+        if slim:
+            reduced[k] = slim
     if not speed and not reduced:
         return []
+    # The plan with speed options only, then each distinct non-empty set of reduced components.
     variants: list[tuple[str, ...]] = [()]
-    variants += [tuple(k for k in names if k in reduced) for names in REDUCED_COMPONENTS]
+    for names in REDUCED_COMPONENTS:
+        low = tuple(k for k in names if k in reduced)
+        if low and low not in variants:
+            variants.append(low)
     if not reduced:
         notes.append(f"no reduced-precision arithmetic on this CPU for {', '.join(sorted(speed))}")
-    out, seen = [], set()
+    out = []
     for low in variants:
-        if low in seen or (variants.index(low) and not low):
-            continue
-        seen.add(low)
         comps = {k: replace(c, options={**c.options, **speed.get(k, {}), **(reduced[k] if k in low else {})})
                  if k in speed or k in low else c for k, c in plan.components.items()}
         out.append(replace(plan, components=comps, notes=list(plan.notes)))

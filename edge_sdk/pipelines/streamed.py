@@ -39,6 +39,8 @@ class StreamedSession:
         ins, outs = bundle.signature(component)
         self.inputs: list[TensorSpec] = ins
         self.outputs: list[TensorSpec] = outs
+        self._input_names = {t.name for t in ins}
+        self._final = {t.name for t in outs}  # never dropped between parts
         # Resident parts: the first ones whose artifacts fit the budget together.
         self.resident: set[int] = set()
         used = 0
@@ -67,12 +69,10 @@ class StreamedSession:
         return rt
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = {t.name for t in self.inputs}
-        if set(feeds) != names:
+        if set(feeds) != self._input_names:
             raise InputError(f"streamed {self.component}: inputs {sorted(feeds)} do not match the model's "
-                             f"{sorted(names)}")
+                             f"{sorted(self._input_names)}")
         env: dict[str, np.ndarray] = dict(feeds)
-        final = {t.name for t in self.outputs}
         for part in self.parts:
             rt = self._session(part.index)
             try:
@@ -83,7 +83,7 @@ class StreamedSession:
                     del rt
                     _give_back_freed_memory()
             for t in part.inputs:
-                if self._last_use.get(t.name) == part.index and t.name not in final:
+                if self._last_use.get(t.name) == part.index and t.name not in self._final:
                     env.pop(t.name, None)
             # Owned copies: an engine's output may be a view into its arena.
             env.update({t.name: np.array(got[t.name], copy=True) for t in part.outputs})

@@ -120,6 +120,21 @@ def rel_l2(bundle, component: str, fmt: str, precision: str, variant: str = "") 
     return float(bundle.artifact(component, fmt, precision, variant).validation["rel_l2"])
 
 
+def board_with_cap(folder: Path, name: str, cap_mb: int) -> Path:
+    """A user's board profile (the Pi Zero 2 W's, ONNX Runtime on CPU, fp32) with its own cap."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "boards" / "rpi-zero-2w.toml").read_text()
+    text = re.sub(r'(?m)^name = .*$', f'name = "{name}"', text)
+    text = re.sub(r'(?m)^cap_mb = .*$', f'cap_mb = {int(cap_mb)}', text)
+    text = re.sub(r'(?m)^ram_mb = .*$', f'ram_mb = {int(cap_mb) + 160}', text)
+    text = re.sub(r'(?m)^preference = .*$', 'preference = ["onnxruntime:cpu"]', text)
+    text = re.sub(r'(?m)^(default|decoder) = \[.*$', r'\1 = ["fp32"]', text)
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="session")
 def arch():
     """The builders, for test modules (which cannot import conftest under importlib mode)."""
@@ -127,7 +142,8 @@ def arch():
 
     return SimpleNamespace(unet2d=tiny_unet2d, unet_cond=tiny_unet_cond, vae=tiny_vae, clip=tiny_clip,
                            dcgan=tiny_dcgan, rel_l2=rel_l2, write_diffusers_folder=write_diffusers_folder,
-                           make_taesd=make_taesd, make_kl8=make_kl8, make_lora=make_lora, lora_scale=LORA_SCALE)
+                           make_taesd=make_taesd, make_kl8=make_kl8, make_lora=make_lora, lora_scale=LORA_SCALE,
+                           board_with_cap=board_with_cap)
 
 
 # A small English corpus for a CLIP-format BPE (vocab.json + merges.txt), learned here because no

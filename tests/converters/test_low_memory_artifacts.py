@@ -65,24 +65,8 @@ def test_attention_option_is_parsed_or_refused():
             parse_attention(bad)
 
 
-def _board(tmp, name: str, cap_mb: int):
-    """A user's board profile (the Pi Zero 2 W's, ONNX Runtime on CPU, fp32) with its own cap."""
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).parents[2] / "boards" / "rpi-zero-2w.toml").read_text()
-    text = re.sub(r'(?m)^name = .*$', f'name = "{name}"', text)
-    text = re.sub(r'(?m)^cap_mb = .*$', f'cap_mb = {int(cap_mb)}', text)
-    text = re.sub(r'(?m)^ram_mb = .*$', f'ram_mb = {int(cap_mb) + 160}', text)
-    text = re.sub(r'(?m)^preference = .*$', 'preference = ["onnxruntime:cpu"]', text)
-    text = re.sub(r'(?m)^(default|decoder) = \[.*$', r'\1 = ["fp32"]', text)
-    path = tmp / f"{name}.toml"
-    path.write_text(text)
-    return path
-
-
 @pytest.mark.slow
-def test_planner_takes_sliced_attention_before_slower_rungs_as_the_cap_shrinks(sliced_bundle, tmp_path):
+def test_planner_takes_sliced_attention_before_slower_rungs_as_the_cap_shrinks(sliced_bundle, tmp_path, arch):
     """Caps from roomy to tight at 64x64 latent cells (attention-dominated): the plan goes from
     full attention with batched CFG, to sliced attention (same speed class), to sequential CFG,
     to the UNet loaded per call, never back up the ladder, and each plan's peak fits its cap."""
@@ -96,7 +80,7 @@ def test_planner_takes_sliced_attention_before_slower_rungs_as_the_cap_shrinks(s
     seen, cap = [], 4096
     for i in range(40):
         try:
-            p = plan(b, load_board(_board(tmp_path, f"cap{i}", cap)), req)
+            p = plan(b, load_board(arch.board_with_cap(tmp_path, f"cap{i}", cap)), req)
         except PlanError:
             break
         den = p.components["denoiser"]

@@ -12,8 +12,6 @@ image equal to the reference decoder's output on the run's own final latents.
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,20 +27,6 @@ def taesd_bundle(lora_taesd, tmp_path_factory):
     """(bundle, AutoencoderKL folder, TAESD folder, a folder for board files)."""
     b, _, taesd, kl8 = lora_taesd
     return b, kl8, taesd, tmp_path_factory.mktemp("boards")
-
-
-def _board(tmp: Path, name: str, cap_mb: int) -> Path:
-    """A user's board profile (the Pi Zero 2 W's, ONNX Runtime on CPU, fp32) with its own cap."""
-    from importlib import resources
-
-    text = (Path(str(resources.files("edge_sdk.boards"))) / "rpi-zero-2w.toml").read_text()
-    text = re.sub(r'(?m)^name = .*$', f'name = "{name}"', text)
-    text = re.sub(r'(?m)^cap_mb = .*$', f'cap_mb = {cap_mb}', text)
-    text = re.sub(r'(?m)^preference = .*$', 'preference = ["onnxruntime:cpu"]', text)
-    text = re.sub(r'(?m)^(default|decoder) = \[.*$', r'\1 = ["fp32"]', text)
-    path = tmp / f"{name}.toml"
-    path.write_text(text)
-    return path
 
 
 @pytest.mark.slow
@@ -72,7 +56,7 @@ def test_tiny_decoder_is_recorded_and_decodes_like_diffusers(taesd_bundle):
 
 
 @pytest.mark.slow
-def test_small_board_plans_the_tiny_decoder_big_board_the_full_vae_and_both_generate(taesd_bundle):
+def test_small_board_plans_the_tiny_decoder_big_board_the_full_vae_and_both_generate(taesd_bundle, arch):
     from diffusers import AutoencoderKL, AutoencoderTiny
 
     from edge_sdk import api
@@ -87,7 +71,7 @@ def test_small_board_plans_the_tiny_decoder_big_board_the_full_vae_and_both_gene
     tiny_peak = plan(b, "jetson-agx-orin-64gb", PlanRequest(**req, decoder="tiny")).estimates["peak"]
     assert tiny_peak < full_peak
     cap_mb = int((full_peak + tiny_peak) / 2 / 0.95 / 2**20)
-    small = _board(tmp, "small-board", cap_mb)
+    small = arch.board_with_cap(tmp, "small-board", cap_mb)
 
     p_small = plan(b, str(small), PlanRequest(**req))
     p_big = plan(b, "jetson-agx-orin-64gb", PlanRequest(**req))
