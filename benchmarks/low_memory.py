@@ -41,14 +41,14 @@ def main() -> None:
     from models import sd_model
 
     from edge_sdk.bundle import Bundle
+    from edge_sdk.cache import cache_dir
     from edge_sdk.converters.convert import convert
-    from edge_sdk.demo import cache_root
     from edge_sdk.measure.bench import measure, psnr
     from edge_sdk.planning.plan import Plan
     from edge_sdk.planning.planner import PlanRequest, plan
 
     bm = sd_model(32)
-    path = Path(args.out or cache_root() / "bench" / f"sd-sliced{args.chunks}-{bm.key()}")
+    path = Path(args.out or cache_dir("bench") / f"sd-sliced{args.chunks}-{bm.key()}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if (path / "manifest.json").is_file():
         bundle = Bundle.open(path)

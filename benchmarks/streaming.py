@@ -67,18 +67,19 @@ def _timed(cmd: list[str]) -> dict:
 RUN_CHILD = r"""
 import json, sys, time
 import numpy as np
-from edge_sdk.planning.planner import load_for_board
+import edge_sdk
+from edge_sdk.pipelines.request import GenerateRequest
 bundle, board, size, steps, guidance, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
     float(sys.argv[5]), sys.argv[6]
 t0 = time.perf_counter()
-gen = load_for_board(bundle, board, height=size, width=size, guidance=guidance)
+gen = edge_sdk.load(bundle, board=board, request=GenerateRequest(height=size, width=size, guidance=guidance))
+# Cap watch off (edge-sdk run stops at the cap): the point is to measure the peak against the estimate.
+gen.watch = False
 shape = [d if isinstance(d, int) else 1 for d in gen.bundle.signature("denoiser")[0][2].shape]
 rng = np.random.default_rng(1)
 cond, uncond = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
-# No MemoryWatch (edge-sdk run stops at the cap): the point is to measure the peak against the estimate.
-if True:
-    r = gen.generate(steps=steps, seed=0, guidance=guidance, height=size, width=size, prompt_embeds=cond,
-                     negative_prompt_embeds=uncond)
+r = gen.generate(steps=steps, seed=0, guidance=guidance, height=size, width=size, prompt_embeds=cond,
+                 negative_prompt_embeds=uncond)
 gen.close()
 r.save(out)
 plan = {k: f"{c.runtime}:{c.format}/{c.precision}" + ("+streamed" if c.stream else "")
