@@ -79,7 +79,8 @@ def load(bundle: str | os.PathLike | Bundle, *, board: str | BoardProfile | None
          plan: Plan | str | None = None, request: GenerateRequest | None = None, runtime: str | None = None,
          precision: str | None = None, format: str | None = None, device: str = "auto",
          threads: int | None = None, decoder: str | None = None, verify: bool = True, isolate: bool = False,
-         timeout: float | None = None, call_timeout: float | None = None) -> Generator:
+         timeout: float | None = None, call_timeout: float | None = None, deep_cache: int | None = None,
+         deep_cache_branch: str | None = None) -> Generator:
     """Open (and verify) ``bundle``, choose its plan, and return a Generator. The one front door:
     the CLI's ``run``, ``demo``, ``bench`` and ``tune`` load through here.
 
@@ -103,6 +104,11 @@ def load(bundle: str | os.PathLike | Bundle, *, board: str | BoardProfile | None
     30 minutes); past it the call is stopped and ``generate`` raises ``InferenceError``. OpenVINO
     (inside a Loop) and LiteRT cannot stop a call in flight: it then goes on computing until the
     process exits, so run untrusted bundles with ``isolate=True``.
+
+    ``deep_cache`` (N >= 1) and ``deep_cache_branch`` ("down0" or "conv_in") set the chosen plan's
+    DeepCache: one full UNet run every N steps, the shallow stream parts between
+    (``edge_sdk.pipelines.deep_cache``; the bundle needs ``convert --stream-parts denoiser``). N=1
+    turns off a tuned plan's.
     """
     if call_timeout is not None:  # checked before anything is opened, here or in the isolated child
         from edge_sdk.runtimes.watch import call_deadline
@@ -118,6 +124,8 @@ def load(bundle: str | os.PathLike | Bundle, *, board: str | BoardProfile | None
                          hint="pass a runtime instead, or leave the board out")
     if request is not None and not isinstance(request, GenerateRequest):
         raise UsageError(f"request must be a GenerateRequest, got {type(request).__name__}")
+    if deep_cache is not None or deep_cache_branch is not None:  # bad values fail here, not in a child
+        GenerateRequest(deep_cache=deep_cache, deep_cache_branch=deep_cache_branch)
     if isolate:
         from edge_sdk.guard.supervise import DEFAULT_LOAD_TIMEOUT, SupervisedGenerator
 
@@ -126,10 +134,15 @@ def load(bundle: str | os.PathLike | Bundle, *, board: str | BoardProfile | None
         return SupervisedGenerator(bundle, timeout=timeout or DEFAULT_LOAD_TIMEOUT,  # type: ignore[return-value]
                                    board=board, plan=plan, request=request, runtime=runtime, precision=precision,
                                    format=format, device=device, threads=threads, decoder=decoder, verify=verify,
-                                   call_timeout=call_timeout)
+                                   call_timeout=call_timeout, deep_cache=deep_cache,
+                                   deep_cache_branch=deep_cache_branch)
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle, verify=verify)
     chosen = _choose_plan(b, board=board, plan=plan, request=request, runtime=runtime, precision=precision,
                           format=format, device=device, threads=threads, decoder=decoder)
+    if deep_cache is not None:
+        from edge_sdk.pipelines.deep_cache import with_deep_cache
+
+        chosen = with_deep_cache(b, chosen, deep_cache, deep_cache_branch)
     return Generator(b, chosen, call_timeout=call_timeout)
 
 

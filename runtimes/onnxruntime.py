@@ -121,6 +121,12 @@ class OnnxRuntime(Runtime):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[level]
         so.log_severity_level = 3
+        # allow_spinning False: worker threads sleep between runs instead of spinning, which frees the
+        # cores for the next of many small chained sessions (DeepCache's parts); ORT's default spins.
+        if "allow_spinning" in self.options:
+            flag = "1" if self.options["allow_spinning"] else "0"
+            so.add_session_config_entry("session.intra_op.allow_spinning", flag)
+            so.add_session_config_entry("session.inter_op.allow_spinning", flag)
         # The CPU arena and memory patterns keep a run's peak activations allocated between runs (fast
         # reuse); off, peak memory falls back after each run (benchmarks/RESULTS.md: 3.3 GB -> 1.2 GB).
         so.enable_cpu_mem_arena = bool(self.options.get("cpu_mem_arena", True))

@@ -200,10 +200,13 @@ def plan_for_config(bundle: Bundle, config: BenchConfig, *, threads: int | None 
 def plan_label(plan: Plan) -> str:
     """'onnxruntime:onnx/int8-static' when uniform, else one runtime:format/precision per component;
     '+bf16' when it computes in another precision than its weights', '+static' when compiled per shape."""
+    from edge_sdk.pipelines.deep_cache import label as deep_cache_label
+
     def one(c) -> str:
         opts = c.options or {}
         extra = (f"+{opts['inference_precision']}" if opts.get("inference_precision") not in (None, "f32") else "")
         extra += "+static" if opts.get("static_shapes") == "per_shape" else ""
+        extra += deep_cache_label(c)
         return f"{c.runtime}:{c.format}/{c.precision}{extra}"
 
     parts = {one(c) for c in plan.components.values()}

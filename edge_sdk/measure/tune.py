@@ -51,6 +51,8 @@ from edge_sdk.planning.tuned_plan import (  # noqa: F401 - the reading side, imp
 )
 
 DEFAULT_MIN_PSNR = 30.0
+# DeepCache intervals tried on top of the fastest plan that meets the bar (edge_sdk.pipelines.deep_cache).
+DEFAULT_DEEP_CACHE = (2, 3, 5)
 ProgressFn = Callable[[int, int, str], None]
 
 
@@ -192,9 +194,25 @@ def _reduced_compute(plan: Plan, notes: list[str]) -> list[Plan]:
 
 
 def full_precision(plan: dict[str, Any]) -> bool:
-    """Every component fp32 in its weights and its arithmetic: a quality reference."""
+    """Every component fp32 in its weights and its arithmetic, every step computed: a quality reference."""
     return all(c["precision"] == "fp32" and (c.get("options") or {}).get("inference_precision") in (None, "f32")
-               for c in plan["components"].values())
+               and not c.get("deep_cache") for c in plan["components"].values())
+
+
+def deep_cache_plans(bundle: Bundle, plan: Plan, intervals: Iterable[int], notes: list[str]) -> list[Plan]:
+    """``plan`` with DeepCache at each interval (> 1), where the denoiser has stream parts in its
+    format and precision; none (and a note saying how to get them) where it has not."""
+    from edge_sdk.pipelines.deep_cache import with_deep_cache
+
+    wanted = sorted({int(n) for n in intervals if int(n) > 1})
+    cp = plan.components.get("denoiser")
+    if not wanted or cp is None:
+        return []
+    if not bundle.stream_parts("denoiser", cp.format, cp.precision):
+        notes.append(f"DeepCache not tried: the denoiser has no {cp.format}/{cp.precision} stream parts "
+                     "(convert with --stream-parts denoiser)")
+        return []
+    return [with_deep_cache(bundle, plan, n) for n in wanted]
 
 
 # -- tuning ------------------------------------------------------------------------------------------
@@ -203,10 +221,14 @@ def tune(bundle: str | os.PathLike | Bundle, board: str | None = None, *, steps:
          min_psnr: float = DEFAULT_MIN_PSNR, runtimes: Iterable[str] | None = None,
          precisions: Iterable[str] | None = None, threads: int | None = None, warmup: int = DEFAULT_WARMUP,
          repeats: int = DEFAULT_REPEATS, min_seconds: float = DEFAULT_MIN_SECONDS, isolate: bool = True,
-         measure_memory: bool = True, write: bool = True,
+         measure_memory: bool = True, write: bool = True, deep_cache: Iterable[int] = DEFAULT_DEEP_CACHE,
          progress: ProgressFn | None = None) -> TuneResult:
     """Measure the candidate plans for ``board`` (default: detected) and store the fastest one whose
-    final image is within ``min_psnr`` dB of the fp32 plan's. Raises PlanError if none is."""
+    final image is within ``min_psnr`` dB of the fp32 plan's. Raises PlanError if none is.
+
+    Then DeepCache (``deep_cache`` intervals; () for none) is tried on top of that fastest plan, as
+    more candidates held to the same bar against the same reference: it is an approximation whose
+    loss adds to the plan's own, so it is tried on the plan it would speed up."""
     from edge_sdk.planning.board import load_board, usable_cpus
     from edge_sdk.planning.board_detect import detect_board
 
@@ -232,8 +254,6 @@ def tune(bundle: str | os.PathLike | Bundle, board: str | None = None, *, steps:
         if progress:
             progress(i, len(plans), label)
         results.append(measure(b.root, p, label=label, steps=steps, isolate=isolate, **kw))
-    if progress:
-        progress(len(plans), len(plans), "done")
     ref = next((r for r, p in zip(results, plans, strict=False) if r.ok and full_precision(p.to_json())), None)
     if ref is None:
         raise PlanError(f"the fp32 reference plan of {b.name} did not run on this machine, so quality cannot be "
@@ -242,8 +262,21 @@ def tune(bundle: str | os.PathLike | Bundle, board: str | None = None, *, steps:
     attach_quality(results, {steps: ref})
     ok = [r for r in results if r.ok and r.psnr_db is not None and r.psnr_db >= min_psnr]
     chosen = min(ok, key=lambda r: r.end_to_end_ms) if ok else None
+    extra = deep_cache_plans(b, Plan.from_json(chosen.plan), deep_cache, notes) if chosen is not None else []
+    for i, p in enumerate(extra):
+        label = plan_label(p)
+        if progress:
+            progress(len(plans) + i, len(plans) + len(extra), label)
+        results.append(measure(b.root, p, label=label, steps=steps, isolate=isolate, **kw))
+    if extra:
+        attach_quality(results[-len(extra):], {steps: ref})
+        ok = [r for r in results if r.ok and r.psnr_db is not None and r.psnr_db >= min_psnr]
+        chosen = min(ok, key=lambda r: r.end_to_end_ms)
+    if progress:
+        progress(len(results), len(results), "done")
     settings = {"steps": steps, "size": list(size) if size else None, "seed": seed, "guidance": guidance,
                 "threads": threads, "warmup": warmup, "repeats": repeats, "min_seconds": min_seconds,
+                "deep_cache": sorted({int(n) for n in deep_cache}),
                 "reference": ref.label, "notes": notes}
     res = TuneResult(board=profile.name, path=None, chosen=chosen, candidates=results, min_psnr=min_psnr,
                      settings=settings, machine=machine_info())

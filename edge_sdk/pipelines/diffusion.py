@@ -191,7 +191,15 @@ class DiffusionPipeline:
         class_labels, batch, height, width = req.class_labels, req.batch, req.height, req.width
         prompt, negative_prompt, init_image, strength = req.prompt, req.negative_prompt, req.init_image, req.strength
         prompt_embeds, negative_prompt_embeds = req.prompt_embeds, req.negative_prompt_embeds
-        self.sessions.notes.clear()  # notes (e.g. an fp16 -> fp32 fallback) are per run
+        # DeepCache: the request's for this run (checked against the bundle), else the plan's.
+        want = self.plan.components.get("denoiser")
+        if req.deep_cache is not None:
+            from edge_sdk.pipelines.deep_cache import with_deep_cache
+
+            want = with_deep_cache(self.bundle, self.plan, req.deep_cache, req.deep_cache_branch).components["denoiser"]
+        if want is not None:
+            self.sessions.set_deep_cache("denoiser", want)
+        self.sessions.begin_run()  # notes (e.g. an fp16 -> fp32 fallback) and cached features are per run
         timings: dict[str, float] = {}
         if self.conditioning != "text" and any(v is not None for v in
                                                 (prompt, negative_prompt, prompt_embeds, negative_prompt_embeds)):
@@ -290,6 +298,9 @@ class DiffusionPipeline:
             info["negative_prompt"] = negative_prompt
         if init_image is not None:
             info["strength"] = strength
+        deep = self.sessions.deep_cache_stats("denoiser")
+        if deep is not None:
+            info["deep_cache"] = deep
         if self.sessions.notes:
             info["notes"] = list(self.sessions.notes)
         return GenerationResult(to_uint8(raw, self.value_range), raw, latents, timings, info)

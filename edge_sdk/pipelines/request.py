@@ -22,7 +22,8 @@ from edge_sdk.samplers.guidance import check_rescale
 
 # Options a one-shot generator (GAN) does not take: given to one they are a mistake worth naming.
 DIFFUSION_ONLY = ("steps", "sampler", "guidance", "guidance_rescale", "prompt", "negative_prompt", "prompt_embeds",
-                  "negative_prompt_embeds", "init_image", "strength", "height", "width")
+                  "negative_prompt_embeds", "init_image", "strength", "height", "width", "deep_cache",
+                  "deep_cache_branch")
 
 
 def _positive_int(value: Any, what: str) -> None:
@@ -50,6 +51,10 @@ class GenerateRequest:
     negative_prompt_embeds: Any = None
     init_image: Any = None  # img2img: a path or an HWC uint8 array
     strength: float | None = None  # img2img: (0, 1], default 0.8
+    # DeepCache (edge_sdk.pipelines.deep_cache): a full UNet run every N steps, shallow ones between;
+    # None: the plan's choice (off unless tuned or loaded with it), 1: off for this run.
+    deep_cache: int | None = None
+    deep_cache_branch: str | None = None  # "down0" (default) or "conv_in"
 
     def __post_init__(self) -> None:
         from edge_sdk.pipelines.text import check_prompt
@@ -61,6 +66,13 @@ class GenerateRequest:
             check_steps(self.steps)
         check_rescale(self.guidance_rescale)
         _positive_int(self.batch, "batch")
+        if self.deep_cache is not None or self.deep_cache_branch is not None:
+            from edge_sdk.pipelines.deep_cache import check_branch, check_interval
+
+            if self.deep_cache is None:
+                raise UsageError("a DeepCache branch needs deep_cache (the steps per full UNet run) too")
+            check_interval(self.deep_cache)
+            check_branch(self.deep_cache_branch)
         if self.strength is not None and self.init_image is None:  # its range: the sampler's img2img_start
             raise UsageError("strength applies to img2img only: give an init image too")
 

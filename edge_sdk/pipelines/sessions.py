@@ -12,7 +12,7 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.errors import InputError, NumericalFaultError
 from edge_sdk.measure.memory import check_cap
 from edge_sdk.pipelines.fallback import fallback_note, fp32_fallback
-from edge_sdk.planning.plan import Plan
+from edge_sdk.planning.plan import ComponentPlan, Plan
 from edge_sdk.runtimes.base import Runtime
 from edge_sdk.runtimes.registry import open_artifact
 
@@ -29,17 +29,24 @@ class Sessions:
     def _load(self, component: str) -> Runtime:
         if component not in self._open:
             cp = self.plan.components[component]
-            if cp.stream:  # parts opened and released in turn behind one run() (pipelines/streamed.py)
+            if cp.deep_cache:  # the stream parts, full or shallow per step (pipelines/deep_cache.py)
+                from edge_sdk.pipelines.deep_cache import DeepCacheSession
+
+                self._open[component] = DeepCacheSession(  # type: ignore[assignment]
+                    self.bundle, component, runtime=cp.runtime, format=cp.format, precision=cp.precision,
+                    interval=cp.deep_cache, branch=cp.deep_cache_branch, device=cp.device, threads=cp.threads,
+                    options=cp.options)
+            elif cp.stream:  # parts opened and released in turn behind one run() (pipelines/streamed.py)
                 from edge_sdk.pipelines.streamed import StreamedSession
 
                 self._open[component] = StreamedSession(  # type: ignore[assignment]
                     self.bundle, component, runtime=cp.runtime, format=cp.format, precision=cp.precision,
                     device=cp.device, threads=cp.threads, options=cp.options, budget_bytes=cp.stream_budget)
-                return self._open[component]
-            art = self.bundle.artifact(component, cp.format, cp.precision, cp.variant)
-            # verified=: the runtime hashes the bytes it loads, so a file swapped since load() is refused
-            self._open[component] = open_artifact(art.path, cp.runtime, device=cp.device, threads=cp.threads,
-                                                  options=cp.options, verified=art.files)
+            else:
+                art = self.bundle.artifact(component, cp.format, cp.precision, cp.variant)
+                # verified=: the runtime hashes the bytes it loads, so a file swapped since load() is refused
+                self._open[component] = open_artifact(art.path, cp.runtime, device=cp.device, threads=cp.threads,
+                                                      options=cp.options, verified=art.files)
         self._open[component].call_timeout = self.call_timeout
         return self._open[component]
 
@@ -62,9 +69,32 @@ class Sessions:
         for name in list(self._open):
             self.release(name)
 
+    def begin_run(self) -> None:
+        """A new generation: per-run state goes (notes; a DeepCache session's cached features)."""
+        self.notes.clear()
+        for rt in self._open.values():
+            if hasattr(rt, "begin_run"):
+                rt.begin_run()
+
+    def set_deep_cache(self, component: str, source: ComponentPlan) -> None:
+        """Run ``component`` with ``source``'s DeepCache settings from now on; its session reopens if
+        that changes it (the caller has checked the bundle: ``deep_cache.with_deep_cache``)."""
+        cp = self.plan.components[component]
+        new = replace(cp, deep_cache=source.deep_cache, deep_cache_branch=source.deep_cache_branch,
+                      resident=cp.resident or bool(source.deep_cache))
+        if new != cp:
+            self.release(component)
+            self.plan = replace(self.plan, components={**self.plan.components, component: new})
+
+    def deep_cache_stats(self, component: str) -> dict | None:
+        rt = self._open.get(component)
+        return rt.stats() if hasattr(rt, "stats") else None
+
     def run(self, component: str, feeds: dict[str, np.ndarray], *, step: int | None = None) -> np.ndarray:
         """Run a component, cast feeds to its signature's dtypes, check its first output is finite."""
         with self.use(component) as rt:
+            if hasattr(rt, "begin_call"):  # DeepCache: full or shallow by the step
+                rt.begin_call(step)
             cast = {spec.name: np.asarray(feeds[spec.name]).astype(spec.dtype, copy=False) for spec in rt.inputs
                     if spec.name in feeds}
             cast.update({k: v for k, v in feeds.items() if k not in cast})

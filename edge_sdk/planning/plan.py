@@ -32,6 +32,10 @@ class ComponentPlan:
     # the first parts whose artifacts fit stream_budget bytes together.
     stream: bool = False
     stream_budget: int = 0
+    # DeepCache (edge_sdk.pipelines.deep_cache): one full UNet run every deep_cache steps, the
+    # shallow stream parts of deep_cache_branch in between; 0: off.
+    deep_cache: int = 0
+    deep_cache_branch: str = "down0"
 
 
 @dataclass

@@ -34,17 +34,25 @@ from edge_sdk.cli.common import StepBar, emit_json, json_option, parse_size, pro
 @click.option("--call-timeout", type=float, metavar="SECONDS",
               help="Longest one model call may run before the run stops with an error (default: "
                    "EDGE_SDK_CALL_TIMEOUT, else 1800).")
+@click.option("--deep-cache", type=click.IntRange(1, 1000), metavar="N",
+              help="DeepCache: run the whole UNet every N steps and only its shallow stream parts in between, "
+                   "on the deep features kept from the last full step (faster, approximate; needs a bundle "
+                   "converted with --stream-parts denoiser; 1: off).")
+@click.option("--deep-cache-branch", type=click.Choice(["down0", "conv_in"]),
+              help="Shallow path for --deep-cache: down0 (conv_in + first down block + last up block; default) or "
+                   "conv_in (conv_in + last up block: faster, less exact).")
 @json_option
 @quiet_option
 def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, prompt, negative_prompt, init_image,
-            strength, runtime, precision, device, threads, board, out, isolate, call_timeout, as_json,
-            quiet):
+            strength, runtime, precision, device, threads, board, out, isolate, call_timeout, deep_cache,
+            deep_cache_branch, as_json, quiet):
     """Generate with BUNDLE and write a PNG (a grid when several images).
 
     With --board the run uses the plan made for that board (narrowed by --runtime, --precision,
     --device and --threads) and stops if it crosses the board's memory cap.
     """
     from edge_sdk.api import load
+    from edge_sdk.pipelines.deep_cache import label as deep_cache_label
     from edge_sdk.pipelines.request import GenerateRequest
 
     width, height = parse_size(size) or (None, None)
@@ -54,7 +62,8 @@ def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, p
                               prompt=prompt, negative_prompt=negative_prompt, init_image=init_image,
                               strength=strength)
     gen = load(bundle, board=board, request=request, runtime=runtime, precision=precision, device=device,
-               threads=threads, isolate=isolate, call_timeout=call_timeout)
+               threads=threads, isolate=isolate, call_timeout=call_timeout, deep_cache=deep_cache,
+               deep_cache_branch=deep_cache_branch)
     bars: list[StepBar] = []
 
     def on_step(info) -> None:  # sized by the run itself: img2img runs fewer steps, Heun more calls
@@ -71,7 +80,8 @@ def command(bundle, steps, seed, sampler, guidance, class_labels, batch, size, p
     path = result.save(out)
     summary = {"out": str(path), "images": int(len(result.images)), "size": list(result.images.shape[1:3]),
                "timings_s": {k: round(v, 4) for k, v in result.timings.items()}, **result.info,
-               "plan": {k: f"{c.runtime}:{c.format}/{c.precision}" + ("+streamed" if c.stream else "")
+               "plan": {k: f"{c.runtime}:{c.format}/{c.precision}" + ("+streamed" if c.stream and not c.deep_cache
+                                                                      else "") + deep_cache_label(c)
                         for k, c in gen.plan.components.items()}}
     if gen.plan.estimates.get("peak"):
         summary["plan_estimated_peak_mb"] = round(gen.plan.estimates["peak"] / 2**20, 1)

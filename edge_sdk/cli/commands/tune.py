@@ -22,11 +22,14 @@ from edge_sdk.cli.common import emit_json, json_option, parse_size, quiet_option
               "at most this machine's CPUs).")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--repeats", type=click.IntRange(1, 1000), default=3, show_default=True)
+@click.option("--deep-cache", "deep_cache", default="2,3,5", show_default=True, metavar="N,N,...",
+              help="DeepCache intervals to try on top of the fastest plan, each kept only if it meets --min-psnr "
+                   "(needs --stream-parts denoiser in the bundle; 'none' to skip).")
 @click.option("--dry-run", is_flag=True, help="Measure and report, write nothing.")
 @json_option
 @quiet_option
-def command(bundle, board, steps, size, min_psnr, runtimes, precisions, threads, seed, repeats, dry_run, as_json,
-            quiet):
+def command(bundle, board, steps, size, min_psnr, runtimes, precisions, threads, seed, repeats, deep_cache, dry_run,
+            as_json, quiet):
     """Measure the plans the planner considers for BUNDLE on this board; keep the fastest whose final
     image is within --min-psnr of fp32, stored as <bundle>.tuned-<board>.json next to the bundle,
     which `edge-sdk run` then uses on this board."""
@@ -36,8 +39,9 @@ def command(bundle, board, steps, size, min_psnr, runtimes, precisions, threads,
 
     precs = normalize_all(precisions.split(",")) if precisions else None
     rts = [r.strip() for r in runtimes.split(",") if r.strip()] if runtimes else None
+    intervals = _intervals(deep_cache)
     res = tune(bundle, board, steps=steps, size=parse_size(size), seed=seed, min_psnr=min_psnr, runtimes=rts,
-               precisions=precs, threads=threads, repeats=repeats, write=not dry_run,
+               precisions=precs, threads=threads, repeats=repeats, write=not dry_run, deep_cache=intervals,
                progress=progress_printer(quiet or as_json))
     if as_json:
         emit_json(res.to_json())
@@ -57,3 +61,16 @@ def command(bundle, board, steps, size, min_psnr, runtimes, precisions, threads,
     say(table(rows, ("", "plan", "e2e ms", "peak MB", "PSNR dB", f">= {min_psnr:g} dB")))
     where = f"stored in {res.path}" if res.path else "not stored (--dry-run)"
     say(f"chosen: {res.chosen.label} ({where})")
+
+
+def _intervals(text: str) -> list[int]:
+    """'2,3,5' -> [2, 3, 5]; 'none' or '' -> []."""
+    from edge_sdk.errors import UsageError
+    from edge_sdk.pipelines.deep_cache import check_interval
+
+    if text.strip().lower() in ("", "none", "0", "off"):
+        return []
+    try:
+        return [check_interval(int(x)) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--deep-cache takes comma-separated integers or 'none', got {text!r}") from None
