@@ -8,6 +8,7 @@ put into a bundle by ``edge_sdk.convert`` (ONNX fp32), exactly as a user would.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,38 @@ def class_bundle(tmp_path_factory):
 @pytest.fixture(scope="session")
 def gan_bundle(tmp_path_factory):
     return _convert(build_gan_spec, tmp_path_factory, "gan")
+
+
+def write_stream_folder(root: Path) -> Path:
+    """A diffusers folder (UNet2DConditionModel + CLIPTextModel, wide channels at 8x8 latents) for streaming."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(64, 256),
+                         layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                         attention_head_dim=8, norm_num_groups=32).save_pretrained(str(root / "unet"))
+    CLIPTextModel(CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                 num_attention_heads=4, max_position_embeddings=TEXT_LEN, bos_token_id=0,
+                                 eos_token_id=1, pad_token_id=1)).save_pretrained(str(root / "text_encoder"))
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
+        "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"]}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def streamed_bundle(tmp_path_factory) -> Path:
+    """The stream folder's denoiser converted with --stream-parts (ONNX fp32). Read-only: copy before
+    changing. Shared by test_streaming.py and test_deep_cache.py."""
+    from edge_sdk.converters.convert import convert
+
+    folder = write_stream_folder(tmp_path_factory.mktemp("stream-src") / "wide-sd")
+    out = tmp_path_factory.mktemp("stream") / "wide.bundle"
+    convert(folder, out, formats="onnx", components=["denoiser"], stream=["denoiser"], samples=1)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -26,36 +26,6 @@ TEXT_LEN = 8
 PARTS = ["embed", "down0", "down1", "mid", "up0", "up1", "out"]
 
 
-def _write_folder(root: Path) -> Path:
-    import torch
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(64, 256),
-                         layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-                         attention_head_dim=8, norm_num_groups=32).save_pretrained(str(root / "unet"))
-    CLIPTextModel(CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-                                 num_attention_heads=4, max_position_embeddings=TEXT_LEN, bos_token_id=0,
-                                 eos_token_id=1, pad_token_id=1)).save_pretrained(str(root / "text_encoder"))
-    (root / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
-        "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"]}))
-    return root
-
-
-@pytest.fixture(scope="session")
-def streamed_bundle(tmp_path_factory) -> Path:
-    """Read-only: copy before changing."""
-    from edge_sdk.converters.convert import convert
-
-    folder = _write_folder(tmp_path_factory.mktemp("stream-src") / "wide-sd")
-    out = tmp_path_factory.mktemp("stream") / "wide.bundle"
-    convert(folder, out, formats="onnx", components=["denoiser"], stream=["denoiser"], samples=1)
-    return out
-
-
 def _feeds(h: int = 16, w: int = 16, batch: int = 2) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     return {"sample": rng.standard_normal((batch, 4, h, w), dtype=np.float32),

@@ -1,0 +1,245 @@
+"""DeepCache (issue 17): full UNet every step vs every N-th step with the shallow path between.
+
+On the SD-shaped diffusers folder (``benchmarks/peers/sd_folder.py``: UNet 64/128/256 with
+cross-attention, VAE x8, CLIP text encoder, DDIM), converted once with ``--stream-parts denoiser``
+to ONNX and OpenVINO IR fp32, 256x256, 20 steps, guidance 7.5 (CFG batched), 2 threads, seed 0:
+
+- per engine (ONNX Runtime on ONNX; OpenVINO on IR compiled per shape, in f32 and, where the CPU
+  has it, bf16 arithmetic for the denoiser), the plain plan (whole UNet, one graph), the stream
+  parts chained every step (DeepCache N=1: the chain's own overhead), and DeepCache N=2, 3, 5 on
+  both branches (``down0``, ``conv_in``);
+- ONNX Runtime with thread spinning on and off for the chained parts;
+- seconds per generation (median of ``--repeats`` after ``--warmup``, in-process, one config after
+  another), PSNR of the final image against the same engine's plain plan and against diffusers'
+  StableDiffusionPipeline in PyTorch fp32 from the same initial latents (edge-sdk's seeded noise).
+
+Writes benchmarks/results/deep_cache.json and the "DeepCache (issue 17)" section of
+benchmarks/RESULTS.md. Usage: ``python benchmarks/deep_cache.py --workdir /work/data/dc/sd``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SECTION = "## DeepCache (issue 17)"
+
+
+def prepare(work: Path) -> Path:
+    """The folder and its bundle (reused when present)."""
+    sys.path.insert(0, str(HERE / "peers"))
+    from sd_folder import write_sd_shaped_folder
+
+    import edge_sdk
+
+    work.mkdir(parents=True, exist_ok=True)
+    folder = write_sd_shaped_folder(work / "folder")
+    bundle = work / "edge-sdk.bundle"
+    if not (bundle / "manifest.json").is_file():
+        # = edge-sdk convert FOLDER -o BUNDLE --format onnx,openvino --stream-parts denoiser --samples 1
+        edge_sdk.convert(folder, bundle, formats=["onnx", "openvino"], precisions=["fp32"],
+                         components=["text_encoder", "denoiser", "decoder"], stream=["denoiser"], samples=1)
+    return bundle
+
+
+def to_unit(raw: np.ndarray) -> np.ndarray:
+    return np.clip((raw[0].transpose(1, 2, 0) + 1.0) / 2.0, 0.0, 1.0).astype(np.float32)
+
+
+def psnr(ref: np.ndarray, img: np.ndarray) -> float:
+    mse = float(np.mean((ref.astype(np.float64) - img) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
+def torch_reference(folder: Path, a: argparse.Namespace, latents: np.ndarray) -> tuple[np.ndarray, float]:
+    """diffusers in PyTorch fp32 from the same initial latents; the image in [0, 1] and its seconds."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    torch.set_num_threads(a.threads)
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder), torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = pipe(a.prompt, num_inference_steps=a.steps, guidance_scale=a.guidance, height=a.size, width=a.size,
+                   latents=torch.from_numpy(latents), output_type="np")
+    return np.asarray(out.images[0], dtype=np.float32), time.perf_counter() - t0
+
+
+def engines(bundle, threads: int) -> dict[str, Any]:
+    """name -> plain plan, as `edge-sdk tune` builds its candidates (speed options, bf16 where the CPU has it)."""
+    from edge_sdk.planning.plan import default_plan
+    from edge_sdk.runtimes.openvino import cpu_inference_precisions
+
+    out = {"onnxruntime": default_plan(bundle, runtime="onnxruntime", format="onnx", device="cpu", threads=threads)}
+    ov = default_plan(bundle, runtime="openvino", format="openvino", device="cpu", threads=threads)
+    static = {k: replace(c, options={**c.options, "static_shapes": "per_shape"}) for k, c in ov.components.items()}
+    out["openvino-f32"] = replace(ov, components=static)
+    if "bf16" in cpu_inference_precisions():
+        den = static["denoiser"]
+        out["openvino-bf16"] = replace(ov, components={**static, "denoiser": replace(
+            den, options={**den.options, "inference_precision": "bf16"})})
+    return out
+
+
+def with_cache(plan, n: int, branch: str, **options: Any):
+    cp = plan.components["denoiser"]
+    cp = replace(cp, deep_cache=n, deep_cache_branch=branch, options={**cp.options, **options})
+    return replace(plan, components={**plan.components, "denoiser": cp})
+
+
+def time_config(bundle, plan, a: argparse.Namespace) -> dict[str, Any]:
+    from edge_sdk.api import Generator
+
+    gen = Generator(bundle, plan, watch=False)
+    kw = dict(prompt=a.prompt, steps=a.steps, seed=a.seed, guidance=a.guidance, height=a.size, width=a.size)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(a.warmup):
+            gen.generate(**kw)
+        first = time.perf_counter() - t0
+        secs, res = [], None
+        for _ in range(a.repeats):
+            t0 = time.perf_counter()
+            res = gen.generate(**kw)
+            secs.append(time.perf_counter() - t0)
+    finally:
+        gen.close()
+    assert res is not None
+    return {"seconds": statistics.median(secs), "seconds_all": [round(s, 4) for s in secs],
+            "warmup_seconds": round(first, 3), "image": to_unit(res.raw), "deep_cache": res.info.get("deep_cache"),
+            "denoise_seconds": res.timings.get("denoise")}
+
+
+def configs(plans: dict[str, Any], a: argparse.Namespace) -> list[tuple[str, str, int, str, Any]]:
+    """(engine, label, N, branch, plan): plain, chain (N=1), then N x branch; ORT spinning off beside."""
+    out = []
+    for eng, plan in plans.items():
+        out.append((eng, "plain", 0, "", plan))
+        out.append((eng, "chain", 1, "down0", with_cache(plan, 1, "down0")))
+        for n in a.intervals:
+            for br in ("down0", "conv_in"):
+                out.append((eng, f"N={n} {br}", n, br, with_cache(plan, n, br)))
+        if eng == "onnxruntime":
+            for n in (1, 3):
+                out.append((eng, f"{'chain' if n == 1 else f'N={n} down0'} spin off", n, "down0",
+                            with_cache(plan, n, "down0", allow_spinning=False)))
+    return out
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    s = doc["settings"]
+    lines = [SECTION, "",
+             f"SD-shaped folder (benchmarks/peers/sd_folder.py), {s['size']}x{s['size']}, {s['steps']} steps DDIM, "
+             f"guidance {s['guidance']} (CFG batched), {s['threads']} threads, seed {s['seed']}; median of "
+             f"{s['repeats']} after {s['warmup']} warm-up, in-process, configs one after another; load average "
+             f"{doc['loadavg_before']} before, {doc['loadavg_after']} after; {doc['machine']['cpu']}. "
+             "`benchmarks/deep_cache.py`, `benchmarks/results/deep_cache.json`. PSNR on the final 8-bit-range "
+             "image in [0, 1]; vs PyTorch: diffusers StableDiffusionPipeline fp32 from the same initial latents "
+             f"({doc['torch']['seconds']:.2f} s for one generation here).", "",
+             "| engine | run | s / image | speed-up vs plain | PSNR vs plain (dB) | PSNR vs PyTorch fp32 (dB) |",
+             "|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        lines.append(f"| {r['engine']} | {r['label']} | {r['seconds']:.3f} | x{r['speedup']:.2f} | "
+                     f"{_db(r['psnr_vs_plain'])} | {_db(r['psnr_vs_torch'])} |")
+    lines += ["", doc.get("summary", ""), ""]
+    return "\n".join(lines)
+
+
+def _db(v: float | None) -> str:
+    return "-" if v is None else ("exact" if v == float("inf") else f"{v:.1f}")
+
+
+def write_section(text: str) -> None:
+    path = HERE / "RESULTS.md"
+    old = path.read_text()
+    if SECTION in old:
+        head, rest = old.split(SECTION, 1)
+        nxt = rest.find("\n## ")
+        old = head + (rest[nxt + 1:] if nxt >= 0 else "")
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    path.write_text(new)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workdir", type=Path, default=Path("/work/data/dc/sd"))
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--intervals", type=lambda s: [int(x) for x in s.split(",")], default=[2, 3, 5])
+    ap.add_argument("--engines", help="comma-separated subset of onnxruntime,openvino-f32,openvino-bf16")
+    ap.add_argument("--prompt", default="a photograph of an astronaut riding a horse")
+    ap.add_argument("--no-markdown", action="store_true")
+    a = ap.parse_args()
+
+    from edge_sdk.bundle import Bundle
+    from edge_sdk.pipelines.seeds import RowNoise
+
+    bundle = Bundle.open(prepare(a.workdir))
+    cells = a.size // 8
+    latents = RowNoise(a.seed, 1).draw((4, cells, cells))  # DDIM's init sigma is 1: these are the latents
+    torch_img, torch_s = torch_reference(a.workdir / "folder", a, latents)
+    plans = engines(bundle, a.threads)
+    if a.engines:
+        plans = {k: v for k, v in plans.items() if k in a.engines.split(",")}
+    load_before = os.getloadavg()
+    rows: list[dict[str, Any]] = []
+    plain: dict[str, dict[str, Any]] = {}
+    for eng, label, n, branch, plan in configs(plans, a):
+        r = time_config(bundle, plan, a)
+        if label == "plain":
+            plain[eng] = r
+        base = plain[eng]
+        row = {"engine": eng, "label": label, "interval": n, "branch": branch, "seconds": round(r["seconds"], 4),
+               "seconds_all": r["seconds_all"], "warmup_seconds": r["warmup_seconds"],
+               "denoise_seconds": r["denoise_seconds"], "speedup": round(base["seconds"] / r["seconds"], 3),
+               "psnr_vs_plain": round(psnr(base["image"], r["image"]), 2),
+               "psnr_vs_torch": round(psnr(torch_img, r["image"]), 2), "deep_cache": r["deep_cache"],
+               "loadavg": os.getloadavg()[0]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    load_after = os.getloadavg()
+    doc = {"settings": {k: v for k, v in vars(a).items() if k not in ("workdir", "no_markdown")},
+           "machine": {"cpu": _cpu(), "python": platform.python_version(), "cores": os.cpu_count()},
+           "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after],
+           "torch": {"seconds": round(torch_s, 3)}, "rows": rows,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "deep_cache.json"
+    out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    print(f"wrote {out}")
+    if not a.no_markdown:
+        write_section(markdown(doc))
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
