@@ -123,7 +123,8 @@ def test_deep_cache_schedule_and_quality_on_onnxruntime(streamed_bundle, ref):
     assert calls == {"embed": STEPS, "down0": STEPS, "down1": STEPS // 2, "mid": STEPS // 2, "up0": STEPS // 2,
                      "up1": STEPS, "out": STEPS}
     assert rt.kept == ["up0"]  # the deep feature: the last up block's input from below
-    # Approximate by design: measured 44 dB on these random weights; 30 dB is tune's default bar.
+    # Approximate by design: measured 45.1 dB (latents, peak = their range) on these random weights;
+    # the bar is tune's default, 30 dB.
     q2 = _psnr(base, x2)
     assert 30 < q2 < 120, q2
     # A second run starts over (its first step is full) and gives the same result.
@@ -139,7 +140,7 @@ def test_deep_cache_schedule_and_quality_on_onnxruntime(streamed_bundle, ref):
     x3 = _loop(ci, ref)
     rt = ci._open["denoiser"]
     assert rt.kept == ["up0", "skip1"] and rt.part_calls[1] == STEPS // 3 and rt.part_calls[0] == STEPS
-    assert 20 < _psnr(base, x3) < q2
+    assert 20 < _psnr(base, x3) < q2  # measured 39.9 dB at N=3: less exact than down0 at N=2
     for s in (full, one, two, ci):
         s.close()
 
