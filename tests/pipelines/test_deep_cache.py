@@ -106,6 +106,14 @@ def test_deep_cache_schedule_and_quality_on_onnxruntime(streamed_bundle, ref):
     def sessions(n: int, branch: str = "down0") -> Sessions:
         return Sessions(b, Plan({"denoiser": replace(whole_cp, deep_cache=n, deep_cache_branch=branch)}))
 
+    # tune's candidates: one plan per interval > 1, the denoiser made resident (the cache lives in its session).
+    from edge_sdk.measure.tune import deep_cache_plans
+
+    notes: list[str] = []
+    cands = deep_cache_plans(b, Plan({"denoiser": replace(whole_cp, resident=False)}), (5, 1, 2, 3), notes)
+    assert [(p.components["denoiser"].deep_cache, p.components["denoiser"].resident) for p in cands] == [
+        (2, True), (3, True), (5, True)] and not notes
+
     full = Sessions(b, Plan({"denoiser": whole_cp}))
     base = _loop(full, ref)
     # N=1 runs every part every step: the whole UNet's arithmetic split at block boundaries, so
