@@ -172,3 +172,12 @@ def test_deep_cache_on_openvino_matches_onnxruntime(streamed_bundle, ref):
             s.close()
     want = got["onnxruntime"]
     assert np.linalg.norm(got["openvino"] - want) / np.linalg.norm(want) < 1e-4
+
+
+def test_tune_cli_reads_its_deep_cache_intervals():
+    from edge_sdk.cli.commands.tune import _intervals
+
+    assert _intervals("2,3,5") == [2, 3, 5] and _intervals("none") == [] and _intervals("") == []
+    for bad in ("two", "0,2"):
+        with pytest.raises(UsageError, match="--deep-cache"):
+            _intervals(bad)
