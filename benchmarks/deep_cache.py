@@ -9,8 +9,9 @@ to ONNX and OpenVINO IR fp32, 256x256, 20 steps, guidance 7.5 (CFG batched), 2 t
   parts chained every step (DeepCache N=1: the chain's own overhead), and DeepCache N=2, 3, 5 on
   both branches (``down0``, ``conv_in``);
 - ONNX Runtime with thread spinning on and off for the chained parts;
-- seconds per generation (median of ``--repeats`` after ``--warmup``, in-process, one config after
-  another), PSNR of the final image against the same engine's plain plan and against diffusers'
+- seconds per generation (median and minimum of ``--repeats`` after ``--warmup``, in-process; one
+  engine's configs open together and timed in interleaved rounds, so drift hits all alike); PSNR of
+  the final image against the same engine's plain plan and against diffusers'
   StableDiffusionPipeline in PyTorch fp32 from the same initial latents (edge-sdk's seeded noise).
 
 Writes benchmarks/results/deep_cache.json and the "DeepCache (issue 17)" section of
@@ -100,27 +101,34 @@ def with_cache(plan, n: int, branch: str, **options: Any):
     return replace(plan, components={**plan.components, "denoiser": cp})
 
 
-def time_config(bundle, plan, a: argparse.Namespace) -> dict[str, Any]:
+def time_engine(bundle, group: list[tuple[str, str, int, str, Any]], a: argparse.Namespace) -> list[dict[str, Any]]:
+    """One engine's configs, all open at once, timed in interleaved rounds (a busy machine's drift
+    then falls on every config alike): ``warmup`` generations each, then ``repeats`` rounds of one
+    generation per config. Median and minimum seconds per config."""
     from edge_sdk.api import Generator
 
-    gen = Generator(bundle, plan, watch=False)
     kw = dict(prompt=a.prompt, steps=a.steps, seed=a.seed, guidance=a.guidance, height=a.size, width=a.size)
+    gens = [Generator(bundle, plan, watch=False) for *_, plan in group]
     try:
-        t0 = time.perf_counter()
-        for _ in range(a.warmup):
-            gen.generate(**kw)
-        first = time.perf_counter() - t0
-        secs, res = [], None
-        for _ in range(a.repeats):
+        first = []
+        for g in gens:
             t0 = time.perf_counter()
-            res = gen.generate(**kw)
-            secs.append(time.perf_counter() - t0)
+            for _ in range(a.warmup):
+                g.generate(**kw)
+            first.append(time.perf_counter() - t0)
+        secs: list[list[float]] = [[] for _ in gens]
+        last: list[Any] = [None] * len(gens)
+        for _ in range(a.repeats):
+            for i, g in enumerate(gens):
+                t0 = time.perf_counter()
+                last[i] = g.generate(**kw)
+                secs[i].append(time.perf_counter() - t0)
     finally:
-        gen.close()
-    assert res is not None
-    return {"seconds": statistics.median(secs), "seconds_all": [round(s, 4) for s in secs],
-            "warmup_seconds": round(first, 3), "image": to_unit(res.raw), "deep_cache": res.info.get("deep_cache"),
-            "denoise_seconds": res.timings.get("denoise")}
+        for g in gens:
+            g.close()
+    return [{"seconds": statistics.median(s), "seconds_min": min(s), "seconds_all": [round(x, 4) for x in s],
+             "warmup_seconds": round(f, 3), "image": to_unit(r.raw), "deep_cache": r.info.get("deep_cache"),
+             "denoise_seconds": r.timings.get("denoise")} for s, f, r in zip(secs, first, last, strict=True)]
 
 
 def configs(plans: dict[str, Any], a: argparse.Namespace) -> list[tuple[str, str, int, str, Any]]:
@@ -144,16 +152,19 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [SECTION, "",
              f"SD-shaped folder (benchmarks/peers/sd_folder.py), {s['size']}x{s['size']}, {s['steps']} steps DDIM, "
              f"guidance {s['guidance']} (CFG batched), {s['threads']} threads, seed {s['seed']}; median of "
-             f"{s['repeats']} after {s['warmup']} warm-up, in-process, configs one after another; load average "
+             f"{s['repeats']} after {s['warmup']} warm-up, in-process, one engine's configs open together and timed in "
+             f"interleaved rounds; load average "
              f"{doc['loadavg_before']} before, {doc['loadavg_after']} after; {doc['machine']['cpu']}. "
              "`benchmarks/deep_cache.py`, `benchmarks/results/deep_cache.json`. PSNR on the final 8-bit-range "
              "image in [0, 1]; vs PyTorch: diffusers StableDiffusionPipeline fp32 from the same initial latents "
              f"({doc['torch']['seconds']:.2f} s for one generation here).", "",
-             "| engine | run | s / image | speed-up vs plain | PSNR vs plain (dB) | PSNR vs PyTorch fp32 (dB) |",
+             "| engine | run | s / image (median, min) | speed-up vs plain (median, min) | PSNR vs plain (dB) | "
+             "PSNR vs PyTorch fp32 (dB) |",
              "|---|---|---|---|---|---|"]
     for r in doc["rows"]:
-        lines.append(f"| {r['engine']} | {r['label']} | {r['seconds']:.3f} | x{r['speedup']:.2f} | "
-                     f"{_db(r['psnr_vs_plain'])} | {_db(r['psnr_vs_torch'])} |")
+        lines.append(f"| {r['engine']} | {r['label']} | {r['seconds']:.3f}, {r['seconds_min']:.3f} | "
+                     f"x{r['speedup']:.2f}, x{r['speedup_min']:.2f} | {_db(r['psnr_vs_plain'])} | "
+                     f"{_db(r['psnr_vs_torch'])} |")
     lines += ["", doc.get("summary", ""), ""]
     return "\n".join(lines)
 
@@ -203,20 +214,22 @@ def main() -> None:
         plans = {k: v for k, v in plans.items() if k in a.engines.split(",")}
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
-    plain: dict[str, dict[str, Any]] = {}
-    for eng, label, n, branch, plan in configs(plans, a):
-        r = time_config(bundle, plan, a)
-        if label == "plain":
-            plain[eng] = r
-        base = plain[eng]
-        row = {"engine": eng, "label": label, "interval": n, "branch": branch, "seconds": round(r["seconds"], 4),
-               "seconds_all": r["seconds_all"], "warmup_seconds": r["warmup_seconds"],
-               "denoise_seconds": r["denoise_seconds"], "speedup": round(base["seconds"] / r["seconds"], 3),
-               "psnr_vs_plain": round(psnr(base["image"], r["image"]), 2),
-               "psnr_vs_torch": round(psnr(torch_img, r["image"]), 2), "deep_cache": r["deep_cache"],
-               "loadavg": os.getloadavg()[0]}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    allc = configs(plans, a)
+    for eng in plans:
+        group = [c for c in allc if c[0] == eng]
+        timed = time_engine(bundle, group, a)
+        base = timed[0]  # the plain plan comes first
+        for (_, label, n, branch, _plan), r in zip(group, timed, strict=True):
+            row = {"engine": eng, "label": label, "interval": n, "branch": branch, "seconds": round(r["seconds"], 4),
+                   "seconds_min": round(r["seconds_min"], 4), "seconds_all": r["seconds_all"],
+                   "warmup_seconds": r["warmup_seconds"], "denoise_seconds": r["denoise_seconds"],
+                   "speedup": round(base["seconds"] / r["seconds"], 3),
+                   "speedup_min": round(base["seconds_min"] / r["seconds_min"], 3),
+                   "psnr_vs_plain": round(psnr(base["image"], r["image"]), 2),
+                   "psnr_vs_torch": round(psnr(torch_img, r["image"]), 2), "deep_cache": r["deep_cache"],
+                   "loadavg": round(os.getloadavg()[0], 2)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     load_after = os.getloadavg()
     doc = {"settings": {k: v for k, v in vars(a).items() if k not in ("workdir", "no_markdown")},
            "machine": {"cpu": _cpu(), "python": platform.python_version(), "cores": os.cpu_count()},
