@@ -23,18 +23,40 @@ def first_line(e: BaseException, skip: tuple[str, ...] = ()) -> str:
     return (useful or text or [type(e).__name__])[0][:400]
 
 
-def read_verified(path: Path, size: int, digest: str) -> bytes:
-    """Read ``path`` (no link, regular file) once and check its size and sha256 against the manifest."""
+def read_verified(path: Path, size: int, digest: str, *, into: Any = None) -> bytes:
+    """Read ``path`` (no link, regular file) once and check its size and sha256 against the manifest.
+    ``into``: a writable buffer of ``size`` bytes to read into (an engine's own memory), returned."""
     import hashlib
 
     from edge_sdk.errors import IntegrityError
     from edge_sdk.guard.safeio import read_regular
 
-    data = read_regular(path, max_bytes=size, error=IntegrityError, what="model file")
-    if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+    data = read_regular(path, max_bytes=size, error=IntegrityError, what="model file", into=into)
+    view = memoryview(data).cast("B")  # an engine's buffer may be typed (a numpy array, a tensor)
+    if view.nbytes != size or hashlib.sha256(view).hexdigest() != digest:
         raise IntegrityError(f"model file {path} changed after the bundle was verified (size or sha256 differs)",
                              hint="something modified the bundle while it was in use; copy it again")
     return data
+
+
+def give_back_freed_memory() -> None:
+    """Return freed heap to the OS (glibc's malloc_trim(0)); a no-op elsewhere. An engine's compile
+    frees large scratch buffers and source weights, and glibc keeps such frees in its arenas (its
+    mmap threshold rises after large frees), so without this the process's RSS, and the next
+    model's peak on top of it, stays as high as the compile's."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
 
 
 class Runtime(ABC):
@@ -85,6 +107,9 @@ class Runtime(ABC):
         # read once into memory here, hashed, and the engine is given those bytes, never the path, so
         # a file replaced after Bundle.open verified it cannot be what runs.
         self._bytes: dict[Path, bytes] = {}
+        # (size, sha256) per verified file, kept so an adapter can read a file again, verified, later
+        # (OpenVINO's per-shape compiles) instead of holding its weights between uses.
+        self._records: dict[Path, tuple[int, str]] = {Path(f): (int(n), d) for f, n, d in verified or ()}
         self.device = device
         self.threads = threads
         self.options = dict(options or {})
@@ -93,12 +118,28 @@ class Runtime(ABC):
         # Hardening (issue 10): check the file's structure and external-data paths in Python
         # before native code parses it, so a truncated or hostile file is a ModelFileError.
         self.preflight(self.path)
-        for fpath, size, digest in verified or ():
-            self._bytes[Path(fpath)] = read_verified(Path(fpath), size, digest)
         try:
+            self.read_verified_files()
             self._open()
         finally:
             self._bytes.clear()  # the engine holds its own copy now
+            if self._records:
+                give_back_freed_memory()
+
+    def read_verified_files(self) -> None:
+        """Read (again) every verified file into ``verified_bytes``, checking each against its record."""
+        for fpath, (size, digest) in self._records.items():
+            engine_buffer = self._buffer_for(fpath, size)
+            if engine_buffer is None:
+                self._bytes[fpath] = read_verified(fpath, size, digest)
+            else:
+                read_verified(fpath, size, digest, into=engine_buffer[1])
+                self._bytes[fpath] = engine_buffer[0]
+
+    def _buffer_for(self, path: Path, size: int) -> tuple[Any, Any] | None:
+        """(an engine object, its writable memory of ``size`` bytes) to read verified ``path`` into,
+        so the engine owns the only copy (``verified_bytes`` then returns that object); None: bytes."""
+        return None
 
     def verified_bytes(self, path: Path) -> bytes | None:
         """The verified bytes of ``path`` (when the runtime was opened with ``verified``), else None."""

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_sdk.errors import InferenceError, ModelFileError, RuntimeUnavailableError, UsageError
+from edge_sdk.errors import EdgeSDKError, InferenceError, ModelFileError, RuntimeUnavailableError, UsageError
 from edge_sdk.manifest import TensorSpec
-from edge_sdk.runtimes.base import MB, Runtime, first_line
+from edge_sdk.runtimes.base import MB, Runtime, first_line, give_back_freed_memory
 
 # OpenVINO errors start with source locations; the informative line comes after them.
 _LOCATIONS = ("Exception from", "Check '")
@@ -187,12 +187,20 @@ class OpenVinoRuntime(Runtime):
             if weights is None:
                 raise ModelFileError(f"openvino: {self.path.with_suffix('.bin').name} is not listed with "
                                      f"{self.path.name} in the manifest", hint="convert the model again")
-            import numpy as np
-
-            return core.read_model(data.decode("utf-8"), ov.Tensor(np.frombuffer(weights, dtype=np.uint8).copy()))
+            return core.read_model(data.decode("utf-8"), weights)  # an ov.Tensor: _buffer_for
         if len(self._bytes) == 1:
             return core.read_model(data)
         return core.read_model(str(self.path))
+
+    def _buffer_for(self, path: Path, size: int) -> tuple[Any, Any] | None:
+        # The IR's weights straight into a tensor OpenVINO owns: the model's constants point into it
+        # and keep it alive as long as they need it (a numpy/bytes buffer is freed under them once
+        # Python drops it), and the process holds one copy of the file, not the two a bytes read does.
+        if path.suffix != ".bin":
+            return None
+        ov = _ov()
+        tensor = ov.Tensor(ov.Type.u8, ov.Shape([size]))
+        return tensor, tensor.data
 
     def _open(self) -> None:
         ov = _ov()
@@ -233,7 +241,7 @@ class OpenVinoRuntime(Runtime):
         self._per_shape: dict[tuple, tuple[Any, Any]] | None = None
         if per_shape and model.is_dynamic():
             # Compiled on first use for each set of shapes (in a run's warm-up); described meanwhile
-            # by the model as read.
+            # by the model as read, which the first compile then uses and drops (_for_shapes).
             self._core, self._model, self._per_shape = core, model, {}
             self._compiled, self._request = None, None
             ports = list(model.inputs), list(model.outputs)
@@ -260,10 +268,32 @@ class OpenVinoRuntime(Runtime):
     def _compile(self, core, model):
         dev = self._device
         try:
-            return core.compile_model(model, dev, self._config(dev))
+            compiled = core.compile_model(model, dev, self._config(dev))
         except Exception as e:
             raise ModelFileError(f"openvino cannot compile {self.path.name} for {dev}: {first_line(e, _LOCATIONS)}",
                                  hint="an op or precision this device does not support; try --device cpu") from None
+        # The compile's scratch (and, once the caller drops the model, its source weights) back to the
+        # OS before the next model loads: otherwise the heap keeps it and the peak stacks up.
+        give_back_freed_memory()
+        return compiled
+
+    def _source_model(self):
+        """The model as read, for one per-shape compile: the one _open read (first use), else read
+        again from the files (verified again when opened from a bundle). Not kept between compiles:
+        it holds the file's weights beside each compiled copy (a third of the peak on a UNet)."""
+        model, self._model = self._model, None
+        if model is not None:
+            return model
+        ov = _ov()
+        try:
+            self.read_verified_files()  # an IntegrityError if a file changed since the bundle was opened
+            return self._read_model(self._core, ov)
+        except EdgeSDKError:
+            raise
+        except Exception as e:
+            raise InferenceError(f"openvino cannot read {self.path} again: {first_line(e, _LOCATIONS)}") from None
+        finally:
+            self._bytes.clear()
 
     def _for_shapes(self, feeds: dict[str, np.ndarray]):
         """The compiled model and request for these feeds' shapes ('per_shape'), compiled once."""
@@ -271,16 +301,19 @@ class OpenVinoRuntime(Runtime):
         hit = self._per_shape.get(key)
         if hit is None:
             ov = _ov()
-            model = self._model.clone()
+            if len(self._per_shape) >= self.per_shape_limit:  # the oldest goes: its memory is a model's weights
+                self._per_shape.pop(next(iter(self._per_shape)))
+                self._compiled = self._request = None
+            model = self._source_model()
             try:
                 model.reshape({k: ov.PartialShape(list(shape)) for k, shape in key})
             except Exception as e:
                 raise InferenceError(f"openvino cannot reshape {self.path.name} to {dict(key)}: "
                                      f"{first_line(e, _LOCATIONS)}") from None
-            if len(self._per_shape) >= self.per_shape_limit:  # the oldest goes: its memory is a model's weights
-                self._per_shape.pop(next(iter(self._per_shape)))
             compiled = self._compile(self._core, model)
             hit = self._per_shape[key] = (compiled, compiled.create_infer_request())
+            del model
+            give_back_freed_memory()
         self._compiled, self._request = hit
         return hit
 
@@ -322,8 +355,10 @@ class OpenVinoRuntime(Runtime):
     def close(self) -> None:
         self._request = None
         self._compiled = None
+        self._model = None
         if getattr(self, "_per_shape", None):
             self._per_shape = {}
+        give_back_freed_memory()
 
 
 def _dtype(t) -> str:

@@ -33,11 +33,14 @@ DEFAULT_MAX_BYTES = 1 << 20
 
 
 def read_regular(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 error: type[EdgeSDKError] = UsageError, what: str = "file") -> bytes:
+                 error: type[EdgeSDKError] = UsageError, what: str = "file", into: Any = None) -> bytes:
     """Return the bytes of ``path``, which must be a regular file (not a link) of at most ``max_bytes``.
 
     The size is checked on the open descriptor and again while reading, so a file that grows
     between ``fstat`` and ``read`` (or a device that never ends) is still cut off at the cap.
+    ``into``: a writable buffer (memoryview-able, e.g. an engine's own tensor) of exactly the file's
+    size, filled in place and returned: one copy of the file in memory, in memory the engine owns
+    (reading into ``bytes`` holds the chunks and their join, two copies, at the peak).
     """
     p = Path(path)
     try:
@@ -56,6 +59,12 @@ def read_regular(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
                         hint="give a plain file")
         if st.st_size > max_bytes:
             raise error(f"{p}: {what} is {st.st_size} bytes, over the {max_bytes} byte limit")
+        if into is not None:
+            view = memoryview(into).cast("B")
+            if view.nbytes != st.st_size:
+                raise error(f"{p}: {what} is {st.st_size} bytes, expected {view.nbytes}")
+            _read_into(fd, view, p, error, what)
+            return into
         chunks = []
         total = 0
         while True:
@@ -69,6 +78,21 @@ def read_regular(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _read_into(fd: int, view: memoryview, p: Path, error: type[EdgeSDKError], what: str) -> None:
+    """Fill ``view`` from ``fd``; the file must end there (not shrink, not grow)."""
+    size = view.nbytes
+    got = 0
+    with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+        while got < size:
+            n = f.readinto(view[got:got + (64 << 20)])
+            if not n:
+                raise error(f"{p}: {what} shrank while being read ({got} of {size} bytes)")
+            got += n
+        if f.read(1):
+            raise error(f"{p}: {what} grew while being read (over {size} bytes)")
+    view.release()
 
 
 def _kind(mode: int) -> str:

@@ -72,6 +72,19 @@ def test_device_file_read_is_capped(tmp_path):
         read_regular(big, max_bytes=1024)
 
 
+def test_read_into_an_engine_buffer_checks_the_size(tmp_path):
+    """into=: the file lands in the caller's buffer (one copy, the engine's memory), exact size only."""
+    import numpy as np
+
+    f = tmp_path / "w.bin"
+    f.write_bytes(bytes(range(200)))
+    buf = np.zeros(200, np.uint8)
+    assert read_regular(f, max_bytes=1024, into=buf) is buf
+    assert buf.tobytes() == bytes(range(200))
+    with pytest.raises(UsageError, match="is 200 bytes, expected 199"):
+        read_regular(f, max_bytes=1024, into=np.zeros(199, np.uint8))
+
+
 STRICT_JSON_BAD = {
     "duplicate-key": ('{"a": 1, "a": 2}', "duplicate key 'a'"),
     "nested-duplicate": ('{"x": [{"k": 1, "k": 1}]}', "duplicate key 'k'"),

@@ -172,6 +172,39 @@ def test_ov_per_shape_compiles_once_per_fed_shape(tri_paths, tiny_torch):
         open_artifact(tri_paths["openvino"], "openvino", options={"static_shapes": "sometimes"})
 
 
+def test_ov_per_shape_holds_no_source_model_and_reads_again_verified(tri_paths, tiny_torch, tmp_path):
+    """Per shape, opened from verified records: the model as read goes after its first compile (it
+    held the file's weights beside the compiled copy), a new shape reads the files again and checks
+    them against their records, and the weights were read into an OpenVINO tensor (no bytes copy).
+    Numbers as fp32 (FP32_REL) on both shapes; a changed .bin is refused at the re-read."""
+    import hashlib
+
+    from edge_sdk.errors import IntegrityError
+
+    model, _ = tiny_torch
+    xml = tmp_path / "model.xml"
+    for suffix in (".xml", ".bin"):
+        shutil.copy(tri_paths["openvino"].with_suffix(suffix), xml.with_suffix(suffix))
+    records = [(f, f.stat().st_size, hashlib.sha256(f.read_bytes()).hexdigest())
+               for f in (xml, xml.with_suffix(".bin"))]
+    t = np.array([10.0], np.float32)
+    rt = open_artifact(xml, "openvino", threads=1, verified=records,
+                       options={"static_shapes": "per_shape", "cache_dir": False})
+    assert type(rt._buffer_for(xml.with_suffix(".bin"), 8)[0]).__name__ == "Tensor"
+    with rt:
+        for k, n in ((1, 16), (2, 32)):
+            x = np.random.default_rng(k).standard_normal((1, 3, n, n)).astype(np.float32)
+            with torch.no_grad():
+                ref = model(torch.from_numpy(x), torch.from_numpy(t)).numpy()
+            assert rel_l2(rt.run({"sample": x, "timestep": t})["noise_pred"], ref) < FP32_REL
+            assert rt._model is None and not rt._bytes  # nothing of the source kept between compiles
+        data = bytearray(xml.with_suffix(".bin").read_bytes())
+        data[-1] ^= 1
+        xml.with_suffix(".bin").write_bytes(bytes(data))
+        with pytest.raises(IntegrityError, match="changed after the bundle was verified"):
+            rt.run({"sample": np.zeros((1, 3, 24, 24), np.float32), "timestep": t})
+
+
 @pytest.mark.parametrize("device,what", [("npu", "NPU"), ("gpu", "GPU")])
 def test_ov_missing_device_says_what_to_install(device, what, tri_paths):
     info = get_runtime("openvino").probe()
