@@ -10,7 +10,8 @@ to ONNX and OpenVINO IR fp32, 256x256, 20 steps, guidance 7.5 (CFG batched), 2 t
   both branches (``down0``, ``conv_in``);
 - ONNX Runtime with thread spinning on and off for the chained parts;
 - seconds per generation (median and minimum of ``--repeats`` after ``--warmup``, in-process; one
-  engine's configs open together and timed in interleaved rounds, so drift hits all alike); PSNR of
+  configs timed in groups, each led by the engine's plain plan as its own baseline, all open at once
+  and timed in interleaved rounds, so drift hits a baseline and its rivals alike); PSNR of
   the final image against the same engine's plain plan and against diffusers'
   StableDiffusionPipeline in PyTorch fp32 from the same initial latents (edge-sdk's seeded noise).
 
@@ -84,14 +85,15 @@ def engines(bundle, threads: int) -> dict[str, Any]:
     from edge_sdk.planning.plan import default_plan
     from edge_sdk.runtimes.openvino import cpu_inference_precisions
 
-    out = {"onnxruntime": default_plan(bundle, runtime="onnxruntime", format="onnx", device="cpu", threads=threads)}
+    out = {}
     ov = default_plan(bundle, runtime="openvino", format="openvino", device="cpu", threads=threads)
     static = {k: replace(c, options={**c.options, "static_shapes": "per_shape"}) for k, c in ov.components.items()}
-    out["openvino-f32"] = replace(ov, components=static)
-    if "bf16" in cpu_inference_precisions():
+    if "bf16" in cpu_inference_precisions():  # first: the fastest engine here, where it matters most
         den = static["denoiser"]
         out["openvino-bf16"] = replace(ov, components={**static, "denoiser": replace(
             den, options={**den.options, "inference_precision": "bf16"})})
+    out["onnxruntime"] = default_plan(bundle, runtime="onnxruntime", format="onnx", device="cpu", threads=threads)
+    out["openvino-f32"] = replace(ov, components=static)
     return out
 
 
@@ -101,8 +103,16 @@ def with_cache(plan, n: int, branch: str, **options: Any):
     return replace(plan, components={**plan.components, "denoiser": cp})
 
 
+def rss_mb() -> float:
+    """This process's resident set now (VmRSS), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
 def time_engine(bundle, group: list[tuple[str, str, int, str, Any]], a: argparse.Namespace) -> list[dict[str, Any]]:
-    """One engine's configs, all open at once, timed in interleaved rounds (a busy machine's drift
+    """A group of configs, all open at once, timed in interleaved rounds (a busy machine's drift
     then falls on every config alike): ``warmup`` generations each, then ``repeats`` rounds of one
     generation per config. Median and minimum seconds per config."""
     from edge_sdk.api import Generator
@@ -123,28 +133,39 @@ def time_engine(bundle, group: list[tuple[str, str, int, str, Any]], a: argparse
                 t0 = time.perf_counter()
                 last[i] = g.generate(**kw)
                 secs[i].append(time.perf_counter() - t0)
+        rss = rss_mb()
     finally:
         for g in gens:
             g.close()
-    return [{"seconds": statistics.median(s), "seconds_min": min(s), "seconds_all": [round(x, 4) for x in s],
+    return [{"rss_mb": rss, "seconds": statistics.median(s), "seconds_min": min(s),
+             "seconds_all": [round(x, 4) for x in s],
              "warmup_seconds": round(f, 3), "image": to_unit(r.raw), "deep_cache": r.info.get("deep_cache"),
              "denoise_seconds": r.timings.get("denoise")} for s, f, r in zip(secs, first, last, strict=True)]
 
 
-def configs(plans: dict[str, Any], a: argparse.Namespace) -> list[tuple[str, str, int, str, Any]]:
-    """(engine, label, N, branch, plan): plain, chain (N=1), then N x branch; ORT spinning off beside."""
+def groups(plans: dict[str, Any], a: argparse.Namespace) -> list[list[tuple[str, str, int, str, Any]]]:
+    """Configs (engine, label, N, branch, plan) in groups timed together, each led by the engine's
+    plain plan (its own baseline): few generators open at once (each holds its sessions' arenas,
+    ~1 GB at this size on ONNX Runtime) while drift still falls on a baseline and its rivals alike.
+    ONNX Runtime's DeepCache parts run with thread spinning off (DeepCacheSession's default); the
+    first group shows spinning on and off for the plain plan and the chain."""
     out = []
     for eng, plan in plans.items():
-        out.append((eng, "plain", 0, "", plan))
-        out.append((eng, "chain", 1, "down0", with_cache(plan, 1, "down0")))
-        for n in a.intervals:
-            for br in ("down0", "conv_in"):
-                out.append((eng, f"N={n} {br}", n, br, with_cache(plan, n, br)))
+        plain = (eng, "plain", 0, "", plan)
+        first = [plain, (eng, "chain (N=1)", 1, "down0", with_cache(plan, 1, "down0"))]
         if eng == "onnxruntime":
-            for n in (1, 3):
-                out.append((eng, f"{'chain' if n == 1 else f'N={n} down0'} spin off", n, "down0",
-                            with_cache(plan, n, "down0", allow_spinning=False)))
+            first = [plain, (eng, "plain spin off", 0, "", with_options(plan, allow_spinning=False)),
+                     (eng, "chain (N=1) spin off", 1, "down0", with_cache(plan, 1, "down0")),
+                     (eng, "chain (N=1) spin on", 1, "down0", with_cache(plan, 1, "down0", allow_spinning=True))]
+        out.append(first)
+        for n in a.intervals:
+            out.append([plain] + [(eng, f"N={n} {br}", n, br, with_cache(plan, n, br)) for br in ("down0", "conv_in")])
     return out
+
+
+def with_options(plan, **options: Any):
+    return replace(plan, components={k: replace(c, options={**c.options, **options})
+                                     for k, c in plan.components.items()})
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -152,8 +173,9 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [SECTION, "",
              f"SD-shaped folder (benchmarks/peers/sd_folder.py), {s['size']}x{s['size']}, {s['steps']} steps DDIM, "
              f"guidance {s['guidance']} (CFG batched), {s['threads']} threads, seed {s['seed']}; median of "
-             f"{s['repeats']} after {s['warmup']} warm-up, in-process, one engine's configs open together and timed in "
-             f"interleaved rounds; load average "
+             f"{s['repeats']} after {s['warmup']} warm-up, in-process; configs timed in groups of 3 open together, "
+             "each led by the engine's plain plan (its baseline: speed-ups and 'PSNR vs plain' are against the "
+             f"group's own), in interleaved rounds; load average "
              f"{doc['loadavg_before']} before, {doc['loadavg_after']} after; {doc['machine']['cpu']}. "
              "`benchmarks/deep_cache.py`, `benchmarks/results/deep_cache.json`. PSNR on the final 8-bit-range "
              "image in [0, 1]; vs PyTorch: diffusers StableDiffusionPipeline fp32 from the same initial latents "
@@ -214,33 +236,39 @@ def main() -> None:
         plans = {k: v for k, v in plans.items() if k in a.engines.split(",")}
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
-    allc = configs(plans, a)
-    for eng in plans:
-        group = [c for c in allc if c[0] == eng]
+    for group in groups(plans, a):
         timed = time_engine(bundle, group, a)
-        base = timed[0]  # the plain plan comes first
-        for (_, label, n, branch, _plan), r in zip(group, timed, strict=True):
-            row = {"engine": eng, "label": label, "interval": n, "branch": branch, "seconds": round(r["seconds"], 4),
-                   "seconds_min": round(r["seconds_min"], 4), "seconds_all": r["seconds_all"],
-                   "warmup_seconds": r["warmup_seconds"], "denoise_seconds": r["denoise_seconds"],
-                   "speedup": round(base["seconds"] / r["seconds"], 3),
+        base = timed[0]  # the group's plain plan
+        for k, ((eng, label, n, branch, _plan), r) in enumerate(zip(group, timed, strict=True)):
+            row = {"engine": eng, "label": label if k else "plain (group baseline)", "interval": n, "branch": branch,
+                   "seconds": round(r["seconds"], 4), "seconds_min": round(r["seconds_min"], 4),
+                   "seconds_all": r["seconds_all"], "warmup_seconds": r["warmup_seconds"],
+                   "denoise_seconds": r["denoise_seconds"], "speedup": round(base["seconds"] / r["seconds"], 3),
                    "speedup_min": round(base["seconds_min"] / r["seconds_min"], 3),
                    "psnr_vs_plain": round(psnr(base["image"], r["image"]), 2),
                    "psnr_vs_torch": round(psnr(torch_img, r["image"]), 2), "deep_cache": r["deep_cache"],
-                   "loadavg": round(os.getloadavg()[0], 2)}
+                   "loadavg": round(os.getloadavg()[0], 2), "group_rss_mb": r["rss_mb"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    load_after = os.getloadavg()
-    doc = {"settings": {k: v for k, v in vars(a).items() if k not in ("workdir", "no_markdown")},
-           "machine": {"cpu": _cpu(), "python": platform.python_version(), "cores": os.cpu_count()},
-           "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after],
-           "torch": {"seconds": round(torch_s, 3)}, "rows": rows,
-           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write(a, doc_of(a, load_before, torch_s, rows), markdown_too=not a.no_markdown)  # after every group
+
+
+def doc_of(a: argparse.Namespace, load_before: tuple[float, ...], torch_s: float,
+           rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"settings": {k: v for k, v in vars(a).items() if k not in ("workdir", "no_markdown")},
+            "machine": {"cpu": _cpu(), "python": platform.python_version(), "cores": os.cpu_count()},
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            "torch": {"seconds": round(torch_s, 3)}, "rows": rows,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def write(a: argparse.Namespace, doc: dict[str, Any], *, markdown_too: bool) -> None:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "deep_cache.json"
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    print(f"wrote {out}")
-    if not a.no_markdown:
+    print(f"wrote {out}", flush=True)
+    if markdown_too:
         write_section(markdown(doc))
 
 

@@ -200,9 +200,11 @@ def full_precision(plan: dict[str, Any]) -> bool:
 
 
 def deep_cache_plans(bundle: Bundle, plan: Plan, intervals: Iterable[int], notes: list[str]) -> list[Plan]:
-    """``plan`` with DeepCache at each interval (> 1), where the denoiser has stream parts in its
-    format and precision; none (and a note saying how to get them) where it has not."""
-    from edge_sdk.pipelines.deep_cache import with_deep_cache
+    """``plan`` with DeepCache at each interval (> 1) on each branch, where the denoiser has stream
+    parts in its format and precision; none (and a note saying how to get them) where it has not.
+    Both branches: neither wins everywhere (on the SD-shaped UNet conv_in at N=2 was faster and
+    closer to the full run than down0 at N=5; benchmarks/RESULTS.md, "DeepCache")."""
+    from edge_sdk.pipelines.deep_cache import BRANCHES, with_deep_cache
 
     wanted = sorted({int(n) for n in intervals if int(n) > 1})
     cp = plan.components.get("denoiser")
@@ -212,7 +214,7 @@ def deep_cache_plans(bundle: Bundle, plan: Plan, intervals: Iterable[int], notes
         notes.append(f"DeepCache not tried: the denoiser has no {cp.format}/{cp.precision} stream parts "
                      "(convert with --stream-parts denoiser)")
         return []
-    return [with_deep_cache(bundle, plan, n) for n in wanted]
+    return [with_deep_cache(bundle, plan, n, branch) for n in wanted for branch in BRANCHES]
 
 
 # -- tuning ------------------------------------------------------------------------------------------

@@ -142,6 +142,12 @@ class DeepCacheSession:
         self.shallow = shallow_path(self.parts, self.branch)
         self.kept = cached_names(self.parts, self.shallow, self._input_names)
         self.call_timeout: float | None = None
+        options = dict(options or {})
+        if runtime == "onnxruntime":
+            # Chained small sessions: ORT's workers spin after each run, holding the cores the next
+            # part needs. Off, the chain ran 3.0x faster on the SD-shaped UNet with the 2 cores
+            # shared (benchmarks/RESULTS.md, "DeepCache"); a plan may still say otherwise.
+            options.setdefault("allow_spinning", False)
         self._sessions: list[Runtime] = []
         try:
             for p in self.parts:

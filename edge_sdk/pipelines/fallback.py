@@ -25,6 +25,8 @@ def fp32_fallback(bundle: Bundle, component: str, cp: ComponentPlan) -> Componen
         bundle.artifact(component, cp.format, "fp32", cp.variant)
     except UsageError:
         return None
+    if cp.deep_cache and not bundle.stream_parts(component, cp.format, "fp32"):
+        return replace(cp, precision="fp32", deep_cache=0)  # DeepCache needs fp32 parts: the whole model instead
     return replace(cp, precision="fp32")
 
 

@@ -111,8 +111,9 @@ def test_deep_cache_schedule_and_quality_on_onnxruntime(streamed_bundle, ref):
 
     notes: list[str] = []
     cands = deep_cache_plans(b, Plan({"denoiser": replace(whole_cp, resident=False)}), (5, 1, 2, 3), notes)
-    assert [(p.components["denoiser"].deep_cache, p.components["denoiser"].resident) for p in cands] == [
-        (2, True), (3, True), (5, True)] and not notes
+    assert [(p.components["denoiser"].deep_cache, p.components["denoiser"].deep_cache_branch,
+             p.components["denoiser"].resident) for p in cands] == [
+        (n, br, True) for n in (2, 3, 5) for br in ("down0", "conv_in")] and not notes
 
     full = Sessions(b, Plan({"denoiser": whole_cp}))
     base = _loop(full, ref)
