@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -118,18 +120,26 @@ class ChunkedAttention(nn.Module):
         self.__class__ = type(type(self).__name__, (type(self),), {"forward": forward})
 
     def _chunked(self, *args, **kwargs):
-        from diffusers.models.attention_processor import Attention
-
-        attns = [m for m in self.inner.modules() if isinstance(m, Attention)]
-        before = [m.processor for m in attns]
-        proc = ChunkedAttnProcessor(self.chunks)
-        try:
-            for m in attns:
-                m.set_processor(proc)
+        with chunked(self.inner, self.chunks):
             return self.inner(*args, **kwargs)
-        finally:
-            for m, p in zip(attns, before, strict=True):
-                m.set_processor(p)
+
+
+@contextmanager
+def chunked(module: nn.Module, chunks: int) -> Iterator[None]:
+    """Every diffusers Attention in ``module`` computes in ``chunks`` query chunks inside the block;
+    the processors are put back after it."""
+    from diffusers.models.attention_processor import Attention
+
+    attns = [m for m in module.modules() if isinstance(m, Attention)]
+    before = [m.processor for m in attns]
+    proc = ChunkedAttnProcessor(chunks)
+    try:
+        for m in attns:
+            m.set_processor(proc)
+        yield
+    finally:
+        for m, p in zip(attns, before, strict=True):
+            m.set_processor(p)
 
 
 SLICED = "sliced"  # the variant name of the chunked-attention artifacts

@@ -98,7 +98,7 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
             variant: str | None = None, kind: str | None = None, loras: Iterable[Any] | None = None,
             vae: str | Path | None = None, tiny_vae: str | Path | None = None,
             stream: Iterable[str] | None = None, stream_over: int | None = None,
-            attention: str | None = None) -> Bundle:
+            attention: str | None = None, stream_split: str = "blocks") -> Bundle:
     """Convert ``source`` into a bundle at ``output``; every artifact is validated against PyTorch.
 
     An artifact over its precision's tolerance stops the convert (nothing is written) unless a
@@ -111,6 +111,8 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
     ``tiny_vae`` (a TAESD folder converted as the decoder's ``tiny`` variant) go to ``load_source``.
     ``stream`` names components to split into stream parts as well (``stream_convert``);
     ``stream_over`` (bytes) splits every component whose fp32 weights are larger, where it can.
+    ``stream_split``: ``blocks`` (one part per UNet block) or ``layers`` (per resnet/transformer, for
+    boards whose cap is under the largest block). With ``attention``, the stream parts are sliced too.
     ``attention`` (``sliced:N``): also convert the denoiser and decoder with attention in N query
     chunks, as their ``sliced`` variant (converters/attention.py), for the planner's small-board rungs.
     """
@@ -190,7 +192,7 @@ def convert(source: Any, output: str | Path, *, formats: str | Iterable[str] | N
                     if role in streamed:
                         rep.notes[f"{role} stream"] = convert_stream(
                             writer, converters, comp, precs, samples=samples, tolerance=tolerance, tell=tell,
-                            steps=steps)
+                            steps=steps, granularity=stream_split, attention_chunks=chunks)
             if rep.failures and (not keep_going or not any(converted.values())):
                 raise _combined_error(rep.failures, converted)
             tell("", "", "", "write")

@@ -87,12 +87,30 @@ def validate_chain(component: ComponentSpec, parts: list[PartSpec], entries: lis
 
 def convert_stream(writer, converters: dict[str, Converter], component: ComponentSpec, precisions: list[str], *,
                    samples: int, tolerance: float | None, tell: Callable[[str, str, str, str], None],
-                   steps: int) -> list[str]:
+                   steps: int, granularity: str = "blocks", attention_chunks: int | None = None) -> list[str]:
     """Export, validate and record the parts of ``component`` for every format and precision; the notes.
 
+    ``granularity``: ``blocks`` or ``layers`` (``stream_split``). ``attention_chunks``: the parts'
+    attention in that many query chunks (``--attention sliced:N``: a streamed part then never holds a
+    whole score matrix; the chain is validated against the whole component computed the same way).
     Raises the first EdgeSDKError (a streamed component is all or nothing per convert)."""
+    if attention_chunks is None:
+        return _convert_stream(writer, converters, component, precisions, samples=samples, tolerance=tolerance,
+                               tell=tell, steps=steps, granularity=granularity)
+    from edge_sdk.converters.attention import SLICED, chunked
+
+    writer.set_stream_attention(component.role, f"{SLICED}:{attention_chunks}")
+    with chunked(component.module, attention_chunks):
+        return _convert_stream(writer, converters, component, precisions, samples=samples, tolerance=tolerance,
+                               tell=tell, steps=steps, granularity=granularity)
+
+
+def _convert_stream(writer, converters: dict[str, Converter], component: ComponentSpec, precisions: list[str], *,
+                    samples: int, tolerance: float | None, tell: Callable[[str, str, str, str], None],
+                    steps: int, granularity: str) -> list[str]:
     role = component.role
-    parts = split_unet(component)
+    parts = split_unet(component, granularity)
+    writer.set_stream_split(role, granularity)
     for p in parts:
         writer.add_stream_part(role, p.name, p.spec.input_specs(), p.spec.output_specs(),
                                parameters=_own_parameters(p))

@@ -9,6 +9,13 @@ thin wrapper calling the model's own modules and methods (no math of ours):
 - ``up<j>``: one up block, taking the residuals it pops in forward as explicit inputs;
 - ``out``: ``conv_norm_out``, ``conv_act``, ``conv_out``.
 
+``granularity="layers"`` splits each standard block (``CrossAttnDownBlock2D``, ``DownBlock2D``,
+``UNetMidBlock2DCrossAttn``, ``CrossAttnUpBlock2D``, ``UpBlock2D``) further, one part per resnet,
+transformer and resampler (``down2-res0``, ``down2-attn0``, ``down2-ds``, ``up1-res2``, ``up1-us``),
+in the order the block's forward calls them (an up block's resnet takes the concatenation of its
+input and the skip it pops, as forward does). SD 1.5's largest block (``up1``, 258M parameters)
+becomes parts of at most 49M: what a board whose cap is a few hundred MB can hold one at a time.
+
 Tensors between parts are named: ``skip<k>`` (the k-th entry of forward's
 ``down_block_res_samples``; ``skip0`` is conv_in's output), ``temb``, ``mid``, ``up<j>``, and the
 component's own input and output names. Spatial axes are named by their scale (``height``,
@@ -168,6 +175,50 @@ class _UpNoText4(_Up):
         return self._run(h, temb, None, (s0, s1, s2, s3))
 
 
+class _Res(nn.Module):
+    """One resnet of a block (``block`` so the part's own parameters are counted)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, h: torch.Tensor, temb: torch.Tensor):
+        return self.block(h, temb)
+
+
+class _ResCat(_Res):
+    """An up block's resnet: forward concatenates the popped skip to its input first."""
+
+    def forward(self, h: torch.Tensor, skip: torch.Tensor, temb: torch.Tensor):  # type: ignore[override]
+        return self.block(torch.cat([h, skip], dim=1), temb)
+
+
+class _Attn(_Res):
+    """One transformer of a block, with the text states."""
+
+    def forward(self, h: torch.Tensor, ehs: torch.Tensor):  # type: ignore[override]
+        return self.block(h, encoder_hidden_states=ehs, return_dict=False)[0]
+
+
+class _Sampler(_Res):
+    """A block's down- or upsampler (upsample_size None, as in forward)."""
+
+    def forward(self, h: torch.Tensor):  # type: ignore[override]
+        return self.block(h)
+
+
+# Block types the layers split knows the forward of (diffusers 0.3x-0.4x); others stay whole.
+_LAYERED = {"CrossAttnDownBlock2D", "DownBlock2D", "UNetMidBlock2DCrossAttn", "CrossAttnUpBlock2D", "UpBlock2D"}
+GRANULARITIES = ("blocks", "layers")
+
+
+def _layered(block: nn.Module, granularity: str) -> bool:
+    if granularity != "layers" or type(block).__name__ not in _LAYERED:
+        return False
+    freeu = all(getattr(block, a, None) for a in ("s1", "s2", "b1", "b2"))
+    return not freeu  # FreeU rescales inside forward: keep such a block whole
+
+
 _EMBED = (_Embed0, _Embed1, _Embed2, _Embed3)
 _UP = {True: (None, _Up1, _Up2, _Up3, _Up4), False: (None, _UpNoText1, _UpNoText2, _UpNoText3, _UpNoText4)}
 
@@ -212,9 +263,12 @@ def _dims(t: torch.Tensor, base_hw: tuple[int, int]) -> dict[int, str]:
     return dims
 
 
-def split_unet(component: ComponentSpec) -> list[PartSpec]:
+def split_unet(component: ComponentSpec, granularity: str = "blocks") -> list[PartSpec]:
     """The parts of a UNet denoiser, in order, with example inputs captured by running the chain on the
-    component's own example inputs (so each part is exported at the shapes it sees in the whole)."""
+    component's own example inputs (so each part is exported at the shapes it sees in the whole).
+    ``granularity``: ``blocks`` (one part per block) or ``layers`` (per resnet/transformer/resampler)."""
+    if granularity not in GRANULARITIES:
+        raise ConversionError(f"stream split {granularity!r} is not one of {', '.join(GRANULARITIES)}")
     why = splittable(component)
     if why:
         raise ConversionError(why, hint="drop --stream-parts for this component")
@@ -237,6 +291,21 @@ def split_unet(component: ComponentSpec) -> list[PartSpec]:
     plan.append(("embed", _EMBED[len(extras)](unet, extras), [sample_name, t_name, *extras], ["skip0", "temb"]))
     k = 0  # skips so far - 1
     for i, block in enumerate(unet.down_blocks):
+        if _layered(block, granularity):
+            cur = f"skip{k}"
+            attns = list(getattr(block, "attentions", None) or [None] * len(block.resnets))
+            for j, (res, attn) in enumerate(zip(block.resnets, attns, strict=True)):
+                k += 1
+                mid = f"skip{k}" if attn is None else f"d{i}r{j}"
+                plan.append((f"down{i}-res{j}", _Res(res), [cur, "temb"], [mid]))
+                if attn is not None:
+                    plan.append((f"down{i}-attn{j}", _Attn(attn), [mid, cond_name], [f"skip{k}"]))
+                cur = f"skip{k}"
+            for ds in block.downsamplers or []:
+                k += 1
+                plan.append((f"down{i}-ds", _Sampler(ds), [cur], [f"skip{k}"]))
+                cur = f"skip{k}"
+            continue
         n_res = len(block.resnets) + (1 if getattr(block, "downsamplers", None) else 0)
         outs = [f"skip{k + j + 1}" for j in range(n_res)]
         text = getattr(block, "has_cross_attention", False)
@@ -244,7 +313,13 @@ def split_unet(component: ComponentSpec) -> list[PartSpec]:
         plan.append((f"down{i}", mod, [f"skip{k}", "temb"] + ([cond_name] if text else []), outs))
         k += n_res
     h = f"skip{k}"
-    if unet.mid_block is not None:
+    if unet.mid_block is not None and _layered(unet.mid_block, granularity):
+        mb = unet.mid_block
+        steps: list[tuple[str, nn.Module, list[str]]] = [("mid-res0", _Res(mb.resnets[0]), ["temb"])]
+        for j, (attn, res) in enumerate(zip(mb.attentions, mb.resnets[1:], strict=True)):
+            steps += [(f"mid-attn{j}", _Attn(attn), [cond_name]), (f"mid-res{j + 1}", _Res(res), ["temb"])]
+        h = _chain(plan, steps, h, "mid")
+    elif unet.mid_block is not None:
         text = getattr(unet.mid_block, "has_cross_attention", False)
         plan.append(("mid", _Mid(unet.mid_block) if text else _MidNoText(unet.mid_block),
                      [h, "temb"] + ([cond_name] if text else []), ["mid"]))
@@ -253,6 +328,16 @@ def split_unet(component: ComponentSpec) -> list[PartSpec]:
     for j, block in enumerate(unet.up_blocks):
         n = len(block.resnets)
         res, stack = stack[-n:], stack[:-n]
+        if _layered(block, granularity):
+            attns = list(getattr(block, "attentions", None) or [None] * n)
+            steps = []
+            for r, (rn, attn) in enumerate(zip(block.resnets, attns, strict=True)):
+                steps.append((f"up{j}-res{r}", _ResCat(rn), [res[-1 - r], "temb"]))  # forward pops from the end
+                if attn is not None:
+                    steps.append((f"up{j}-attn{r}", _Attn(attn), [cond_name]))
+            steps += [(f"up{j}-us", _Sampler(us), []) for us in block.upsamplers or []]
+            h = _chain(plan, steps, h, f"up{j}")
+            continue
         text = getattr(block, "has_cross_attention", False)
         if n >= len(_UP[text]):
             raise ConversionError(f"{component.role}: up block {j} has {n} resnets; the split takes at most 4")
@@ -279,6 +364,16 @@ def split_unet(component: ComponentSpec) -> list[PartSpec]:
                                  dynamic_dims=dyn, output_dynamic_dims=odyn)
             parts.append(PartSpec(name, spec))
     return parts
+
+
+def _chain(plan: list, steps: list[tuple[str, nn.Module, list[str]]], h: str, out: str) -> str:
+    """Append ``steps`` (name, module, inputs after the running tensor) to ``plan``, each taking the
+    previous one's output first; the last output is named ``out`` (intermediates after the part)."""
+    for i, (name, mod, extra) in enumerate(steps):
+        nxt = out if i == len(steps) - 1 else name.replace("-", "_")
+        plan.append((name, mod, [h, *extra], [nxt]))
+        h = nxt
+    return h
 
 
 def run_chain(parts: list[PartSpec], feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

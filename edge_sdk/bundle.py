@@ -260,6 +260,8 @@ class _PendingComponent:
     extra_files: list[str] = field(default_factory=list)
     parts: list[_PendingPart] = field(default_factory=list)  # stream parts, in run order
     stream_validation: list[dict[str, Any]] = field(default_factory=list)
+    stream_split: str = "unet-blocks"
+    stream_attention: str = ""  # the parts' attention when sliced ("sliced:N")
 
 
 class BundleWriter:
@@ -354,6 +356,14 @@ class BundleWriter:
     def add_stream_validation(self, component: str, record: dict[str, Any]) -> None:
         self._components[component].stream_validation.append(record)
 
+    def set_stream_split(self, component: str, granularity: str) -> None:
+        """How the parts were cut: ``blocks`` (manifest ``split: unet-blocks``) or ``layers``."""
+        self._components[component].stream_split = f"unet-{granularity}"
+
+    def set_stream_attention(self, component: str, attention: str) -> None:
+        """The parts' attention (``sliced:N``), when it differs from the whole component's."""
+        self._components[component].stream_attention = attention
+
     def _artifact_record(self, a: _PendingArtifact) -> dict[str, Any]:
         rec: dict[str, Any] = {"format": a.format, "precision": a.precision, "entry": a.entry,
                                "files": [self._file_record(f) for f in a.files]}
@@ -376,7 +386,9 @@ class BundleWriter:
             if p.parameters is not None:
                 rec["parameters"] = p.parameters
             parts.append(rec)
-        out: dict[str, Any] = {"split": "unet-blocks", "parts": parts}
+        out: dict[str, Any] = {"split": c.stream_split, "parts": parts}
+        if c.stream_attention:
+            out["attention"] = c.stream_attention
         if c.stream_validation:
             out["validation"] = list(c.stream_validation)
         return out

@@ -56,6 +56,10 @@ class Plan:
     # True on boards whose GPU shares RAM with the CPU (Jetson): the cap counts both.
     memory_unified: bool = False
     size: tuple[int, int] | None = None  # (height, width) in pixels the estimates were made for
+    # The ladder rung taken ("1 resident", "4 streamed", with the choices added on top) and the
+    # expected slowdown against the fastest plan (edge_sdk.planning.slowdown: recorded factors).
+    rung: str = ""
+    slowdown: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

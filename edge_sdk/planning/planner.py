@@ -346,6 +346,7 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     cfg_opts = ["sequential"] if static_batch1 else (["batched", "sequential"] if cfg_active else ["batched"])
     cap = board.cap_bytes
     fit, best = _first_fit(bundle, choices, board, (h, w), down, req.batch, cfg_active, cfg_opts, cap, req.tile)
+    plain = dict(choices)  # before any variant is swapped in: the fastest plan's artifacts
     tiny_note = ""
     if tiny_here and req.decoder is None and "decoder" not in (req.remote or {}) and (
             fit is None or fit.tile is not None or fit.release_others or fit.release_denoiser):
@@ -382,10 +383,47 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
         comps[name] = c.plan
     estimates = dict(fit.estimates)
     estimates["peak"] = fit.peak
-    return Plan(components=comps, cfg=fit.cfg,
+    rung, slow = _rung_summary(bundle, plain, choices, fit, (h, w), down, req.batch, cfg_active, cfg_opts, cap)
+    return Plan(components=comps, cfg=fit.cfg, rung=rung, slowdown=slow,
                 decode_tiling=TilePlan(fit.tile, _overlap(board, fit.tile)) if fit.tile is not None else None,
                 memory_cap_bytes=cap, board=board.name, estimates=estimates, notes=notes,
                 memory_unified=board.unified, size=(h * down, w * down))
+
+
+_LEVELS = {1: "resident", 2: "per-stage loading", 3: "per-call loading", 4: "streamed"}
+
+
+def _rung_summary(bundle: Bundle, plain: dict[str, _Choice], choices: dict[str, _Choice], fit: _Rung,
+                  hw: tuple[int, int], down: int, batch: int, cfg_active: bool, cfg_opts: list[str],
+                  cap: int) -> tuple[str, dict[str, Any]]:
+    """The rung taken, as one line, and its expected slowdown against the fastest plan (everything
+    resident, batched CFG, the plain artifacts, whole-image decode), which may not fit the cap."""
+    from edge_sdk.planning.slowdown import expected
+
+    level = 4 if fit.stream else 3 if fit.release_denoiser else 2 if fit.release_others else 1
+    added = []
+    if level == 4:
+        split = bundle.component("denoiser").get("stream", {}).get("split", "")
+        added.append("streamed per layer" if split == "unet-layers" else "streamed")  # measured with sequential CFG
+    elif level > 1:
+        added.append(_LEVELS[level])
+    if fit.cfg == "sequential" and cfg_active and level != 4:
+        added.append("sequential CFG")
+    if any(c.plan.variant == SLICED for c in choices.values()):
+        added.append("sliced attention")
+    if "decoder" in choices and choices["decoder"].plan.variant == TINY:
+        added.append("tiny decoder")
+    if fit.tile is not None:
+        added.append("tiled decode")
+    factor, known, unknown = expected(added)
+    top = _Rung(cfg_opts[0], False, False, None)
+    top_peak = max(_stage_estimates(bundle, plain, top, hw, down, batch, cfg_active).values())
+    rung = f"{level} ({_LEVELS[level]})" + ("" if not added or added == [_LEVELS[level]] else
+                                            ": " + ", ".join(a for a in added if a != _LEVELS[level]))
+    return rung, {"factor": round(factor, 2), "estimated": True, "factors": known, "not_measured": unknown,
+                  "fastest_peak_mb": round(top_peak / MB, 1), "fastest_fits": top_peak <= cap * FIT_MARGIN,
+                  "against": "the fastest plan: everything resident, batched CFG, full attention, whole-image "
+                             "decode"}
 
 
 def _rank(rung: _Rung) -> tuple:
@@ -414,6 +452,9 @@ def _try_sliced(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: 
             swapped[role] = _choose(bundle, board, role, req, hw, usable, here, alt=SLICED)
         except PlanError:
             continue
+        if role == "denoiser":  # stream parts converted with sliced attention go with this choice
+            c = swapped[role]
+            c.stream = stream_cost(bundle, role, c.plan, c.artifact, c.cost)
     if not swapped:
         return fit, best, ""
     trial = {**choices, **swapped}

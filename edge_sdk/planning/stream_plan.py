@@ -88,8 +88,12 @@ class StreamCost:
 
 def stream_cost(bundle: Bundle, role: str, cp: ComponentPlan, artifact: Artifact,
                 cost: ComponentCost) -> StreamCost | None:
-    """The stream cost of ``role`` in the chosen format/precision, or None when it has no such parts."""
-    if cp.variant:
+    """The stream cost of ``role`` in the chosen format/precision, or None when it has no such parts.
+
+    Parts converted with sliced attention (manifest ``stream.attention``) go with the ``sliced``
+    variant's choice, whose measured activations are theirs; plain parts with the plain artifact."""
+    sliced = bool(bundle.component(role).get("stream", {}).get("attention"))
+    if cp.variant != ("sliced" if sliced else ""):
         return None
     parts = bundle.stream_parts(role, cp.format, cp.precision)
     if not parts:

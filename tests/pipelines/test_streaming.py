@@ -153,6 +153,8 @@ def test_planner_streams_the_denoiser_last(streamed_bundle):
     req = PlanRequest(height=64, width=64, guidance=1.0, measure=False, runtime="onnxruntime")
     resident = plan(b, board, req)
     assert not resident.components["denoiser"].stream and resident.components["denoiser"].resident
+    assert resident.rung == "1 (resident)" and resident.slowdown["factor"] == 1.0
+    assert resident.slowdown["fastest_fits"]
 
     def at(cap_bytes: int):
         return plan(b, dataclasses.replace(board, cap_bytes=cap_bytes), req)
@@ -160,8 +162,14 @@ def test_planner_streams_the_denoiser_last(streamed_bundle):
     # Just below the resident peak: the whole denoiser loaded per call (its arena is not kept).
     per_call = at(int(resident.estimates["peak"] / FIT_MARGIN) - 2**20)
     assert not per_call.components["denoiser"].resident and not per_call.components["denoiser"].stream
+    assert per_call.rung == "3 (per-call loading)" and "per-call loading" in per_call.slowdown["not_measured"]
+    assert not per_call.slowdown["fastest_fits"]
     streamed = at(int(per_call.estimates["peak"] / FIT_MARGIN) - 2**20)
     assert streamed.components["denoiser"].stream
+    # The slowdown is the recorded streaming factor (benchmarks/streaming.py), against a fastest plan
+    # whose estimate is the resident one's (the same artifacts, everything resident).
+    assert streamed.rung == "4 (streamed)" and streamed.slowdown["factor"] == pytest.approx(1.6)
+    assert streamed.slowdown["fastest_peak_mb"] == pytest.approx(resident.estimates["peak"] / 2**20, abs=0.1)
     assert streamed.estimates["peak"] < per_call.estimates["peak"]
     assert describe(streamed)[0][-1] == "streamed"
     assert any("streamed" in n for n in streamed.notes)
@@ -189,10 +197,16 @@ def test_plan_cli_shows_the_streamed_denoiser(streamed_bundle, tmp_path):
             "--guidance", "1"]
     r = CliRunner().invoke(cli, [*args, "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["components"]["denoiser"]["stream"] is True
+    d = json.loads(r.output)
+    assert d["components"]["denoiser"]["stream"] is True
+    assert d["rung"] == "4 (streamed)" and d["slowdown"]["factor"] == pytest.approx(1.6)
+    assert d["slowdown"]["fastest_peak_mb"] > d["estimates_mb"]["peak"] and not d["slowdown"]["fastest_fits"]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert re.search(r"denoiser .* streamed", r.output) and "the denoiser is streamed: 7 parts" in r.output
+    assert re.search(r"rung 4 \(streamed\): estimated peak \d+ MB", r.output)
+    assert re.search(r"expected slowdown ~1.6x \(an estimate: streamed 1.6x\) against the fastest plan "
+                     r"\(estimated \d+ MB, does not fit the cap\)", r.output)
 
 
 def test_hostile_stream_sections_are_refused_on_open(streamed_bundle, tmp_path):

@@ -52,11 +52,15 @@ from edge_sdk.formats.registry import default_format
                    "are validated.")
 @click.option("--stream-over-mb", "stream_over_mb", type=click.FloatRange(min=0), default=None,
               help="Split every component whose fp32 weights are larger than this (where it can be split).")
+@click.option("--stream-split", "stream_split", type=click.Choice(["blocks", "layers"]), default="blocks",
+              show_default=True,
+              help="Stream parts per UNet block, or per resnet/transformer/resampler (layers: smaller parts for "
+                   "boards whose cap is under the largest block, e.g. SD 1.5 on a Pi Zero 2 W).")
 @json_option
 @quiet_option
 def command(source, output, formats, precisions, name, tolerance, samples, calibration_steps, static_variant,
-            keep_going, overwrite, variant, loras, vae, tiny_vae, attention, kind, stream, stream_over_mb, as_json,
-            quiet):
+            keep_going, overwrite, variant, loras, vae, tiny_vae, attention, kind, stream, stream_over_mb, stream_split,
+            as_json, quiet):
     """Convert SOURCE into a bundle: every artifact is checked against PyTorch.
 
     SOURCE is a `module:factory` entry point (the factory returns `(model, example_inputs)` or a
@@ -76,7 +80,7 @@ def command(source, output, formats, precisions, name, tolerance, samples, calib
                          variant=variant, kind=kind, loras=loras, vae=vae,
                          tiny_vae=tiny_vae, stream=[c.strip() for c in stream.split(",") if c.strip()],
                          stream_over=None if stream_over_mb is None else int(stream_over_mb * 2**20),
-                         attention=attention)
+                         attention=attention, stream_split=stream_split)
     finally:
         progress.close()
     rows = []

@@ -47,5 +47,14 @@ def command(bundle, board, size, batch, guidance, runtime, precision, tile, deco
     rows = [(stage, f"{v / MB:.0f} MB", f"{100 * v / p.memory_cap_bytes:.0f}% of cap")
             for stage, v in p.estimates.items()]
     say(table(rows, ("stage", "estimated peak", "")))
+    if p.rung:
+        say(f"rung {p.rung}: estimated peak {p.estimates.get('peak', 0) / MB:.0f} MB")
+    sd = p.slowdown
+    if sd and (sd.get("factors") or sd.get("not_measured")):
+        why = "; ".join(sd.get("factors", [])) or "no measured factor"
+        unk = f"; not measured: {', '.join(sd['not_measured'])}" if sd.get("not_measured") else ""
+        fits = "fits" if sd["fastest_fits"] else "does not fit"
+        say(f"expected slowdown ~{sd['factor']:g}x (an estimate: {why}{unk}) against the fastest plan "
+            f"(estimated {sd['fastest_peak_mb']:.0f} MB, {fits} the cap)")
     for n in p.notes:
         say(f"  note: {n}")
