@@ -170,6 +170,11 @@ class Runtime(ABC):
     def close(self) -> None:  # noqa: B027 - optional for adapters holding nothing
         """Release the engine's resources."""
 
+    def release_scratch(self) -> None:  # noqa: B027 - optional: adapters whose engine can do it
+        """Free what a run keeps between calls (intermediate tensors, scratch), the model staying
+        loaded; the next run allocates it again. The pipeline calls it when it moves on to another
+        component, so resident components' scratch does not add up at the peak."""
+
     def __enter__(self) -> Runtime:
         return self
 

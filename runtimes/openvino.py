@@ -352,6 +352,18 @@ class OpenVinoRuntime(Runtime):
         request.cancel()
         return True
 
+    def release_scratch(self) -> None:
+        # The CPU plugin keeps each request's intermediate tensors between calls; at 256x256 the VAE
+        # decoder's alone are tens of MB, and they would sit beside the UNet's through the whole loop.
+        compiled = [c for c, _ in (self._per_shape or {}).values()] if getattr(self, "_per_shape", None) \
+            else [c for c in (getattr(self, "_compiled", None),) if c is not None]
+        for c in compiled:
+            try:
+                c.release_memory()
+            except Exception:  # noqa: BLE001 - a plugin without it (or mid-call) keeps its memory, nothing else
+                pass
+        give_back_freed_memory()
+
     def close(self) -> None:
         self._request = None
         self._compiled = None

@@ -125,7 +125,7 @@ def sd15_view(src: Path, dst: Path) -> Path:
 
 # -- 3. exports ------------------------------------------------------------------------------------
 def exports(folder: Path, work: Path, venv: dict[str, Any], *, tune: bool, steps: int, size: int,
-            threads: int) -> dict[str, Any]:
+            threads: int, tune_runtimes: str | None = None) -> dict[str, Any]:
     bindir = Path(venv["python"]).parent
     done: dict[str, Any] = {}
     for name, fmt in (("ov", "openvino"), ("onnx", "onnx")):
@@ -138,8 +138,13 @@ def exports(folder: Path, work: Path, venv: dict[str, Any], *, tune: bool, steps
         done.setdefault(name, {})["command"] = " ".join(cmd)
     bundle = work / "edge-sdk.bundle"
     # edge-sdk convert, less the VAE encoder (img2img only: the peers' text-to-image does not use it).
+    # fp16 too: OpenVINO's bf16 plan on fp16 weights holds half the source weights (RESULTS.md).
     call = (f"import edge_sdk; edge_sdk.convert({str(folder)!r}, {str(bundle)!r}, formats=['onnx', 'openvino'], "
-            "precisions=['fp32'], components=['text_encoder', 'denoiser', 'decoder'], samples=1)")
+            "precisions=['fp32', 'fp16'], components=['text_encoder', 'denoiser', 'decoder'], samples=1)")
+    if (bundle / "manifest.json").is_file() and not (bundle / "denoiser" / "openvino" / "fp16").is_dir():
+        log(f"{bundle} has no fp16 OpenVINO artifacts (an older harness wrote it): converting again")
+        shutil.rmtree(bundle)
+        bundle.with_name(bundle.name + ".peers-tuned.json").unlink(missing_ok=True)
     if not (bundle / "manifest.json").is_file():
         log("converting with edge_sdk.convert")
         done["edge-sdk"] = {"seconds": sh([sys.executable, "-c", call])}
@@ -148,7 +153,7 @@ def exports(folder: Path, work: Path, venv: dict[str, Any], *, tune: bool, steps
     if tune and not tuned.is_file():
         cmd = [sys.executable, "-m", "edge_sdk.cli.main", "tune", str(bundle), "--board", "x86-64-generic", "--steps",
                str(steps), "--size", f"{size}x{size}", "--threads", str(threads), "--repeats", "2", "--dry-run",
-               "--json", "-q"]
+               "--json", "-q"] + (["--runtimes", tune_runtimes] if tune_runtimes else [])
         log("tuning edge-sdk (edge-sdk tune)")
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
         if r.returncode != 0:
@@ -178,6 +183,12 @@ def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path) -
     for cp in static["components"].values():
         cp["options"]["static_shapes"] = "per_shape"
     plans["ov-bf16-static"] = static
+    if any(a.format == "openvino" and a.precision == "fp16" for a in bundle.artifacts("denoiser")):
+        half = json.loads(json.dumps(static))
+        for name, cp in half["components"].items():
+            if name != "text_encoder":  # fp16 weights where the arithmetic is bf16 anyway
+                cp["precision"] = "fp16"
+        plans["ov-bf16-static-fp16w"] = half
     if tuned:
         t = json.loads(Path(tuned).read_text())
         plans["tuned"] = next(c["plan"] for c in t["candidates"] if c["label"] == t["chosen"])
@@ -214,6 +225,10 @@ def pipelines(work: Path, venv: dict[str, Any], plans: dict[str, Path]) -> list[
     ]
     rows.append(dict(name="edge-sdk, OpenVINO bf16 plan, compiled per shape", engine="OpenVINO", python=edge,
                      kind="edge-sdk", model=bundle, plan=str(plans["ov-bf16-static"]), precision="bf16"))
+    if "ov-bf16-static-fp16w" in plans:
+        rows.append(dict(name="edge-sdk, OpenVINO bf16 plan on fp16 weights, compiled per shape", engine="OpenVINO",
+                         python=edge, kind="edge-sdk", model=bundle, plan=str(plans["ov-bf16-static-fp16w"]),
+                         precision="bf16"))
     if "tuned" in plans:
         rows.append(dict(name="edge-sdk, tuned plan (edge-sdk tune)", engine="tuned", python=edge, kind="edge-sdk",
                          model=bundle, plan=str(plans["tuned"]), precision="tuned"))
@@ -228,6 +243,8 @@ def run_child(p: dict[str, Any], a: argparse.Namespace, latents: Path, image: Pa
         cmd += ["--plan", p["plan"]]
     if p["kind"] in ("ov-genai", "optimum-intel") and p["precision"] != "default":
         cmd += ["--precision", p["precision"]]
+    if a.lock:  # big models: one pipeline at a time holds the shared machine's big-memory lock
+        cmd = ["flock", str(a.lock), *cmd]
     env = dict(os.environ, PYTHONPATH=str(BENCH.parent), TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(a.threads))
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, env=env)
     if r.returncode != 0:
@@ -343,8 +360,13 @@ def main() -> None:
     ap.add_argument("--prompt", default="a photograph of an astronaut riding a horse")
     ap.add_argument("--only", help="comma-separated substrings: run only the pipelines whose names contain one")
     ap.add_argument("--no-tune", action="store_true")
+    ap.add_argument("--tune-runtimes", help="comma-separated runtimes edge-sdk tune may choose among (default: all)")
+    ap.add_argument("--reference-once", action="store_true",
+                    help="run the PyTorch reference in the first round only (the slowest pipeline, same image)")
     ap.add_argument("--optional-peers", action="store_true", help="also try installing stable-diffusion-cpp-python")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per pipeline process")
+    ap.add_argument("--lock", type=Path, help="flock this file around each pipeline process (e.g. "
+                                               "/work/data/bigmem.lock for sd15 on a shared machine)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--no-markdown", action="store_true", help="write the JSON and chart only")
     ap.add_argument("--render", type=Path, metavar="JSON", help="only redraw the chart and table of a results file")
@@ -376,7 +398,8 @@ def main() -> None:
         write_sd_shaped_folder(folder)
     else:
         sd15_view(a.sd15_folder, folder)
-    ex = exports(folder, work, venv, tune=not (a.quick or a.no_tune), steps=a.steps, size=a.size, threads=a.threads)
+    ex = exports(folder, work, venv, tune=not (a.quick or a.no_tune), steps=a.steps, size=a.size, threads=a.threads,
+                 tune_runtimes=a.tune_runtimes)
     plans = edge_plans(Path(ex["bundle"]), ex.get("tuned"), a.threads, work)
     rows = pipelines(work, venv, plans)
     if a.only:
@@ -397,11 +420,14 @@ def main() -> None:
         results["machine"] = machine_info()
     except Exception as e:  # noqa: BLE001 - the table matters more than the machine's description
         results["machine"] = {"error": str(e)}
+    ref_image: dict[str, np.ndarray] = {}
     for rnd in range(a.rounds):
         order = rows[rnd % len(rows):] + rows[:rnd % len(rows)]
         this: dict[str, dict[str, Any]] = {}
-        images: dict[str, np.ndarray] = {}
+        images: dict[str, np.ndarray] = dict(ref_image)
         for p in sorted(order, key=lambda p: not p.get("reference")):  # the reference image first
+            if p.get("reference") and rnd and a.reference_once and p["name"] in images:
+                continue  # its image is the same every round (same latents); its time is measured once
             log(f"round {rnd + 1}/{a.rounds}: {p['name']}")
             img = work / f"image-{p['kind']}-{abs(hash(p['name'])) % 10**8}.npy"
             r = run_child(p, a, latents, img)
@@ -414,10 +440,16 @@ def main() -> None:
             else:
                 log(f"   failed: {r['error']}")
             this[p["name"]] = r
+            # Partial results after every pipeline: a run cut short still leaves what it measured.
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.with_suffix(".partial.json").write_text(json.dumps(
+                {**results, "rounds": [*results["rounds"], this]}, indent=2, default=str) + "\n")
         results["rounds"].append(this)
+        ref_image = {q["name"]: images[q["name"]] for q in rows if q.get("reference") and q["name"] in images}
     results["summary"] = summarize(rows, results["rounds"])
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    a.out.with_suffix(".partial.json").unlink(missing_ok=True)
     png = a.out.with_suffix(".png")
     chart(results["summary"], png, f"{a.model}: {a.size}x{a.size}, {a.steps} steps, {a.threads} threads "
                                    "(PSNR vs PyTorch fp32 in brackets)")

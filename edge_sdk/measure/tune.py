@@ -137,8 +137,11 @@ def candidate_plans(bundle: Bundle, board: Any, *, width: int | None = None, hei
                     options.append(mixed)
             if not options:
                 notes.append(f"{runtime} {prec}: no component can run it")
-            if prec == "fp32":
-                options += _reduced_compute(base, notes)
+            if prec in REDUCED_WEIGHTS:
+                # fp16 weights computed in bf16 too: the same speed as fp32 weights in bf16, but the
+                # engine holds half the source weights beside its compiled copy (OpenVINO: -33 MB
+                # peak on the SD-shaped UNet, benchmarks/RESULTS.md).
+                options += [r for o in options for r in _reduced_compute(o, notes if prec == "fp32" else [])]
             for p in options:
                 if threads is not None:
                     p.components = {k: replace(c, threads=threads) for k, c in p.components.items()}
@@ -151,6 +154,9 @@ def candidate_plans(bundle: Bundle, board: Any, *, width: int | None = None, hei
                         hint="; ".join(notes) or "convert the bundle for a runtime installed here")
     return plans, notes
 
+
+# Weight precisions whose plans are also tried with the runtimes' tune options (speed, bf16 arithmetic).
+REDUCED_WEIGHTS = ("fp32", "fp16")
 
 # Components that may compute in reduced precision (bf16): the per-step denoiser, and the decoder
 # as a second candidate. Text encoders stay f32: CLIP's causal mask (float32's lowest value) overflows bf16 to

@@ -22,6 +22,7 @@ class Sessions:
         self.bundle = bundle
         self.plan = plan
         self._open: dict[str, Runtime] = {}
+        self._last: str | None = None  # the component run last: its scratch goes when another runs
         self.notes: list[str] = []  # what changed during the run (e.g. an fp32 fallback)
         # Seconds one component call may take (None: EDGE_SDK_CALL_TIMEOUT or the default; runtimes/watch.py).
         self.call_timeout: float | None = None
@@ -53,6 +54,13 @@ class Sessions:
     @contextmanager
     def use(self, component: str) -> Iterator[Runtime]:
         """The component's session; released afterwards unless the plan keeps it resident."""
+        if self._last not in (None, component) and self._last in self._open:
+            # Only the running component's intermediate tensors in memory: the text encoder's and the
+            # decoder's would otherwise sit beside the denoiser's through the loop (runtime permitting).
+            release = getattr(self._open[self._last], "release_scratch", None)  # a StreamedSession holds none
+            if release is not None:
+                release()
+        self._last = component
         rt = self._load(component)
         try:
             yield rt

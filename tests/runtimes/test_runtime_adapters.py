@@ -198,6 +198,10 @@ def test_ov_per_shape_holds_no_source_model_and_reads_again_verified(tri_paths, 
                 ref = model(torch.from_numpy(x), torch.from_numpy(t)).numpy()
             assert rel_l2(rt.run({"sample": x, "timestep": t})["noise_pred"], ref) < FP32_REL
             assert rt._model is None and not rt._bytes  # nothing of the source kept between compiles
+            first = rt.run({"sample": x, "timestep": t})["noise_pred"]
+            rt.release_scratch()  # intermediate tensors freed, the compiled models kept: same numbers after
+            np.testing.assert_array_equal(rt.run({"sample": x, "timestep": t})["noise_pred"], first)
+            assert len(rt._per_shape) == k
         data = bytearray(xml.with_suffix(".bin").read_bytes())
         data[-1] ^= 1
         xml.with_suffix(".bin").write_bytes(bytes(data))
