@@ -78,6 +78,9 @@ class Runtime(ABC):
     # the engine cannot be probed.
     base_memory: ClassVar[int] = 60 * MB
     plan_options: ClassVar[Mapping[str, Any]] = {}  # session options every plan gives it (the probe too)
+    # Options for sessions run one after another in a chain (stream parts, DeepCache's paths), where
+    # the engine's default behaviour between runs (e.g. threads spinning) costs the next session.
+    chained_options: ClassVar[Mapping[str, Any]] = {}
     install_hint: ClassVar[str] = ""  # what to install when it is missing
     module: ClassVar[str | None] = None  # the engine's Python module (versions in bench reports)
     # Among runtimes opening one format, lower is chosen first when nothing else decides.

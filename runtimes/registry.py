@@ -107,6 +107,12 @@ def plan_options(name: str) -> dict[str, Any]:
     return dict(classes[0].plan_options) if classes else {}
 
 
+def chained_options(name: str) -> dict[str, Any]:
+    """A copy of the session options ``name`` takes when its sessions run in a chain ({} when unknown)."""
+    classes = _loadable([name])
+    return dict(classes[0].chained_options) if classes else {}
+
+
 def open_artifact(path: str | Path, runtime: str, **kwargs: Any) -> Runtime:
     """Open ``path`` with the named runtime; an engine that is not installed says what to install."""
     cls = get_runtime(runtime)

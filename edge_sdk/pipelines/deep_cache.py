@@ -29,7 +29,7 @@ from edge_sdk.errors import BundleError, InputError, UsageError
 from edge_sdk.manifest import TensorSpec
 from edge_sdk.planning.plan import ComponentPlan, Plan
 from edge_sdk.runtimes.base import Runtime
-from edge_sdk.runtimes.registry import open_artifact
+from edge_sdk.runtimes.registry import chained_options, open_artifact
 
 BRANCHES = ("down0", "conv_in")
 DEFAULT_BRANCH = "down0"
@@ -143,11 +143,8 @@ class DeepCacheSession:
         self.kept = cached_names(self.parts, self.shallow, self._input_names)
         self.call_timeout: float | None = None
         options = dict(options or {})
-        if runtime == "onnxruntime":
-            # Chained small sessions: ORT's workers spin after each run, holding the cores the next
-            # part needs. Off, the chain ran 3.0x faster on the SD-shaped UNet with the 2 cores
-            # shared (benchmarks/RESULTS.md, "DeepCache"); a plan may still say otherwise.
-            options.setdefault("allow_spinning", False)
+        for key, value in chained_options(runtime).items():  # a plan may still say otherwise
+            options.setdefault(key, value)
         self._sessions: list[Runtime] = []
         try:
             for p in self.parts:
