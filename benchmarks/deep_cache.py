@@ -147,8 +147,10 @@ def groups(plans: dict[str, Any], a: argparse.Namespace) -> list[list[tuple[str,
     """Configs (engine, label, N, branch, plan) in groups timed together, each led by the engine's
     plain plan (its own baseline): few generators open at once (each holds its sessions' arenas,
     ~1 GB at this size on ONNX Runtime) while drift still falls on a baseline and its rivals alike.
-    ONNX Runtime's DeepCache parts run with thread spinning off (DeepCacheSession's default); the
-    first group shows spinning on and off for the plain plan and the chain."""
+    ONNX Runtime's DeepCache parts run with thread spinning off (DeepCacheSession's default), so
+    its DeepCache groups are led by the plain plan with spinning off too (spinning alone changed the
+    plain plan's time 1.6x on the busy machine); its first group shows spinning on and off for the
+    plain plan and the chain."""
     out = []
     for eng, plan in plans.items():
         plain = (eng, "plain", 0, "", plan)
@@ -157,6 +159,7 @@ def groups(plans: dict[str, Any], a: argparse.Namespace) -> list[list[tuple[str,
             first = [plain, (eng, "plain spin off", 0, "", with_options(plan, allow_spinning=False)),
                      (eng, "chain (N=1) spin off", 1, "down0", with_cache(plan, 1, "down0")),
                      (eng, "chain (N=1) spin on", 1, "down0", with_cache(plan, 1, "down0", allow_spinning=True))]
+            plain = (eng, "plain spin off", 0, "", with_options(plan, allow_spinning=False))
         out.append(first)
         for n in a.intervals:
             out.append([plain] + [(eng, f"N={n} {br}", n, br, with_cache(plan, n, br)) for br in ("down0", "conv_in")])
@@ -222,6 +225,8 @@ def main() -> None:
     ap.add_argument("--engines", help="comma-separated subset of onnxruntime,openvino-f32,openvino-bf16")
     ap.add_argument("--prompt", default="a photograph of an astronaut riding a horse")
     ap.add_argument("--no-markdown", action="store_true")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of engines not run now from the existing results/deep_cache.json")
     a = ap.parse_args()
 
     from edge_sdk.bundle import Bundle
@@ -236,11 +241,14 @@ def main() -> None:
         plans = {k: v for k, v in plans.items() if k in a.engines.split(",")}
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    if a.merge and (RESULTS / "deep_cache.json").is_file():
+        kept = [r for r in json.loads((RESULTS / "deep_cache.json").read_text())["rows"] if r["engine"] not in plans]
     for group in groups(plans, a):
         timed = time_engine(bundle, group, a)
         base = timed[0]  # the group's plain plan
         for k, ((eng, label, n, branch, _plan), r) in enumerate(zip(group, timed, strict=True)):
-            row = {"engine": eng, "label": label if k else "plain (group baseline)", "interval": n, "branch": branch,
+            row = {"engine": eng, "label": label if k else f"{label} (group baseline)", "interval": n, "branch": branch,
                    "seconds": round(r["seconds"], 4), "seconds_min": round(r["seconds_min"], 4),
                    "seconds_all": r["seconds_all"], "warmup_seconds": r["warmup_seconds"],
                    "denoise_seconds": r["denoise_seconds"], "speedup": round(base["seconds"] / r["seconds"], 3),
@@ -250,12 +258,12 @@ def main() -> None:
                    "loadavg": round(os.getloadavg()[0], 2), "group_rss_mb": r["rss_mb"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
-        write(a, doc_of(a, load_before, torch_s, rows), markdown_too=not a.no_markdown)  # after every group
+        write(a, doc_of(a, load_before, torch_s, kept + rows), markdown_too=not a.no_markdown)  # after every group
 
 
 def doc_of(a: argparse.Namespace, load_before: tuple[float, ...], torch_s: float,
            rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"settings": {k: v for k, v in vars(a).items() if k not in ("workdir", "no_markdown")},
+    return {"settings": {k: v for k, v in vars(a).items() if k not in ("workdir", "no_markdown", "merge", "engines")},
             "machine": {"cpu": _cpu(), "python": platform.python_version(), "cores": os.cpu_count()},
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
