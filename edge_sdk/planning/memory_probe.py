@@ -177,6 +177,10 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
         if pid > 0:
             os.waitpid(pid, 0)
         if not text:
+            if not samples:
+                # Refused before any size ran: a graph with attention in N query chunks needs at
+                # least N tokens at its coarsest attention level (sliced:32 at 16 cells has 4).
+                continue
             break  # the size failed (too big, or the model refuses it): fit what we have
         acts = json.loads(text)
         samples.append([n, *acts])
