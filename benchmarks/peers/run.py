@@ -266,7 +266,8 @@ def summarize(rows: list[dict[str, Any]], runs: list[dict[str, dict[str, Any]]])
         secs = [s for r in ok for s in r["seconds"]]
         s: dict[str, Any] = {k: p[k] for k in ("name", "engine", "kind", "precision")}
         if not ok:
-            s["error"] = rs[0].get("error") if rs else "not run"
+            s["error"] = rs[0].get("error") if rs else (
+                "not timed in this sitting (its image from an earlier one)" if p.get("reference") else "not run")
         else:
             s.update(median_s=statistics.median(secs), min_s=min(secs), max_s=max(secs),
                      round_medians_s=[statistics.median(r["seconds"]) for r in ok],
@@ -361,6 +362,8 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated substrings: run only the pipelines whose names contain one")
     ap.add_argument("--no-tune", action="store_true")
     ap.add_argument("--tune-runtimes", help="comma-separated runtimes edge-sdk tune may choose among (default: all)")
+    ap.add_argument("--reuse-reference", action="store_true",
+                    help="take the PyTorch reference image from an earlier sitting with the same arguments")
     ap.add_argument("--reference-once", action="store_true",
                     help="run the PyTorch reference in the first round only (the slowest pipeline, same image)")
     ap.add_argument("--optional-peers", action="store_true", help="also try installing stable-diffusion-cpp-python")
@@ -421,6 +424,8 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001 - the table matters more than the machine's description
         results["machine"] = {"error": str(e)}
     ref_image: dict[str, np.ndarray] = {}
+    # The reference image by arguments, for --reuse-reference (a sitting of a few rows, no PyTorch run).
+    ref_file = work / f"reference-{a.size}-{a.steps}-{a.guidance}-{a.seed}.npy"
     for rnd in range(a.rounds):
         order = rows[rnd % len(rows):] + rows[:rnd % len(rows)]
         this: dict[str, dict[str, Any]] = {}
@@ -428,11 +433,17 @@ def main() -> None:
         for p in sorted(order, key=lambda p: not p.get("reference")):  # the reference image first
             if p.get("reference") and rnd and a.reference_once and p["name"] in images:
                 continue  # its image is the same every round (same latents); its time is measured once
+            if p.get("reference") and a.reuse_reference and ref_file.is_file():
+                images[p["name"]] = np.load(ref_file)  # an earlier sitting's, same latents and arguments
+                log(f"round {rnd + 1}/{a.rounds}: {p['name']}: image from {ref_file} (not timed)")
+                continue
             log(f"round {rnd + 1}/{a.rounds}: {p['name']}")
             img = work / f"image-{p['kind']}-{abs(hash(p['name'])) % 10**8}.npy"
             r = run_child(p, a, latents, img)
             if "error" not in r:
                 images[p["name"]] = np.load(img)
+                if p.get("reference"):
+                    np.save(ref_file, images[p["name"]])
                 ref = next((images[q["name"]] for q in rows if q.get("reference") and q["name"] in images), None)
                 r["psnr_db"] = None if ref is None else psnr(ref, images[p["name"]])
                 log(f"   median {statistics.median(r['seconds']):.3f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
