@@ -407,7 +407,9 @@ def main() -> None:
     rows = pipelines(work, venv, plans)
     if a.only:
         keys = [k.strip().lower() for k in a.only.split(",")]
-        rows = [p for p in rows if p.get("reference") or any(k in p["name"].lower() for k in keys)]
+        exact = {k for k in keys if k in {p["name"].lower() for p in rows}}  # a full name: that row only
+        rows = [p for p in rows if p.get("reference") or p["name"].lower() in exact
+                or any(k in p["name"].lower() for k in keys if k not in exact)]
 
     from edge_sdk.pipelines.seeds import RowNoise
 
