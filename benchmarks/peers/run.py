@@ -21,6 +21,12 @@ What it does, in order (each step is skipped when its output is already there):
    writes ``benchmarks/results/peers[-sd15].json``, a chart ``benchmarks/results/peers[-sd15].png``
    and the table in ``benchmarks/RESULTS.md`` (between the ``peers:`` markers).
 
+Sittings of a few rows: ``--only`` (names or substrings, ';'-separated when names have commas),
+``--reuse-reference`` (the PyTorch image of an earlier sitting with the same arguments, not run
+again), ``--reference-once``, ``--tune-runtimes openvino``; ``--lock FILE`` flocks each pipeline
+process (sd15 on a shared machine). A ``.partial.json`` beside the output is rewritten after
+every pipeline, so a sitting cut short keeps what it measured.
+
 Same folder, steps, size, guidance, prompt, threads (``--threads``, 2: every OpenVINO
 ``INFERENCE_NUM_THREADS``, ONNX Runtime ``intra_op_num_threads``, ``torch.set_num_threads``).
 Models larger than 4 GB of RSS (sd15) should run under ``flock /work/data/bigmem.lock`` on the
