@@ -21,6 +21,12 @@ What it does, in order (each step is skipped when its output is already there):
    writes ``benchmarks/results/peers[-sd15].json``, a chart ``benchmarks/results/peers[-sd15].png``
    and the table in ``benchmarks/RESULTS.md`` (between the ``peers:`` markers).
 
+Sittings of a few rows: ``--only`` (names or substrings, ';'-separated when names have commas),
+``--reuse-reference`` (the PyTorch image of an earlier sitting with the same arguments, not run
+again), ``--reference-once``, ``--tune-runtimes openvino``; ``--lock FILE`` flocks each pipeline
+process (sd15 on a shared machine). A ``.partial.json`` beside the output is rewritten after
+every pipeline, so a sitting cut short keeps what it measured.
+
 Same folder, steps, size, guidance, prompt, threads (``--threads``, 2: every OpenVINO
 ``INFERENCE_NUM_THREADS``, ONNX Runtime ``intra_op_num_threads``, ``torch.set_num_threads``).
 Models larger than 4 GB of RSS (sd15) should run under ``flock /work/data/bigmem.lock`` on the
@@ -189,6 +195,14 @@ def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path) -
             if name != "text_encoder":  # fp16 weights where the arithmetic is bf16 anyway
                 cp["precision"] = "fp16"
         plans["ov-bf16-static-fp16w"] = half
+    # Without OpenVINO's compiled-model cache, as GenAI runs by default: on a cache hit the plugin
+    # imports the blob while the model as read is still held (a transient at load, RESULTS.md).
+    for key in ("ov-bf16-static", "ov-bf16-static-fp16w"):
+        if key in plans:
+            plain = json.loads(json.dumps(plans[key]))
+            for cp in plain["components"].values():
+                cp["options"]["cache_dir"] = False
+            plans[key + "-nocache"] = plain
     if tuned:
         t = json.loads(Path(tuned).read_text())
         plans["tuned"] = next(c["plan"] for c in t["candidates"] if c["label"] == t["chosen"])
@@ -229,6 +243,11 @@ def pipelines(work: Path, venv: dict[str, Any], plans: dict[str, Path]) -> list[
         rows.append(dict(name="edge-sdk, OpenVINO bf16 plan on fp16 weights, compiled per shape", engine="OpenVINO",
                          python=edge, kind="edge-sdk", model=bundle, plan=str(plans["ov-bf16-static-fp16w"]),
                          precision="bf16"))
+    for key, what in (("ov-bf16-static-nocache", "compiled per shape"),
+                      ("ov-bf16-static-fp16w-nocache", "on fp16 weights, compiled per shape")):
+        if key in plans:
+            rows.append(dict(name=f"edge-sdk, OpenVINO bf16 plan {what}, no compiled-model cache", engine="OpenVINO",
+                             python=edge, kind="edge-sdk", model=bundle, plan=str(plans[key]), precision="bf16"))
     if "tuned" in plans:
         rows.append(dict(name="edge-sdk, tuned plan (edge-sdk tune)", engine="tuned", python=edge, kind="edge-sdk",
                          model=bundle, plan=str(plans["tuned"]), precision="tuned"))
@@ -266,7 +285,8 @@ def summarize(rows: list[dict[str, Any]], runs: list[dict[str, dict[str, Any]]])
         secs = [s for r in ok for s in r["seconds"]]
         s: dict[str, Any] = {k: p[k] for k in ("name", "engine", "kind", "precision")}
         if not ok:
-            s["error"] = rs[0].get("error") if rs else "not run"
+            s["error"] = rs[0].get("error") if rs else (
+                "not timed in this sitting (its image from an earlier one)" if p.get("reference") else "not run")
         else:
             s.update(median_s=statistics.median(secs), min_s=min(secs), max_s=max(secs),
                      round_medians_s=[statistics.median(r["seconds"]) for r in ok],
@@ -358,9 +378,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--repeats", type=int)
     ap.add_argument("--prompt", default="a photograph of an astronaut riding a horse")
-    ap.add_argument("--only", help="comma-separated substrings: run only the pipelines whose names contain one")
+    ap.add_argument("--only", help="comma- (or semicolon-) separated substrings or full names of pipelines to run")
     ap.add_argument("--no-tune", action="store_true")
     ap.add_argument("--tune-runtimes", help="comma-separated runtimes edge-sdk tune may choose among (default: all)")
+    ap.add_argument("--reuse-reference", action="store_true",
+                    help="take the PyTorch reference image from an earlier sitting with the same arguments")
     ap.add_argument("--reference-once", action="store_true",
                     help="run the PyTorch reference in the first round only (the slowest pipeline, same image)")
     ap.add_argument("--optional-peers", action="store_true", help="also try installing stable-diffusion-cpp-python")
@@ -403,8 +425,10 @@ def main() -> None:
     plans = edge_plans(Path(ex["bundle"]), ex.get("tuned"), a.threads, work)
     rows = pipelines(work, venv, plans)
     if a.only:
-        keys = [k.strip().lower() for k in a.only.split(",")]
-        rows = [p for p in rows if p.get("reference") or any(k in p["name"].lower() for k in keys)]
+        keys = [k.strip().lower() for k in a.only.split(";" if ";" in a.only else ",")]  # ';' when names have commas
+        exact = {k for k in keys if k in {p["name"].lower() for p in rows}}  # a full name: that row only
+        rows = [p for p in rows if p.get("reference") or p["name"].lower() in exact
+                or any(k in p["name"].lower() for k in keys if k not in exact)]
 
     from edge_sdk.pipelines.seeds import RowNoise
 
@@ -421,6 +445,8 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001 - the table matters more than the machine's description
         results["machine"] = {"error": str(e)}
     ref_image: dict[str, np.ndarray] = {}
+    # The reference image by arguments, for --reuse-reference (a sitting of a few rows, no PyTorch run).
+    ref_file = work / f"reference-{a.size}-{a.steps}-{a.guidance}-{a.seed}.npy"
     for rnd in range(a.rounds):
         order = rows[rnd % len(rows):] + rows[:rnd % len(rows)]
         this: dict[str, dict[str, Any]] = {}
@@ -428,11 +454,17 @@ def main() -> None:
         for p in sorted(order, key=lambda p: not p.get("reference")):  # the reference image first
             if p.get("reference") and rnd and a.reference_once and p["name"] in images:
                 continue  # its image is the same every round (same latents); its time is measured once
+            if p.get("reference") and a.reuse_reference and ref_file.is_file():
+                images[p["name"]] = np.load(ref_file)  # an earlier sitting's, same latents and arguments
+                log(f"round {rnd + 1}/{a.rounds}: {p['name']}: image from {ref_file} (not timed)")
+                continue
             log(f"round {rnd + 1}/{a.rounds}: {p['name']}")
             img = work / f"image-{p['kind']}-{abs(hash(p['name'])) % 10**8}.npy"
             r = run_child(p, a, latents, img)
             if "error" not in r:
                 images[p["name"]] = np.load(img)
+                if p.get("reference"):
+                    np.save(ref_file, images[p["name"]])
                 ref = next((images[q["name"]] for q in rows if q.get("reference") and q["name"] in images), None)
                 r["psnr_db"] = None if ref is None else psnr(ref, images[p["name"]])
                 log(f"   median {statistics.median(r['seconds']):.3f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "

@@ -138,9 +138,9 @@ def candidate_plans(bundle: Bundle, board: Any, *, width: int | None = None, hei
             if not options:
                 notes.append(f"{runtime} {prec}: no component can run it")
             if prec in REDUCED_WEIGHTS:
-                # fp16 weights computed in bf16 too: the same speed as fp32 weights in bf16, but the
-                # engine holds half the source weights beside its compiled copy (OpenVINO: -33 MB
-                # peak on the SD-shaped UNet, benchmarks/RESULTS.md).
+                # fp16 weights computed in bf16 too: about the speed of fp32 weights in bf16, and
+                # OpenVINO holds half the source weights (lower peak on a compiled-model cache hit,
+                # higher when compiled from the IR; benchmarks/RESULTS.md): measured, not assumed.
                 options += [r for o in options for r in _reduced_compute(o, notes if prec == "fp32" else [])]
             for p in options:
                 if threads is not None:
