@@ -145,7 +145,7 @@ class DeepCacheSession:
         options = dict(options or {})
         if runtime == "onnxruntime":
             # Chained small sessions: ORT's workers spin after each run, holding the cores the next
-            # part needs. Off, the chain ran 3.0x faster on the SD-shaped UNet with the 2 cores
+            # part needs. Off, the chain ran 2.2-3.0x faster on the SD-shaped UNet with the 2 cores
             # shared (benchmarks/RESULTS.md, "DeepCache"); a plan may still say otherwise.
             options.setdefault("allow_spinning", False)
         self._sessions: list[Runtime] = []
