@@ -50,7 +50,7 @@ class OnnxRuntime(Runtime):
     # first run (2x the activations here, and no faster on CPU: 0.29 s vs 0.46 s per denoiser call).
     plan_options = {"mem_pattern": False}
     # Chained small sessions: ORT's workers spin after each run, holding the cores the next part
-    # needs. Off, DeepCache's chain ran 3.0x faster on the SD-shaped UNet with the 2 cores shared
+    # needs. Off, DeepCache's chain ran 2.2-3.0x faster on the SD-shaped UNet with the 2 cores shared
     # (benchmarks/RESULTS.md, "DeepCache").
     chained_options = {"allow_spinning": False}
     install_hint = "pip install 'edge-sdk[onnxruntime]' (on Jetson: NVIDIA's onnxruntime-gpu wheel for your JetPack)"
