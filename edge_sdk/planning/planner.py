@@ -242,8 +242,16 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
             act = c.activation(h * w, batch=per_call, repeated=main in resident)
             if rung.stream:  # one part's session at a time, plus the tensors held between parts
                 sc = choices[main].stream
-                act = c.activation(h * w, batch=per_call) + sc.held_bytes(h, w, per_call)
-                est["denoise"] = base + held(main) - sess[main] + sc.session + act + BUFFER_OVERHEAD
+                if sc.part_peak is not None:  # int8-weight parts: a measured factor per part
+                    # The whole UNet's two-session probe inflates its base; a streamed run never
+                    # opens it: the other components' base (the process) stands.
+                    others = [x.cost.base for n, x in choices.items() if n != main]
+                    sbase = (max(others) if others else c.base) + PIPELINE_IMPORTS
+                    act = sc.part_peak * per_call + sc.held_bytes(h, w, per_call)
+                    est["denoise"] = sbase + held(main) - sess[main] + act + BUFFER_OVERHEAD
+                else:
+                    act = c.activation(h * w, batch=per_call) + sc.held_bytes(h, w, per_call)
+                    est["denoise"] = base + held(main) - sess[main] + sc.session + act + BUFFER_OVERHEAD
             else:
                 est["denoise"] = base + held(main) + act + BUFFER_OVERHEAD
             if "decoder" not in choices:  # pixel space: the samples are the image
