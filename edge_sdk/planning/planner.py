@@ -81,6 +81,7 @@ class _Choice:
     cost: ComponentCost
     note: str = ""
     stream: StreamCost | None = None  # the denoiser's stream parts in this format/precision, if any
+    chunks: int = 0  # N of a sliced:N artifact (attention in N query chunks), else 0
 
 
 @dataclass
@@ -185,7 +186,10 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
                             if measure else default_cost(bundle, role, runtime, a))
                     note = ("" if prec in prefs
                             else f"{role}: {prec} (the board prefers {'/'.join(prefs)}, not in bundle)")
-                    return _Choice(cp, a, cost, note)
+                    att = ((bundle.component(role).get("config") or {}).get("variants", {})
+                           .get(a.variant, {}).get("attention", "")) if a.variant == SLICED else ""
+                    n = str(att).partition("sliced:")[2]
+                    return _Choice(cp, a, cost, note, chunks=int(n) if n.isdigit() else 0)
     have = ", ".join(sorted({f"{a.format}/{a.precision}{'/' + a.variant if a.variant else ''}" for a in arts}))
     want = ", ".join(f"{r}:{d}" for r, d in board.runtimes if (not req.runtime or r == req.runtime)
                      and (not req.device or d.lower() == req.device.lower()))
@@ -238,8 +242,16 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
             act = c.activation(h * w, batch=per_call, repeated=main in resident)
             if rung.stream:  # one part's session at a time, plus the tensors held between parts
                 sc = choices[main].stream
-                act = c.activation(h * w, batch=per_call) + sc.held_bytes(h, w, per_call)
-                est["denoise"] = base + held(main) - sess[main] + sc.session + act + BUFFER_OVERHEAD
+                if sc.part_peak is not None:  # int8-weight parts: a measured factor per part
+                    # The whole UNet's two-session probe inflates its base; a streamed run never
+                    # opens it: the other components' base (the process) stands.
+                    others = [x.cost.base for n, x in choices.items() if n != main]
+                    sbase = (max(others) if others else c.base) + PIPELINE_IMPORTS
+                    act = sc.part_peak * per_call + sc.held_bytes(h, w, per_call)
+                    est["denoise"] = sbase + held(main) - sess[main] + act + BUFFER_OVERHEAD
+                else:
+                    act = c.activation(h * w, batch=per_call) + sc.held_bytes(h, w, per_call)
+                    est["denoise"] = base + held(main) - sess[main] + sc.session + act + BUFFER_OVERHEAD
             else:
                 est["denoise"] = base + held(main) + act + BUFFER_OVERHEAD
             if "decoder" not in choices:  # pixel space: the samples are the image
@@ -282,6 +294,12 @@ def _ladder(choices: dict[str, _Choice], board: BoardProfile, h: int, w: int, cf
     tiles = _tiles(board, h, w, tile_forced) if has_decoder else []
     if min_tile is not None:
         tiles = [t for t in range(min(board.min_tile - 1, max(h, w) - 1), min_tile - 1, -2)]
+    chunks = choices["decoder"].chunks if has_decoder else 0
+    if chunks and tile_forced is None:
+        # A sliced:N graph splits the tokens into N equal query chunks fixed at export: a tile
+        # whose token count is not a multiple of N fails in ONNX Runtime (a Reshape, measured on
+        # SD 1.5's VAE at 36-cell tiles with sliced:32).
+        tiles = [t for t in tiles if (t * t) % chunks == 0]
     others = any(n != "denoiser" for n in choices)
     rungs = []
     for release_others, release_denoiser in ((False, False), (True, False), (True, True)):

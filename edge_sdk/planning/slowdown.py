@@ -24,8 +24,10 @@ FACTORS: dict[str, Factor] = {
     "int8-weight": Factor(1.12, "low_memory.py: SD-shaped model, 512x512, int8-weight vs fp32 (both sliced)"),
     # 70.5 s vs 44.0 s, streamed with sequential CFG vs resident batched (results/streaming_scale0.25.json).
     "streamed": Factor(1.6, "streaming.py: SD 1.5 layout at 1/4 width, 512x512, 11 parts + sequential CFG"),
-    # Recorded by the full-size benchmark (results/full_size_boards.json): see its RESULTS.md section.
-    "streamed per layer": Factor(1.6, "assumed equal to per-block streaming until measured"),
+    # 263.0 s vs 119.8 s = 2.20x (results/full_size_boards.json: 46 int8-weight sliced:32 parts, sequential
+    # CFG, against the resident fp32 full-attention plan), less the sliced and int8-weight factors above.
+    "streamed per layer": Factor(1.64, "full_size_boards.py: SD 1.5, 512x512, 46 layer parts + sequential CFG "
+                                       "(2.20x whole run / 1.2 sliced / 1.12 int8-weight)"),
 }
 # Choices no benchmark has timed yet: reported as unknown (factor 1.0 in the product, named in the note).
 UNMEASURED = ("per-stage loading", "per-call loading", "sequential CFG", "tiled decode", "tiny decoder")

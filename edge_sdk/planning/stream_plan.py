@@ -24,6 +24,13 @@ from edge_sdk.units import MB
 # 16x16, where re-opening the parts dominates a short call. Reported in the plan's note as the
 # expected slowdown; benchmarks/streaming.py measures whole runs.
 EXPECTED_SLOWDOWN = 2.0
+# int8-weight parts: a part's peak while it runs, over its artifact bytes. ONNX Runtime keeps the
+# int8 weights (~2x the file once opened) and dequantizes each Conv's weight to fp32 for the call
+# (4x that weight, transient), so a conv-heavy part peaks at ~6x its file. Measured on SD 1.5's 46
+# layer parts at 512x512, batch 1, 4 threads (benchmarks/stream_parts_memory.py): the worst,
+# up1-res1 (47 MB), 294 MB above the RSS before it opened; 6.3 covers it. The whole int8
+# component's activations (every weight dequantized over a call) do not apply to one part.
+INT8_PART_RUN_FACTOR = 6.3
 
 
 def _dim(d: int | str, h: int, w: int, batch: int) -> int:
@@ -53,6 +60,7 @@ class StreamCost:
     parts: list[StreamPart]
     session: int  # bytes: the largest part's session
     ratio: float  # session bytes per artifact byte (the whole component's, applied to each part)
+    part_peak: int | None = None  # measured-factor peak of the largest part (session + its call), int8-weight
 
     def held_bytes(self, h: int, w: int, batch: int) -> int:
         """The most bytes of carried tensors alive during any part (its inputs and outputs included)."""
@@ -100,4 +108,5 @@ def stream_cost(bundle: Bundle, role: str, cp: ComponentPlan, artifact: Artifact
         return None
     ratio = cost.session / max(artifact.size, 1)
     largest = max(p.artifact.size for p in parts)
-    return StreamCost(parts, int(largest * ratio), ratio)
+    peak = int(largest * INT8_PART_RUN_FACTOR) if cp.precision == "int8-weight" else None
+    return StreamCost(parts, int(largest * ratio), ratio, peak)
