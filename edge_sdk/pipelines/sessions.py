@@ -95,8 +95,10 @@ class Sessions:
             self.plan = replace(self.plan, components={**self.plan.components, component: new})
 
     def deep_cache_stats(self, component: str) -> dict | None:
-        rt = self._open.get(component)
-        return rt.stats() if hasattr(rt, "stats") else None
+        from edge_sdk.pipelines.deep_cache import DeepCacheSession
+
+        rt = self._open.get(component)  # other runtimes may have a ``stats`` of their own (remote's)
+        return rt.stats() if isinstance(rt, DeepCacheSession) else None
 
     def run(self, component: str, feeds: dict[str, np.ndarray], *, step: int | None = None) -> np.ndarray:
         """Run a component, cast feeds to its signature's dtypes, check its first output is finite."""
