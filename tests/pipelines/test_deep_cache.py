@@ -1,6 +1,7 @@
 """DeepCache (issue 17): the denoiser's stream parts, full on every N-th step and shallow between.
 
-The errors and the tune hook run on the quick loop's tiny text bundle (no stream parts). The
+The value checks run on the quick loop; the errors on a bundle without stream parts and the tune
+hook on the text bundle the slow text-pipeline tests convert anyway. The
 schedule and the numbers run on the streaming tests' bundle (``streamed_bundle``, a real
 UNet2DConditionModel converted with ``--stream-parts denoiser``, shared with test_streaming.py so
 its conversion is paid once), through the pipeline's ``Sessions`` in a real DDIM loop with CFG.
@@ -28,13 +29,9 @@ def test_shallow_paths_and_cached_tensors_follow_the_part_names():
         shallow_path(["embed", "mid", "out"], "down0")
 
 
-def test_bad_values_and_bundles_without_stream_parts_are_refused(text_bundle):
-    import edge_sdk
-    from edge_sdk.measure.tune import deep_cache_plans
+def test_bad_values_are_refused():
     from edge_sdk.pipelines.request import GenerateRequest
-    from edge_sdk.planning.plan import default_plan
 
-    bundle, _ = text_bundle
     for bad in (0, -2, 1.5, True):
         with pytest.raises(UsageError, match="--deep-cache"):
             GenerateRequest(deep_cache=bad)
@@ -42,6 +39,17 @@ def test_bad_values_and_bundles_without_stream_parts_are_refused(text_bundle):
         GenerateRequest(deep_cache=2, deep_cache_branch="mid")
     with pytest.raises(UsageError, match="needs deep_cache"):
         GenerateRequest(deep_cache_branch="conv_in")
+
+
+# The text bundle is converted once per session for the slow text-pipeline tests (~30 s of
+# torch.onnx export): these ride on it in the full run rather than pay it in the quick loop.
+@pytest.mark.slow
+def test_bundles_without_stream_parts_are_refused(text_bundle):
+    import edge_sdk
+    from edge_sdk.measure.tune import deep_cache_plans
+    from edge_sdk.planning.plan import default_plan
+
+    bundle, _ = text_bundle
     with pytest.raises(UsageError, match="--deep-cache"):
         edge_sdk.load(bundle, deep_cache=0)
     with pytest.raises(BundleError, match="stream parts") as e:
@@ -57,6 +65,7 @@ def test_bad_values_and_bundles_without_stream_parts_are_refused(text_bundle):
     assert "--stream-parts denoiser" in notes[0]
 
 
+@pytest.mark.slow
 def test_run_cli_refuses_a_bundle_without_stream_parts(text_bundle, cli, tmp_path):
     bundle, _ = text_bundle
     r = cli("run", str(bundle.root), "--steps", "2", "--deep-cache", "2", "--out", str(tmp_path / "x.png"))
