@@ -10,6 +10,7 @@ the convert itself (``stream.validation``) and here against the whole ONNX artif
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,10 @@ def test_layer_parts_chain_equals_the_whole_unet(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("EDGE_SDK_HEAVY_TESTS") != "1",
+                    reason="converts 16 layer parts with sliced attention (~150 s on 2 cores), over the full "
+                           "suite's per-test budget: set EDGE_SDK_HEAVY_TESTS=1 (the PyTorch chain test above "
+                           "covers the split on every run; benchmarks/full_size_boards.py the export at full size)")
 def test_layer_parts_converted_sliced_and_run_streamed(tmp_path):
     from edge_sdk.bundle import Bundle
     from edge_sdk.converters.convert import convert
