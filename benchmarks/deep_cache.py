@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_sdk.measure.doctor import cpu_info
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SECTION = "## DeepCache (issue 17)"
@@ -264,7 +266,7 @@ def main() -> None:
 def doc_of(a: argparse.Namespace, load_before: tuple[float, ...], torch_s: float,
            rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"settings": {k: v for k, v in vars(a).items() if k not in ("workdir", "no_markdown", "merge", "engines")},
-            "machine": {"cpu": _cpu(), "python": platform.python_version(), "cores": os.cpu_count()},
+            "machine": {"cpu": cpu_info()["model"], "python": platform.python_version(), "cores": os.cpu_count()},
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             "torch": {"seconds": round(torch_s, 3)}, "rows": rows,
@@ -278,16 +280,6 @@ def write(a: argparse.Namespace, doc: dict[str, Any], *, markdown_too: bool) -> 
     print(f"wrote {out}", flush=True)
     if markdown_too:
         write_section(markdown(doc))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":
