@@ -55,7 +55,10 @@ DEFAULT_VENV = os.environ.get("EDGE_SDK_PEERS_VENV", "/work/data/i17a/peers-venv
 DEFAULT_WORK = os.environ.get("EDGE_SDK_PEERS_WORK", "/work/data/i17a/peers")
 PEER_PACKAGES = ["torch==2.13.0", "openvino-genai", "optimum-intel", "optimum-onnx", "onnxruntime", "diffusers"]
 OPTIONAL_PACKAGES = ["stable-diffusion-cpp-python"]
-SIZES = {"sd": {"size": 256, "steps": 20}, "sd15": {"size": 512, "steps": 4}}
+# deep_cache: the DeepCache intervals shown as rows of their own (the tuned row may pick any of
+# edge-sdk tune's). At 4 steps N=3 runs as many full steps as N=2 (steps 0 and 3), so sd15 shows 4.
+SIZES = {"sd": {"size": 256, "steps": 20, "deep_cache": (2, 3), "tune_deep_cache": (2, 3, 5)},
+         "sd15": {"size": 512, "steps": 4, "deep_cache": (2, 4), "tune_deep_cache": (2, 4)}}
 
 
 def log(msg: str) -> None:
@@ -131,7 +134,8 @@ def sd15_view(src: Path, dst: Path) -> Path:
 
 # -- 3. exports ------------------------------------------------------------------------------------
 def exports(folder: Path, work: Path, venv: dict[str, Any], *, tune: bool, steps: int, size: int,
-            threads: int, tune_runtimes: str | None = None) -> dict[str, Any]:
+            threads: int, tune_runtimes: str | None = None, tune_precisions: str | None = None,
+            tune_repeats: int = 2, deep_cache: tuple[int, ...] = ()) -> dict[str, Any]:
     bindir = Path(venv["python"]).parent
     done: dict[str, Any] = {}
     for name, fmt in (("ov", "openvino"), ("onnx", "onnx")):
@@ -145,10 +149,14 @@ def exports(folder: Path, work: Path, venv: dict[str, Any], *, tune: bool, steps
     bundle = work / "edge-sdk.bundle"
     # edge-sdk convert, less the VAE encoder (img2img only: the peers' text-to-image does not use it).
     # fp16 too: OpenVINO's bf16 plan on fp16 weights holds half the source weights (RESULTS.md).
+    # The denoiser's stream parts too: DeepCache runs on them (edge_sdk.pipelines.deep_cache).
     call = (f"import edge_sdk; edge_sdk.convert({str(folder)!r}, {str(bundle)!r}, formats=['onnx', 'openvino'], "
-            "precisions=['fp32', 'fp16'], components=['text_encoder', 'denoiser', 'decoder'], samples=1)")
-    if (bundle / "manifest.json").is_file() and not (bundle / "denoiser" / "openvino" / "fp16").is_dir():
-        log(f"{bundle} has no fp16 OpenVINO artifacts (an older harness wrote it): converting again")
+            "precisions=['fp32', 'fp16'], components=['text_encoder', 'denoiser', 'decoder'], stream=['denoiser'], "
+            "samples=1)")
+    manifest = bundle / "manifest.json"
+    if manifest.is_file() and not ((bundle / "denoiser" / "openvino" / "fp16").is_dir()
+                                   and json.loads(manifest.read_text())["components"]["denoiser"].get("stream")):
+        log(f"{bundle} has no fp16 OpenVINO artifacts or no stream parts (an older harness wrote it): converting again")
         shutil.rmtree(bundle)
         bundle.with_name(bundle.name + ".peers-tuned.json").unlink(missing_ok=True)
     if not (bundle / "manifest.json").is_file():
@@ -158,8 +166,10 @@ def exports(folder: Path, work: Path, venv: dict[str, Any], *, tune: bool, steps
     tuned = bundle.with_name(bundle.name + ".peers-tuned.json")
     if tune and not tuned.is_file():
         cmd = [sys.executable, "-m", "edge_sdk.cli.main", "tune", str(bundle), "--board", "x86-64-generic", "--steps",
-               str(steps), "--size", f"{size}x{size}", "--threads", str(threads), "--repeats", "2", "--dry-run",
-               "--json", "-q"] + (["--runtimes", tune_runtimes] if tune_runtimes else [])
+               str(steps), "--size", f"{size}x{size}", "--threads", str(threads), "--repeats", str(tune_repeats),
+               "--dry-run", "--json", "-q"] + (["--runtimes", tune_runtimes] if tune_runtimes else []) + (
+               ["--precisions", tune_precisions] if tune_precisions else []) + (
+               ["--deep-cache", ",".join(map(str, deep_cache))] if deep_cache else [])
         log("tuning edge-sdk (edge-sdk tune)")
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
         if r.returncode != 0:
@@ -170,16 +180,23 @@ def exports(folder: Path, work: Path, venv: dict[str, Any], *, tune: bool, steps
     return {"bundle": str(bundle), "tuned": str(tuned) if tuned.is_file() else None, **done}
 
 
-def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path) -> dict[str, Path]:
+def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path,
+               deep_cache: tuple[int, ...] = ()) -> dict[str, Path]:
     """Plan files: ONNX Runtime fp32, OpenVINO f32 and bf16 (inference precision), and the tuned plan."""
     from edge_sdk.bundle import Bundle
-    from edge_sdk.planning.plan import default_plan
+    from edge_sdk.planning.plan import Plan, default_plan
 
     bundle = Bundle.open(bundle_path)
     plans: dict[str, dict[str, Any]] = {
         "ort": default_plan(bundle, runtime="onnxruntime", format="onnx", precision="fp32", threads=threads).to_json(),
         "ov-f32": default_plan(bundle, runtime="openvino", format="openvino", precision="fp32",
                                threads=threads).to_json()}
+    # ORT's worker threads sleeping between runs instead of spinning (its default): x1.57 on a busy
+    # machine (RESULTS.md "DeepCache"); this row measures it beside the default.
+    nospin = json.loads(json.dumps(plans["ort"]))
+    for cp in nospin["components"].values():
+        cp["options"]["allow_spinning"] = False
+    plans["ort-nospin"] = nospin
     bf16 = json.loads(json.dumps(plans["ov-f32"]))
     for name, cp in bf16["components"].items():
         if name != "text_encoder":  # CLIP's mask overflows bf16 (NaN): see edge_sdk.measure.tune.REDUCED_COMPONENTS
@@ -203,6 +220,17 @@ def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path) -
             for cp in plain["components"].values():
                 cp["options"]["cache_dir"] = False
             plans[key + "-nocache"] = plain
+    # DeepCache (issue 17's "fewer steps" feature), conv_in branch (the faster one, RESULTS.md
+    # "DeepCache"): a full UNet run every N steps, the shallow path between. On the bf16 per-shape
+    # plan with the least memory: fp16 weights, no compiled-model cache, where the parts exist.
+    from edge_sdk.pipelines.deep_cache import with_deep_cache
+
+    for key in ("ov-bf16-static-fp16w-nocache", "ov-bf16-static-nocache"):
+        base = Plan.from_json(plans[key]) if key in plans else None
+        if base and bundle.stream_parts("denoiser", "openvino", base.components["denoiser"].precision):
+            for n in deep_cache:
+                plans[f"{key}-dc{n}"] = with_deep_cache(bundle, base, n, "conv_in").to_json()
+            break
     if tuned:
         t = json.loads(Path(tuned).read_text())
         plans["tuned"] = next(c["plan"] for c in t["candidates"] if c["label"] == t["chosen"])
@@ -232,6 +260,8 @@ def pipelines(work: Path, venv: dict[str, Any], plans: dict[str, Path]) -> list[
              kind="optimum-onnx", model=str(work / "optimum-onnx"), precision="fp32"),
         dict(name="edge-sdk, ONNX Runtime fp32 plan", engine="ONNX Runtime", python=edge, kind="edge-sdk",
              model=bundle, plan=str(plans["ort"]), precision="fp32"),
+        dict(name="edge-sdk, ONNX Runtime fp32 plan, threads not spinning", engine="ONNX Runtime", python=edge,
+             kind="edge-sdk", model=bundle, plan=str(plans["ort-nospin"]), precision="fp32"),
         dict(name="edge-sdk, OpenVINO f32 plan", engine="OpenVINO", python=edge, kind="edge-sdk", model=bundle,
              plan=str(plans["ov-f32"]), precision="f32"),
         dict(name="edge-sdk, OpenVINO bf16 plan", engine="OpenVINO", python=edge, kind="edge-sdk", model=bundle,
@@ -248,6 +278,11 @@ def pipelines(work: Path, venv: dict[str, Any], plans: dict[str, Path]) -> list[
         if key in plans:
             rows.append(dict(name=f"edge-sdk, OpenVINO bf16 plan {what}, no compiled-model cache", engine="OpenVINO",
                              python=edge, kind="edge-sdk", model=bundle, plan=str(plans[key]), precision="bf16"))
+    for key in sorted((k for k in plans if "-dc" in k), key=lambda k: int(k.rsplit("-dc", 1)[1])):
+        weights = " on fp16 weights" if "fp16w" in key else ""
+        rows.append(dict(name=f"edge-sdk, OpenVINO bf16 plan{weights}, compiled per shape, no compiled-model cache, "
+                         f"DeepCache N={key.rsplit('-dc', 1)[1]} (conv_in)", engine="OpenVINO", python=edge,
+                         kind="edge-sdk", model=bundle, plan=str(plans[key]), precision="bf16"))
     if "tuned" in plans:
         rows.append(dict(name="edge-sdk, tuned plan (edge-sdk tune)", engine="tuned", python=edge, kind="edge-sdk",
                          model=bundle, plan=str(plans["tuned"]), precision="tuned"))
@@ -381,6 +416,8 @@ def main() -> None:
     ap.add_argument("--only", help="comma- (or semicolon-) separated substrings or full names of pipelines to run")
     ap.add_argument("--no-tune", action="store_true")
     ap.add_argument("--tune-runtimes", help="comma-separated runtimes edge-sdk tune may choose among (default: all)")
+    ap.add_argument("--tune-precisions", help="comma-separated precisions edge-sdk tune may choose among")
+    ap.add_argument("--tune-repeats", type=int, default=2, help="timed generations per tune candidate")
     ap.add_argument("--reuse-reference", action="store_true",
                     help="take the PyTorch reference image from an earlier sitting with the same arguments")
     ap.add_argument("--reference-once", action="store_true",
@@ -421,8 +458,9 @@ def main() -> None:
     else:
         sd15_view(a.sd15_folder, folder)
     ex = exports(folder, work, venv, tune=not (a.quick or a.no_tune), steps=a.steps, size=a.size, threads=a.threads,
-                 tune_runtimes=a.tune_runtimes)
-    plans = edge_plans(Path(ex["bundle"]), ex.get("tuned"), a.threads, work)
+                 tune_runtimes=a.tune_runtimes, tune_precisions=a.tune_precisions, tune_repeats=a.tune_repeats,
+                 deep_cache=SIZES[a.model]["tune_deep_cache"])
+    plans = edge_plans(Path(ex["bundle"]), ex.get("tuned"), a.threads, work, SIZES[a.model]["deep_cache"])
     rows = pipelines(work, venv, plans)
     if a.only:
         keys = [k.strip().lower() for k in a.only.split(";" if ";" in a.only else ",")]  # ';' when names have commas

@@ -209,6 +209,12 @@ class DeepCacheSession:
         return {"interval": self.interval, "branch": self.branch, "full_calls": self.full_calls,
                 "shallow_calls": self.shallow_calls}
 
+    def release_scratch(self) -> None:
+        """Each part's intermediate tensors back, as a whole-graph session gives its own back (called
+        between components: the decoder would otherwise run beside every part's kept activations)."""
+        for rt in self._sessions:
+            rt.release_scratch()
+
     def close(self) -> None:
         for rt in self._sessions:
             rt.close()
