@@ -48,9 +48,12 @@ def to_fp16(src: Path, dst: Path) -> None:
 
     from edge_sdk.converters.precision_guard import onnx_timestep_nodes
 
-    model = onnx.load(str(src))
-    model16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST),
-                                       node_block_list=onnx_timestep_nodes(model))
+    graph = onnx.load(str(src), load_external_data=False)  # the nodes only, for the timestep path
+    # By path, not as a loaded model: the tool then infers shapes with infer_shapes_path (a temporary
+    # file beside src, in the convert's own folder), which takes models over protobuf's 2 GB limit;
+    # given a ModelProto it serializes it whole and a full-size UNet (3.4 GB) fails.
+    model16 = convert_float_to_float16(str(src), keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST),
+                                       node_block_list=onnx_timestep_nodes(graph))
     _drop_cast_round_trips(model16)
     _save(model16, dst)
 

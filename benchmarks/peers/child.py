@@ -117,6 +117,22 @@ def load_ov_genai(a, latents) -> tuple[Callable[[], np.ndarray], bool]:
     return run, drawn
 
 
+def load_sd_cpp(a, latents) -> tuple[Callable[[], np.ndarray], bool]:
+    """stable-diffusion.cpp (ggml) through its Python binding, from the diffusers folder itself, with
+    its own weight type (the folder's fp32), DDIM (trailing) and its own noise: it takes no latents,
+    so its PSNR shows a different image, not a worse one."""
+    from stable_diffusion_cpp import StableDiffusion
+
+    sd = StableDiffusion(model_path=a.model, n_threads=a.threads, vae_decode_only=True, verbose=False)
+
+    def run() -> np.ndarray:
+        img = sd.generate_image(prompt=a.prompt, negative_prompt=a.negative_prompt, width=a.size, height=a.size,
+                                cfg_scale=a.guidance, sample_method="ddim_trailing", sample_steps=a.steps,
+                                seed=a.seed)[0]
+        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return run, False
+
+
 def load_edge_sdk(a, latents) -> tuple[Callable[[], np.ndarray], bool]:
     from edge_sdk.api import Generator
     from edge_sdk.bundle import Bundle
@@ -137,7 +153,7 @@ def load_edge_sdk(a, latents) -> tuple[Callable[[], np.ndarray], bool]:
 
 
 LOADERS = {"diffusers": load_diffusers, "optimum-intel": load_optimum_intel, "optimum-onnx": load_optimum_onnx,
-           "ov-genai": load_ov_genai, "edge-sdk": load_edge_sdk}
+           "ov-genai": load_ov_genai, "sd-cpp": load_sd_cpp, "edge-sdk": load_edge_sdk}
 
 
 def main() -> None:

@@ -259,6 +259,9 @@ def pipelines(work: Path, venv: dict[str, Any], plans: dict[str, Path]) -> list[
              kind="optimum-intel", model=str(work / "optimum-ov"), precision="f32"),
         dict(name="optimum-onnx ORTStableDiffusionPipeline", engine="ONNX Runtime", python=peer,
              kind="optimum-onnx", model=str(work / "optimum-onnx"), precision="fp32"),
+        *([dict(name="stable-diffusion.cpp (Python binding)", engine="ggml", python=peer, kind="sd-cpp",
+                model=str(work / "folder"), precision="default")]
+          if venv.get("optional", {}).get("stable-diffusion-cpp-python") == "installed" else []),
         dict(name="edge-sdk, ONNX Runtime fp32 plan", engine="ONNX Runtime", python=edge, kind="edge-sdk",
              model=bundle, plan=str(plans["ort"]), precision="fp32"),
         dict(name="edge-sdk, ONNX Runtime fp32 plan, threads not spinning", engine="ONNX Runtime", python=edge,
