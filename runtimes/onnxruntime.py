@@ -112,9 +112,6 @@ class OnnxRuntime(Runtime):
         if self.threads:
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
-        # mem_pattern False: no pre-planned block beside the arena, which otherwise doubles what a
-        # session holds after its second run (the planner turns it off; edge_sdk/planning/planner.py).
-        so.enable_mem_pattern = bool(self.options.get("mem_pattern", True))
         level = self.options.get("graph_optimization", "all")
         if level not in GRAPH_LEVELS:
             raise UsageError(f"onnxruntime graph_optimization {level!r} is not one of {', '.join(GRAPH_LEVELS)}")
@@ -133,6 +130,8 @@ class OnnxRuntime(Runtime):
             so.add_session_config_entry("session.inter_op.allow_spinning", flag)
         # The CPU arena and memory patterns keep a run's peak activations allocated between runs (fast
         # reuse); off, peak memory falls back after each run (benchmarks/RESULTS.md: 3.3 GB -> 1.2 GB).
+        # The memory pattern is a second pre-planned block beside the arena, doubling what a session
+        # holds after its second run, so the planner turns it off (plan_options above).
         so.enable_cpu_mem_arena = bool(self.options.get("cpu_mem_arena", True))
         so.enable_mem_pattern = bool(self.options.get("mem_pattern", True))
         if not self.path.is_file():

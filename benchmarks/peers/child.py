@@ -126,9 +126,13 @@ def load_sd_cpp(a, latents) -> tuple[Callable[[], np.ndarray], bool]:
     sd = StableDiffusion(model_path=a.model, n_threads=a.threads, vae_decode_only=True, verbose=False)
 
     def run() -> np.ndarray:
-        img = sd.generate_image(prompt=a.prompt, negative_prompt=a.negative_prompt, width=a.size, height=a.size,
-                                cfg_scale=a.guidance, sample_method="ddim_trailing", sample_steps=a.steps,
-                                seed=a.seed)[0]
+        try:
+            img = sd.generate_image(prompt=a.prompt, negative_prompt=a.negative_prompt, width=a.size,
+                                    height=a.size, cfg_scale=a.guidance, sample_method="ddim_trailing",
+                                    sample_steps=a.steps, seed=a.seed)[0]
+        except ValueError as e:  # the binding reads a NULL image list when the C side made none
+            raise RuntimeError(f"stable-diffusion.cpp made no image from {a.model} ({e}); with verbose=True its "
+                               "log says why (here: 'get sd version from file failed')") from None
         return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     return run, False
 

@@ -191,12 +191,6 @@ def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path,
         "ort": default_plan(bundle, runtime="onnxruntime", format="onnx", precision="fp32", threads=threads).to_json(),
         "ov-f32": default_plan(bundle, runtime="openvino", format="openvino", precision="fp32",
                                threads=threads).to_json()}
-    # ORT's worker threads sleeping between runs instead of spinning (its default): x1.57 on a busy
-    # machine (RESULTS.md "DeepCache"); this row measures it beside the default.
-    nospin = json.loads(json.dumps(plans["ort"]))
-    for cp in nospin["components"].values():
-        cp["options"]["allow_spinning"] = False
-    plans["ort-nospin"] = nospin
     bf16 = json.loads(json.dumps(plans["ov-f32"]))
     for name, cp in bf16["components"].items():
         if name != "text_encoder":  # CLIP's mask overflows bf16 (NaN): see edge_sdk.measure.tune.REDUCED_COMPONENTS
@@ -264,8 +258,6 @@ def pipelines(work: Path, venv: dict[str, Any], plans: dict[str, Path]) -> list[
           if venv.get("optional", {}).get("stable-diffusion-cpp-python") == "installed" else []),
         dict(name="edge-sdk, ONNX Runtime fp32 plan", engine="ONNX Runtime", python=edge, kind="edge-sdk",
              model=bundle, plan=str(plans["ort"]), precision="fp32"),
-        dict(name="edge-sdk, ONNX Runtime fp32 plan, threads not spinning", engine="ONNX Runtime", python=edge,
-             kind="edge-sdk", model=bundle, plan=str(plans["ort-nospin"]), precision="fp32"),
         dict(name="edge-sdk, OpenVINO f32 plan", engine="OpenVINO", python=edge, kind="edge-sdk", model=bundle,
              plan=str(plans["ov-f32"]), precision="f32"),
         dict(name="edge-sdk, OpenVINO bf16 plan", engine="OpenVINO", python=edge, kind="edge-sdk", model=bundle,
