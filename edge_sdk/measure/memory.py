@@ -53,8 +53,10 @@ def peak_rss_bytes(pid: int | None = None) -> int:
     except OSError:
         pass
     import resource
+    import sys
 
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def reset_peak_rss() -> bool:

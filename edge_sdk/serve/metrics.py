@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import resource
-import sys
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across execve, so a server started from a large
+# process (a test runner that had held gigabytes) reported its parent's peak as its own.
+from edge_sdk.measure.memory import peak_rss_bytes
+
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 class Metrics:
