@@ -130,6 +130,10 @@ def write_sd15_folder(root: Path, scale: float) -> None:
                                       max_position_embeddings=77, projection_dim=hidden, hidden_act="quick_gelu"))
     te.save_pretrained(str(root / "text_encoder"))
     del te
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+    from sd_folder import legacy_text_encoder_keys
+
+    legacy_text_encoder_keys(root / "text_encoder" / "model.safetensors")  # as on the hub: 'text_model.' keys
     PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
                   set_alpha_to_one=False, steps_offset=1).save_pretrained(str(root / "scheduler"))
     (root / "model_index.json").write_text(json.dumps({

@@ -108,7 +108,7 @@ def sd15_view(src: Path, dst: Path) -> Path:
     if (dst / "model_index.json").is_file():
         return dst
     from diffusers import DDIMScheduler
-    from sd_folder import DDIM, write_tokenizer
+    from sd_folder import DDIM, legacy_text_encoder_keys, write_tokenizer
     from transformers import CLIPTokenizer
 
     if not (src / "model_index.json").is_file():
@@ -116,8 +116,15 @@ def sd15_view(src: Path, dst: Path) -> Path:
     tmp = dst.with_name(dst.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for part in ("unet", "vae", "text_encoder"):
+    for part in ("unet", "vae"):
         (tmp / part).symlink_to((src / part).resolve(), target_is_directory=True)
+    # The text encoder as a copy with the hub's key names: a folder written by transformers 5 lacks
+    # the 'text_model.' prefix, and the peers' transformers 4 would initialize it randomly (a
+    # warning only), so every peer and the PyTorch reference would encode the prompt differently.
+    (tmp / "text_encoder").mkdir()
+    for f in (src / "text_encoder").iterdir():
+        shutil.copyfile(f, tmp / "text_encoder" / f.name)
+    legacy_text_encoder_keys(tmp / "text_encoder" / "model.safetensors")
     write_tokenizer(tmp / "tok-src")
     CLIPTokenizer(vocab=str(tmp / "tok-src" / "vocab.json"), merges=str(tmp / "tok-src" / "merges.txt"),
                   model_max_length=77).save_pretrained(str(tmp / "tokenizer"))
@@ -191,6 +198,10 @@ def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path,
         "ort": default_plan(bundle, runtime="onnxruntime", format="onnx", precision="fp32", threads=threads).to_json(),
         "ov-f32": default_plan(bundle, runtime="openvino", format="openvino", precision="fp32",
                                threads=threads).to_json()}
+    f32_static = json.loads(json.dumps(plans["ov-f32"]))  # the fp32-quality plan as tune builds it
+    for cp in f32_static["components"].values():
+        cp["options"]["static_shapes"] = "per_shape"
+    plans["ov-f32-static"] = f32_static
     bf16 = json.loads(json.dumps(plans["ov-f32"]))
     for name, cp in bf16["components"].items():
         if name != "text_encoder":  # CLIP's mask overflows bf16 (NaN): see edge_sdk.measure.tune.REDUCED_COMPONENTS
@@ -229,6 +240,12 @@ def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path,
     if tuned:
         t = json.loads(Path(tuned).read_text())
         plans["tuned"] = next(c["plan"] for c in t["candidates"] if c["label"] == t["chosen"])
+        if any(cp["runtime"] == "openvino" for cp in plans["tuned"]["components"].values()):
+            plain = json.loads(json.dumps(plans["tuned"]))  # as GenAI runs: no compiled-model cache
+            for cp in plain["components"].values():
+                if cp["runtime"] == "openvino":
+                    cp["options"]["cache_dir"] = False
+            plans["tuned-nocache"] = plain
     out = {}
     for k, p in plans.items():
         out[k] = work / f"plan-{k}.json"
@@ -260,6 +277,8 @@ def pipelines(work: Path, venv: dict[str, Any], plans: dict[str, Path]) -> list[
              model=bundle, plan=str(plans["ort"]), precision="fp32"),
         dict(name="edge-sdk, OpenVINO f32 plan", engine="OpenVINO", python=edge, kind="edge-sdk", model=bundle,
              plan=str(plans["ov-f32"]), precision="f32"),
+        dict(name="edge-sdk, OpenVINO f32 plan, compiled per shape", engine="OpenVINO", python=edge, kind="edge-sdk",
+             model=bundle, plan=str(plans["ov-f32-static"]), precision="f32"),
         dict(name="edge-sdk, OpenVINO bf16 plan", engine="OpenVINO", python=edge, kind="edge-sdk", model=bundle,
              plan=str(plans["ov-bf16"]), precision="bf16"),
     ]
@@ -283,6 +302,9 @@ def pipelines(work: Path, venv: dict[str, Any], plans: dict[str, Path]) -> list[
     if "tuned" in plans:
         rows.append(dict(name="edge-sdk, tuned plan (edge-sdk tune)", engine="tuned", python=edge, kind="edge-sdk",
                          model=bundle, plan=str(plans["tuned"]), precision="tuned"))
+    if "tuned-nocache" in plans:
+        rows.append(dict(name="edge-sdk, tuned plan, no compiled-model cache", engine="tuned", python=edge,
+                         kind="edge-sdk", model=bundle, plan=str(plans["tuned-nocache"]), precision="tuned"))
     return rows
 
 
