@@ -187,6 +187,19 @@ def exports(folder: Path, work: Path, venv: dict[str, Any], *, tune: bool, steps
     return {"bundle": str(bundle), "tuned": str(tuned) if tuned.is_file() else None, **done}
 
 
+def _variant(plan: dict[str, Any], *, skip: tuple[str, ...] = (), precision: str | None = None,
+             **options: Any) -> dict[str, Any]:
+    """A copy of ``plan`` (as JSON) with ``options`` (and the weights' ``precision``) set on every
+    component but those in ``skip``."""
+    out = json.loads(json.dumps(plan))
+    for name, cp in out["components"].items():
+        if name not in skip:
+            cp["options"].update(options)
+            if precision:
+                cp["precision"] = precision
+    return out
+
+
 def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path,
                deep_cache: tuple[int, ...] = ()) -> dict[str, Path]:
     """Plan files: ONNX Runtime fp32, OpenVINO f32 and bf16 (inference precision), and the tuned plan."""
@@ -198,33 +211,19 @@ def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path,
         "ort": default_plan(bundle, runtime="onnxruntime", format="onnx", precision="fp32", threads=threads).to_json(),
         "ov-f32": default_plan(bundle, runtime="openvino", format="openvino", precision="fp32",
                                threads=threads).to_json()}
-    f32_static = json.loads(json.dumps(plans["ov-f32"]))  # the fp32-quality plan as tune builds it
-    for cp in f32_static["components"].values():
-        cp["options"]["static_shapes"] = "per_shape"
-    plans["ov-f32-static"] = f32_static
-    bf16 = json.loads(json.dumps(plans["ov-f32"]))
-    for name, cp in bf16["components"].items():
-        if name != "text_encoder":  # CLIP's mask overflows bf16 (NaN): see edge_sdk.measure.tune.REDUCED_COMPONENTS
-            cp["options"]["inference_precision"] = "bf16"
-    plans["ov-bf16"] = bf16
-    static = json.loads(json.dumps(bf16))
-    for cp in static["components"].values():
-        cp["options"]["static_shapes"] = "per_shape"
-    plans["ov-bf16-static"] = static
+    # CLIP's mask overflows bf16 (NaN: edge_sdk.measure.tune.REDUCED_COMPONENTS), so the text
+    # encoder keeps f32 arithmetic, and fp32 weights where the others' arithmetic is bf16 anyway.
+    not_text = ("text_encoder",)
+    plans["ov-f32-static"] = _variant(plans["ov-f32"], static_shapes="per_shape")  # the fp32-quality plan tune builds
+    plans["ov-bf16"] = _variant(plans["ov-f32"], skip=not_text, inference_precision="bf16")
+    plans["ov-bf16-static"] = static = _variant(plans["ov-bf16"], static_shapes="per_shape")
     if any(a.format == "openvino" and a.precision == "fp16" for a in bundle.artifacts("denoiser")):
-        half = json.loads(json.dumps(static))
-        for name, cp in half["components"].items():
-            if name != "text_encoder":  # fp16 weights where the arithmetic is bf16 anyway
-                cp["precision"] = "fp16"
-        plans["ov-bf16-static-fp16w"] = half
+        plans["ov-bf16-static-fp16w"] = _variant(static, skip=not_text, precision="fp16")
     # Without OpenVINO's compiled-model cache, as GenAI runs by default: on a cache hit the plugin
     # imports the blob while the model as read is still held (a transient at load, RESULTS.md).
     for key in ("ov-bf16-static", "ov-bf16-static-fp16w"):
         if key in plans:
-            plain = json.loads(json.dumps(plans[key]))
-            for cp in plain["components"].values():
-                cp["options"]["cache_dir"] = False
-            plans[key + "-nocache"] = plain
+            plans[key + "-nocache"] = _variant(plans[key], cache_dir=False)
     # DeepCache (issue 17's "fewer steps" feature), conv_in branch (the faster one, RESULTS.md
     # "DeepCache"): a full UNet run every N steps, the shallow path between. On the bf16 per-shape
     # plan (fp32 weights: its parts' peak RSS measured 30 MB under the same on fp16 weights), and
@@ -240,12 +239,9 @@ def edge_plans(bundle_path: Path, tuned: str | None, threads: int, work: Path,
     if tuned:
         t = json.loads(Path(tuned).read_text())
         plans["tuned"] = next(c["plan"] for c in t["candidates"] if c["label"] == t["chosen"])
-        if any(cp["runtime"] == "openvino" for cp in plans["tuned"]["components"].values()):
-            plain = json.loads(json.dumps(plans["tuned"]))  # as GenAI runs: no compiled-model cache
-            for cp in plain["components"].values():
-                if cp["runtime"] == "openvino":
-                    cp["options"]["cache_dir"] = False
-            plans["tuned-nocache"] = plain
+        not_ov = tuple(n for n, cp in plans["tuned"]["components"].items() if cp["runtime"] != "openvino")
+        if len(not_ov) < len(plans["tuned"]["components"]):  # as GenAI runs: no compiled-model cache
+            plans["tuned-nocache"] = _variant(plans["tuned"], skip=not_ov, cache_dir=False)
     out = {}
     for k, p in plans.items():
         out[k] = work / f"plan-{k}.json"

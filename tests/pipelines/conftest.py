@@ -236,24 +236,35 @@ def gan_bundle(tmp_path_factory):
     return _convert(build_gan_spec, tmp_path_factory, "gan")
 
 
-def write_stream_folder(root: Path) -> Path:
-    """A diffusers folder (UNet2DConditionModel + CLIPTextModel, wide channels at 8x8 latents) for streaming."""
+def write_stream_folder(root: Path, *, widths: tuple[int, int] = (64, 256), groups: int = 32,
+                        text_encoder: bool = True) -> Path:
+    """A diffusers folder for streaming: a UNet2DConditionModel with every block type the splits know
+    (cross-attention down/up blocks, plain ones, the mid block) at 8x8 latents, wide by default, and
+    a CLIPTextModel unless ``text_encoder`` is False."""
     import torch
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
-    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(64, 256),
+    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=widths,
                          layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                          up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-                         attention_head_dim=8, norm_num_groups=32).save_pretrained(str(root / "unet"))
-    CLIPTextModel(CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-                                 num_attention_heads=4, max_position_embeddings=TEXT_LEN, bos_token_id=0,
-                                 eos_token_id=1, pad_token_id=1)).save_pretrained(str(root / "text_encoder"))
-    (root / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
-        "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"]}))
+                         attention_head_dim=8, norm_num_groups=groups).save_pretrained(str(root / "unet"))
+    index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
+             "unet": ["diffusers", "UNet2DConditionModel"]}
+    if text_encoder:
+        CLIPTextModel(CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                     num_attention_heads=4, max_position_embeddings=TEXT_LEN, bos_token_id=0,
+                                     eos_token_id=1, pad_token_id=1)).save_pretrained(str(root / "text_encoder"))
+        index["text_encoder"] = ["transformers", "CLIPTextModel"]
+    (root / "model_index.json").write_text(json.dumps(index))
     return root
+
+
+@pytest.fixture(scope="session")
+def stream_folder():
+    """``write_stream_folder``, for test modules (which cannot import conftest under importlib mode)."""
+    return write_stream_folder
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ the convert itself (``stream.validation``) and here against the whole ONNX artif
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -20,31 +19,21 @@ import torch
 TEXT_LEN = 8
 
 
-def _folder(root: Path) -> Path:
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(0)
-    # Every block type the layers split knows: cross-attention down/up blocks, plain ones, the mid block.
-    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
-                         layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-                         attention_head_dim=8, norm_num_groups=16).save_pretrained(str(root / "unet"))
-    (root / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
-        "unet": ["diffusers", "UNet2DConditionModel"]}))
-    return root
+def _narrow(stream_folder, tmp_path: Path) -> Path:
+    """The streaming folder at 32/64 channels, UNet only: the layers split's every block type, small."""
+    return stream_folder(tmp_path / "f", widths=(32, 64), groups=16, text_encoder=False)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
 
 
-def test_layer_parts_chain_equals_the_whole_unet(tmp_path):
+def test_layer_parts_chain_equals_the_whole_unet(tmp_path, stream_folder):
     from edge_sdk.converters.attention import chunked
     from edge_sdk.converters.sources import load_source
     from edge_sdk.converters.stream_split import run_chain, split_unet
 
-    comp = load_source(_folder(tmp_path / "f")).components["denoiser"]
+    comp = load_source(_narrow(stream_folder, tmp_path)).components["denoiser"]
     parts = split_unet(comp, "layers")
     names = [p.name for p in parts]
     assert names == ["embed", "down0-res0", "down0-attn0", "down0-ds", "down1-res0", "mid-res0", "mid-attn0",
@@ -77,14 +66,14 @@ def test_layer_parts_chain_equals_the_whole_unet(tmp_path):
                     reason="converts 16 layer parts with sliced attention (~150 s on 2 cores), over the full "
                            "suite's per-test budget: set EDGE_SDK_HEAVY_TESTS=1 (the PyTorch chain test above "
                            "covers the split on every run; benchmarks/full_size_boards.py the export at full size)")
-def test_layer_parts_converted_sliced_and_run_streamed(tmp_path):
+def test_layer_parts_converted_sliced_and_run_streamed(tmp_path, stream_folder):
     from edge_sdk.bundle import Bundle
     from edge_sdk.converters.convert import convert
     from edge_sdk.pipelines.streamed import StreamedSession
     from edge_sdk.runtimes.registry import open_artifact
 
     out = tmp_path / "b.bundle"
-    convert(_folder(tmp_path / "f"), out, formats="onnx", components=["denoiser"], stream=["denoiser"],
+    convert(_narrow(stream_folder, tmp_path), out, formats="onnx", components=["denoiser"], stream=["denoiser"],
             samples=1, attention="sliced:4", stream_split="layers")
     b = Bundle.open(out)
     stream = b.component("denoiser")["stream"]
