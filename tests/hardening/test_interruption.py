@@ -121,7 +121,10 @@ def test_writer_killed_after_random_delays(tmp_path, model_file):
 
 def _convert(cli, target: Path, stage: str | None, overwrite: bool):
     args = ["convert", "examples/tiny_unet.py:factory", "-o", str(target), "--name", "new", "-q"]
-    env = {ENV: stage} if stage else None
+    # A SIGKILLed convert cannot remove its scratch folder: keep it under the test's own tmp.
+    scratch = target.parent / "scratch"
+    scratch.mkdir(exist_ok=True)
+    env = {"TMPDIR": str(scratch), **({ENV: stage} if stage else {})}
     return cli(*(args + (["--overwrite"] if overwrite else [])), env=env, cwd=Path(__file__).resolve().parents[2])
 
 
