@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +37,34 @@ def read_verified(path: Path, size: int, digest: str, *, into: Any = None) -> by
         raise IntegrityError(f"model file {path} changed after the bundle was verified (size or sha256 differs)",
                              hint="something modified the bundle while it was in use; copy it again")
     return data
+
+
+# glibc's mmap threshold: allocations at least this large are mapped and unmapped on their own.
+MMAP_THRESHOLD = 128 * 1024
+
+
+def keep_large_buffers_mapped() -> None:
+    """Fix glibc's mmap threshold at ``MMAP_THRESHOLD`` (process-wide, once; a no-op elsewhere).
+
+    glibc raises the threshold to the size of each large buffer freed (up to 32 MB), so an engine's
+    per-call scratch, released between components (``Runtime.release_scratch``) and allocated
+    again, lands on the heap the second time, where holes keep it from the OS: the SD-shaped
+    pipeline on OpenVINO grew by 17 MB after its first generation and stayed there. Fixed, such
+    buffers stay mmapped and go back whole when freed (benchmarks/RESULTS.md, DeepCache memory)."""
+    global _MALLOPT
+    if _MALLOPT is not None:
+        return
+    _MALLOPT = False
+    try:
+        import ctypes
+
+        _MALLOPT = bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        pass
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+_MALLOPT: bool | None = None
 
 
 def give_back_freed_memory() -> None:
@@ -102,6 +130,15 @@ class Runtime(ABC):
         bar; None where this machine has no such arithmetic). ``({}, None)``: nothing to try."""
         return {}, None
 
+    @classmethod
+    def open_chain(cls, paths: Sequence[Path], outputs: Sequence[str], **kwargs: Any) -> Runtime | None:
+        """One session over a chain of artifacts (a component's stream parts, in run order) joined
+        into one graph: each part's inputs wired to the outputs of the part before it that made
+        them; ``outputs`` name the joined graph's outputs; ``kwargs`` as for the constructor, with
+        ``verified`` covering every part's files. The engine then plans one activation arena, not
+        one per part. None where the engine cannot join graphs: the caller runs the parts in turn."""
+        return None
+
     def __init__(self, path: str | Path, *, device: str = "auto", threads: int | None = None,
                  options: dict[str, Any] | None = None,
                  verified: Iterable[tuple[Path, int, str]] | None = None) -> None:
@@ -121,6 +158,7 @@ class Runtime(ABC):
         # Hardening (issue 10): check the file's structure and external-data paths in Python
         # before native code parses it, so a truncated or hostile file is a ModelFileError.
         self.preflight(self.path)
+        keep_large_buffers_mapped()
         try:
             self.read_verified_files()
             self._open()

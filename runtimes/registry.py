@@ -6,6 +6,7 @@ adapter class here; adding a runtime is one adapter module plus one entry point.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -113,11 +114,21 @@ def chained_options(name: str) -> dict[str, Any]:
     return dict(classes[0].chained_options) if classes else {}
 
 
-def open_artifact(path: str | Path, runtime: str, **kwargs: Any) -> Runtime:
-    """Open ``path`` with the named runtime; an engine that is not installed says what to install."""
+def _usable(runtime: str) -> type[Runtime]:
     cls = get_runtime(runtime)
     info = cls.probe()
     if not info.get("available"):
         raise RuntimeUnavailableError(f"runtime {runtime!r} is not usable here: {info.get('reason')}",
                                       hint=cls.install_hint)
-    return cls(path, **kwargs)
+    return cls
+
+
+def open_artifact(path: str | Path, runtime: str, **kwargs: Any) -> Runtime:
+    """Open ``path`` with the named runtime; an engine that is not installed says what to install."""
+    return _usable(runtime)(path, **kwargs)
+
+
+def open_chain(paths: Sequence[Path], runtime: str, outputs: Sequence[str], **kwargs: Any) -> Runtime | None:
+    """The parts at ``paths`` joined into one session by the named runtime (``Runtime.open_chain``);
+    None where that engine cannot join graphs."""
+    return _usable(runtime).open_chain([Path(p) for p in paths], list(outputs), **kwargs)

@@ -29,7 +29,7 @@ from edge_sdk.errors import BundleError, InputError, UsageError
 from edge_sdk.manifest import TensorSpec
 from edge_sdk.planning.plan import ComponentPlan, Plan
 from edge_sdk.runtimes.base import Runtime
-from edge_sdk.runtimes.registry import chained_options, open_artifact
+from edge_sdk.runtimes.registry import chained_options, open_artifact, open_chain
 
 BRANCHES = ("down0", "conv_in")
 DEFAULT_BRANCH = "down0"
@@ -74,6 +74,16 @@ def cached_names(parts: list[StreamPart], shallow: list[int], component_inputs: 
                 out.append(t.name)
         made |= {t.name for t in parts[i].outputs}
     return out
+
+
+def deep_path(parts: list[StreamPart], kept: list[str]) -> list[int]:
+    """Indices of the parts a full step needs to make the ``kept`` tensors, in run order."""
+    need, out = set(kept), []
+    for i in range(len(parts) - 1, -1, -1):
+        if need & {t.name for t in parts[i].outputs}:
+            out.append(i)
+            need |= {t.name for t in parts[i].inputs}
+    return out[::-1]
 
 
 def with_deep_cache(bundle: Bundle, plan: Plan, interval: int | None, branch: str | None = None) -> Plan:
@@ -146,10 +156,27 @@ class DeepCacheSession:
         for key, value in chained_options(runtime).items():  # a plan may still say otherwise
             options.setdefault(key, value)
         self._sessions: list[Runtime] = []
+        # Joined, where the engine can (OpenVINO): two graphs, the deep one (the parts that make the
+        # kept tensors, which are its outputs) and the shallow path; a full step runs both, a cached
+        # step the shallow one. No node is compiled twice but the small embed part: each compiled
+        # node costs memory of its own (an SD up block ~20 MB in OpenVINO whatever its weights), and
+        # one graph plans one activation arena where parts have one each. Else a session per part.
+        self.joined = False
+        self.deep = deep_path(self.parts, self.kept)
         try:
-            for p in self.parts:
-                self._sessions.append(open_artifact(p.artifact.path, runtime, device=device, threads=threads,
-                                                    options=options, verified=p.artifact.files))
+            kw = {"device": device, "threads": threads, "options": options}
+            chains = ((self.deep, self.kept), (self.shallow, [t.name for t in outs]))
+            for idx, names in chains:
+                path = [self.parts[i] for i in idx]
+                rt = open_chain([p.artifact.path for p in path], runtime, names,
+                                verified=[f for p in path for f in p.artifact.files], **kw)
+                if rt is None:  # the engine cannot join graphs (the same answer for both)
+                    break
+                self._sessions.append(rt)
+            self.joined = bool(self._sessions)
+            if not self.joined:
+                for p in self.parts:
+                    self._sessions.append(open_artifact(p.artifact.path, runtime, verified=p.artifact.files, **kw))
         except BaseException:
             self.close()
             raise
@@ -195,11 +222,18 @@ class DeepCacheSession:
         else:
             order = range(len(self.parts))
             self.full_calls += 1
-        for i in order:
-            part, rt = self.parts[i], self._sessions[i]
-            rt.call_timeout = self.call_timeout
-            env.update(rt.run({t.name: env[t.name] for t in part.inputs}))
-            self.part_calls[i] += 1
+        if self.joined:
+            for rt in self._sessions if hit is None else self._sessions[1:]:
+                rt.call_timeout = self.call_timeout
+                env.update(rt.run({t.name: env[t.name] for t in rt.inputs}))
+            for i in order:
+                self.part_calls[i] += 1
+        else:
+            for i in order:
+                part, rt = self.parts[i], self._sessions[i]
+                rt.call_timeout = self.call_timeout
+                env.update(rt.run({t.name: env[t.name] for t in part.inputs}))
+                self.part_calls[i] += 1
         if hit is None:
             # Owned copies: an engine may reuse its output buffers on its next call.
             self._cache[self._ordinal] = (shapes, {n: np.array(env[n], copy=True) for n in self.kept})
@@ -228,4 +262,4 @@ class DeepCacheSession:
 
 
 __all__ = ["BRANCHES", "DEFAULT_BRANCH", "DeepCacheSession", "check_interval", "check_branch", "shallow_path",
-           "with_deep_cache", "label"]
+           "deep_path", "with_deep_cache", "label"]

@@ -17,7 +17,7 @@ import numpy as np
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BundleError, InputError
 from edge_sdk.manifest import TensorSpec
-from edge_sdk.runtimes.base import Runtime
+from edge_sdk.runtimes.base import Runtime, give_back_freed_memory
 from edge_sdk.runtimes.registry import open_artifact
 
 
@@ -81,7 +81,7 @@ class StreamedSession:
                 if part.index not in self.resident:
                     rt.close()
                     del rt
-                    _give_back_freed_memory()
+                    give_back_freed_memory()
             for t in part.inputs:
                 if self._last_use.get(t.name) == part.index and t.name not in self._final:
                     env.pop(t.name, None)
@@ -102,22 +102,3 @@ class StreamedSession:
 
     def part_bytes(self) -> list[int]:
         return [p.artifact.size for p in self.parts]
-
-
-def _give_back_freed_memory() -> None:
-    """Return the heap a released part freed to the OS (glibc's malloc_trim). glibc raises its mmap
-    threshold after large frees, so the next part's weights would otherwise land on a heap that
-    never shrinks, and the process's peak would grow part after part. A no-op elsewhere."""
-    global _TRIM
-    if _TRIM is None:
-        try:
-            import ctypes
-
-            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
-
-
-_TRIM = None

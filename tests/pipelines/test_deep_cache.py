@@ -29,6 +29,29 @@ def test_shallow_paths_and_cached_tensors_follow_the_part_names():
         shallow_path(["embed", "mid", "out"], "down0")
 
 
+def test_a_full_step_joins_only_the_parts_that_make_the_kept_tensors():
+    """The deep graph of a joined DeepCache session: the parts the kept tensors depend on, in run
+    order, and not the last up block or ``out``, which only the shallow graph holds."""
+    from types import SimpleNamespace as NS
+
+    from edge_sdk.pipelines.deep_cache import cached_names, deep_path, shallow_path
+
+    def part(name, ins, outs):
+        return NS(name=name, inputs=[NS(name=n) for n in ins], outputs=[NS(name=n) for n in outs])
+
+    parts = [part("embed", ["sample", "t"], ["s0", "temb"]), part("down0", ["s0", "temb", "ctx"], ["s1", "s2"]),
+             part("down1", ["s2", "temb"], ["s3"]), part("mid", ["s3", "temb"], ["mid"]),
+             part("up0", ["mid", "temb", "s3"], ["u0"]), part("up1", ["u0", "temb", "ctx", "s0", "s1", "s2"], ["u1"]),
+             part("out", ["u1"], ["noise_pred"])]
+    comp = {"sample", "t", "ctx"}
+    conv_in = shallow_path(parts, "conv_in")
+    assert cached_names(parts, conv_in, comp) == ["u0", "s1", "s2"]
+    assert deep_path(parts, ["u0", "s1", "s2"]) == [0, 1, 2, 3, 4]
+    down0 = shallow_path(parts, "down0")
+    assert cached_names(parts, down0, comp) == ["u0"] and deep_path(parts, ["u0"]) == [0, 1, 2, 3, 4]
+    assert deep_path(parts, ["s1"]) == [0, 1]
+
+
 def test_bad_values_are_refused():
     from edge_sdk.pipelines.request import GenerateRequest
 
@@ -178,6 +201,10 @@ def test_deep_cache_on_openvino_matches_onnxruntime(streamed_bundle, ref):
         try:
             got[runtime] = _loop(s, ref)
             assert s._open["denoiser"].stats()["shallow_calls"] == STEPS // 2
+            # OpenVINO joins the parts into two graphs (full step, shallow path); ONNX Runtime runs them in turn.
+            assert s._open["denoiser"].joined == (runtime == "openvino")
+            assert len(s._open["denoiser"]._sessions) == (2 if runtime == "openvino" else len(b.stream_parts(
+                "denoiser", "onnx", "fp32")))
             # Between components the pipeline gives every part's scratch back; the parts then run
             # as before (same engine, same inputs: equal to 1e-6, i.e. up to thread-order rounding).
             s._open["denoiser"].release_scratch()
@@ -187,6 +214,27 @@ def test_deep_cache_on_openvino_matches_onnxruntime(streamed_bundle, ref):
             s.close()
     want = got["onnxruntime"]
     assert np.linalg.norm(got["openvino"] - want) / np.linalg.norm(want) < 1e-4
+
+
+@pytest.mark.slow
+def test_openvino_chain_refuses_parts_that_do_not_fit(streamed_bundle):
+    """A joined graph must make every output it is asked for; parts that leave one unmade (a part
+    missing from the chain) are one ModelFileError naming it, before anything compiles."""
+    from edge_sdk.bundle import Bundle
+    from edge_sdk.errors import ModelFileError
+    from edge_sdk.runtimes.registry import open_chain
+
+    parts = Bundle.open(streamed_bundle).stream_parts("denoiser", "onnx", "fp32")
+    chain = [p for p in parts if p.name != "mid"]
+    with pytest.raises(ModelFileError, match="no part of the chain makes noise_pred_missing"):
+        open_chain([p.artifact.path for p in chain], "openvino", ["noise_pred_missing"], device="cpu",
+                   verified=[f for p in chain for f in p.artifact.files])
+    whole = open_chain([p.artifact.path for p in parts], "openvino", ["noise_pred"], device="cpu",
+                       verified=[f for p in parts for f in p.artifact.files])
+    # The joined graph's inputs are the component's: every part boundary is inside it.
+    assert sorted(t.name for t in whole.inputs) == ["encoder_hidden_states", "sample", "timestep"]
+    assert [t.name for t in whole.outputs] == ["noise_pred"]
+    whole.close()
 
 
 def test_tune_cli_reads_its_deep_cache_intervals():

@@ -8,6 +8,7 @@ L2 on this model; 1e-5 leaves room for a different SIMD path and still catches a
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -328,3 +329,38 @@ def test_torch_reference_pt2_and_module(tiny_torch, feeds, reference, tmp_path):
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ModelFileError, match="torch.export program"):
         open_artifact(bad, "torch")
+
+
+_ALLOCATOR = r"""
+import sys, numpy as np
+from edge_sdk.runtimes.base import keep_large_buffers_mapped
+def rss(): return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])
+if sys.argv[1] == "fixed":
+    keep_large_buffers_mapped()
+a = np.ones(4 << 18, np.float32); del a   # 4 MiB, mapped; its free raises glibc's threshold to 4 MiB
+before = rss()
+b = np.ones(2 << 18, np.float32); del b   # 2 MiB: on the heap afterwards, unless the threshold is fixed
+print(rss() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc (Linux)")
+def test_large_buffers_go_back_to_the_os_once_a_runtime_opens(tri_paths):
+    """Why every runtime open fixes glibc's mmap threshold: with glibc's dynamic threshold a 2 MiB
+    scratch buffer freed after a 4 MiB one stays in the process (2048 kB here); fixed, it goes back
+    (< 256 kB: the interpreter's own small allocations in between)."""
+    import ctypes
+    import subprocess
+    import sys
+
+    from edge_sdk.runtimes import base
+
+    try:
+        assert ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        pytest.skip("not glibc: the threshold is glibc's")
+    kept = {mode: int(subprocess.run([sys.executable, "-c", _ALLOCATOR, mode], capture_output=True, text=True,
+                                     check=True).stdout) for mode in ("fixed", "dynamic")}
+    assert kept["fixed"] < 256 and kept["dynamic"] >= 1024, kept
+    with open_artifact(tri_paths["onnx"], "onnxruntime", threads=1):
+        assert base._MALLOPT is True  # applied (and accepted by glibc) by the first open
