@@ -48,11 +48,14 @@ class OnnxRuntime(Runtime):
     base_memory = 60 * MB  # Python 3.11 + numpy + onnxruntime, measured here
     # ONNX Runtime's memory pattern would add a second pre-planned block beside the arena after the
     # first run (2x the activations here, and no faster on CPU: 0.29 s vs 0.46 s per denoiser call).
-    plan_options = {"mem_pattern": False}
-    # Chained small sessions: ORT's workers spin after each run, holding the cores the next part
-    # needs. Off, DeepCache's chain ran 2.2-3.0x faster on the SD-shaped UNet with the 2 cores shared
-    # (benchmarks/RESULTS.md, "DeepCache").
-    chained_options = {"allow_spinning": False}
+    # Workers that spin on after a run hold a core the caller needs next (the sampler step, the
+    # next component): stopped as each run returns, the SD-shaped ORT plan ran 4-6 % faster
+    # (benchmarks/RESULTS.md, peers), its decoder call ~25 % (the denoiser's workers had spun on).
+    plan_options = {"mem_pattern": False, "spin_after_run": False}
+    # Chained sessions (DeepCache's parts) above all must not spin on after a run: the next part
+    # needs the core (a plan from an older edge-sdk may lack the plan option). Spinning within a run
+    # stays: with it the SD-shaped DeepCache chain ran 1.54-1.59 s a generation, without 1.59-1.67 s.
+    chained_options = {"spin_after_run": False}
     install_hint = "pip install 'edge-sdk[onnxruntime]' (on Jetson: NVIDIA's onnxruntime-gpu wheel for your JetPack)"
     module = "onnxruntime"
     rank = 10
@@ -128,6 +131,11 @@ class OnnxRuntime(Runtime):
             flag = "1" if self.options["allow_spinning"] else "0"
             so.add_session_config_entry("session.intra_op.allow_spinning", flag)
             so.add_session_config_entry("session.inter_op.allow_spinning", flag)
+        # spin_after_run False: workers spin while a run is in flight (fast hand-offs between
+        # kernels) but stop as it returns, so they do not hold a core the caller's next step, or the
+        # next component's session, needs.
+        if not self.options.get("spin_after_run", True):
+            so.add_session_config_entry("session.force_spinning_stop", "1")
         # The CPU arena and memory patterns keep a run's peak activations allocated between runs (fast
         # reuse); off, peak memory falls back after each run (benchmarks/RESULTS.md: 3.3 GB -> 1.2 GB).
         # The memory pattern is a second pre-planned block beside the arena, doubling what a session

@@ -93,7 +93,7 @@ import numpy as np
 from edge_sdk.bundle import Bundle
 from edge_sdk.measure.memory import peak_rss_bytes
 from edge_sdk.pipelines.streamed import StreamedSession
-from edge_sdk.runtimes.registry import open_artifact
+from edge_sdk.runtimes.registry import open_artifact, plan_options
 b = Bundle.open(sys.argv[1], verify=False)  # hashing reads whole files: not what is measured
 rng = np.random.default_rng(0)
 feeds = {"sample": rng.standard_normal((2, 4, 8, 8), dtype=np.float32), "timestep": np.array([10., 900.], np.float32),
@@ -110,7 +110,7 @@ try:  # reset the kernel's high-water mark (VmHWM) to now: the baseline
 except OSError:
     pass
 base = peak_rss_bytes()
-opts = {"mem_pattern": False}  # as every plan gives ONNX Runtime
+opts = plan_options("onnxruntime")  # as every plan gives ONNX Runtime
 if sys.argv[2] == "whole":  # as Sessions opens it: verified bytes handed to the engine
     a = b.artifact("denoiser", "onnx", "fp32")
     rt = open_artifact(a.path, "onnxruntime", device="cpu", options=opts, verified=a.files)

@@ -85,6 +85,27 @@ def test_ort_threads_and_graph_levels(tri_paths, feeds, reference):
         open_artifact(tri_paths["onnx"], "onnxruntime", options={"graph_optimization": "fastest"})
 
 
+def test_ort_workers_stop_spinning_after_each_run_in_every_plan(tri_paths, feeds, reference):
+    """Every plan asks ONNX Runtime to stop its workers' spinning as a run returns (plan_options), and
+    DeepCache's chained sessions ask it too (chained_options); spinning within a run is untouched."""
+    from edge_sdk.runtimes.registry import chained_options, plan_options
+
+    assert plan_options("onnxruntime")["spin_after_run"] is False
+    assert chained_options("onnxruntime") == {"spin_after_run": False}
+    def entry(so, key):
+        try:
+            return so.get_session_config_entry(key)
+        except RuntimeError:  # not set: ORT's default
+            return None
+
+    for opts, want in ((plan_options("onnxruntime"), "1"), ({}, None)):
+        with open_artifact(tri_paths["onnx"], "onnxruntime", threads=1, options=opts) as rt:
+            so = rt._session.get_session_options()
+            assert entry(so, "session.force_spinning_stop") == want
+            assert entry(so, "session.intra_op.allow_spinning") is None  # ORT's default: spins within a run
+            assert rel_l2(rt.run(feeds)["noise_pred"], reference) < FP32_REL
+
+
 def test_ort_missing_provider_says_what_to_install(tri_paths):
     import onnxruntime
 
