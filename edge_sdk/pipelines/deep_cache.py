@@ -130,8 +130,8 @@ class DeepCacheSession:
     ``begin_run()`` before a generation and ``begin_call(step)`` before each denoiser call (the
     pipeline's ``Sessions`` does both) drive the schedule: the first step of a run is full, then
     every ``interval``-th. A call without a step, or whose batch or size differs from the cached
-    one, runs full. Every part stays open: the point is speed, and the parts together hold what
-    the whole denoiser would."""
+    one, runs full. Everything stays open: the point is speed. Where the engine joins graphs
+    (``Runtime.open_chain``) the parts are two sessions, deep and shallow; else one per part."""
 
     def __init__(self, bundle: Bundle, component: str, *, runtime: str, format: str, precision: str,
                  interval: int, branch: str = DEFAULT_BRANCH, device: str = "auto", threads: int | None = None,

@@ -88,7 +88,7 @@ def default_plan(bundle: Bundle, *, runtime: str | None = None, precision: str |
 
     ``fallback_precision``: a component without a ``precision`` artifact runs this precision
     instead (the plan's notes say which), as ``edge-sdk bench`` does for one backend's row."""
-    from edge_sdk.runtimes.registry import install_hint, runtime_names, runtimes_for_format
+    from edge_sdk.runtimes.registry import install_hint, plan_options, runtime_names, runtimes_for_format
 
     usable = usable_runtimes()
     if runtime is not None and runtime not in usable:
@@ -108,7 +108,7 @@ def default_plan(bundle: Bundle, *, runtime: str | None = None, precision: str |
                 rts = [r for r in runtimes_for_format(a.format) if r in usable and (runtime is None or r == runtime)]
                 if rts:
                     best = ComponentPlan(runtime=rts[0], format=a.format, precision=a.precision, device=device,
-                                         threads=threads)
+                                         threads=threads, options=plan_options(rts[0]))
                     break
             if best is not None:
                 if want != precision:

@@ -48,6 +48,19 @@ def test_small_board_gets_tiles_and_sequential_cfg_big_board_does_not(bundle):
     assert zero.components["decoder"].runtime == "onnxruntime"  # no tflite in the bundle: next preference
 
 
+def test_every_plan_gives_each_runtime_its_plan_options(bundle):
+    """The board planner and the no-board default (``edge_sdk.load(bundle)``) alike: each component's
+    options start from its runtime's ``plan_options`` (ONNX Runtime: no memory pattern, no spinning
+    after a run), so a plan made without a board runs as the tuned and board plans do."""
+    from edge_sdk.planning.plan import default_plan
+    from edge_sdk.runtimes.registry import plan_options
+
+    for p in (plan(bundle, "x86-64-generic", SIZE), default_plan(bundle, runtime="onnxruntime")):
+        for cp in p.components.values():
+            assert plan_options(cp.runtime).items() <= cp.options.items()
+    assert default_plan(bundle, runtime="onnxruntime").components["denoiser"].options["spin_after_run"] is False
+
+
 def test_plan_round_trips_through_json(bundle):
     p = plan(bundle, "rpi-zero-2w", SIZE)
     again = Plan.from_json(json.loads(json.dumps(p.to_json())))
