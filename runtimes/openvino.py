@@ -76,7 +76,8 @@ def check_ir_files(xml_path: Path) -> Path:
 
 
 class OpenVinoRuntime(Runtime):
-    """Options: ``cache_dir`` (compiled-model cache; False disables it), ``inference_precision``
+    """Options: ``cache_dir`` (compiled-model cache folder; False disables it; unset: the default
+    folder, on a CPU for models up to ``cpu_cache_max_bytes`` only), ``inference_precision``
     ('f32', 'f16', 'bf16'; default f32 on CPU, the device's own default elsewhere),
     ``static_shapes`` ({input: [dims]}, applied always; needed on NPU for dynamic models; or
     'per_shape': one static-shape compile per distinct set of fed shapes, kept in a small cache
@@ -84,6 +85,11 @@ class OpenVinoRuntime(Runtime):
     ``performance_hint`` ('LATENCY' or 'THROUGHPUT')."""
 
     per_shape_limit = 4  # compiled models kept by 'per_shape' (each holds its own weights copy)
+    # On a CPU cache hit the plugin imports the blob while the model as read is still held: at SD
+    # 1.5's size (3.4 GB UNet) that raised the bf16 plan's peak from 6664 to 9145 MB, for no speed
+    # (11.8 s a generation uncached, 12.4 s cached; benchmarks/RESULTS.md, peers sd15). Larger
+    # models compile on every start instead (the CPU compile of that UNet: ~10 s).
+    cpu_cache_max_bytes = 1 << 30
 
     name = "openvino"
     formats = ("openvino", "onnx")
@@ -146,10 +152,25 @@ class OpenVinoRuntime(Runtime):
                 hint=hints.get(dev, "use --device cpu"))
         return dev
 
+    def _weight_bytes(self) -> int:
+        """The model's file bytes: its verified files, else the files at its path."""
+        if self._records:
+            return sum(size for size, _ in self._records.values())
+        return sum(p.stat().st_size for p in (self.path, self.path.with_suffix(".bin")) if p.is_file())
+
+    def _caches(self, dev: str) -> bool:
+        """Whether compiles go through the compiled-model cache: as ``cache_dir`` says, else on a
+        CPU only for models under ``cpu_cache_max_bytes`` (a GPU or NPU compile is slow enough to
+        always cache)."""
+        cache = self.options.get("cache_dir", None)
+        if cache is not None:
+            return cache is not False
+        return dev != "CPU" or self._weight_bytes() <= self.cpu_cache_max_bytes
+
     def _config(self, dev: str) -> dict[str, Any]:
         cfg: dict[str, Any] = {}
         cache = self.options.get("cache_dir", None)
-        if cache is not False:
+        if self._caches(dev):
             cache_path = Path(cache) if cache else default_cache_dir()
             if self.options.get("inference_precision") not in (None, "f32"):
                 # Reduced-precision blobs in their own folder: with bf16 blobs beside the f32 ones of

@@ -159,6 +159,27 @@ def test_ov_compiled_model_cache(tri_paths, feeds, tmp_path):
     assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == blobs
 
 
+def test_ov_caches_small_models_only_on_the_cpu_by_default(tri_paths, feeds, reference, monkeypatch, tmp_path):
+    """With ``cache_dir`` unset, a CPU compile goes through the cache only for a model up to
+    ``cpu_cache_max_bytes`` (a cache hit holds the source beside the imported blob); an explicit
+    ``cache_dir`` or False decides regardless of size."""
+    from edge_sdk.runtimes.openvino import OpenVinoRuntime
+
+    with open_artifact(tri_paths["openvino"], "openvino", device="cpu", threads=1) as rt:
+        size = rt._weight_bytes()
+        assert size == sum(f.stat().st_size for f in (tri_paths["openvino"], tri_paths["openvino"].with_suffix(".bin")))
+        assert "CACHE_DIR" in rt._config("CPU")
+        monkeypatch.setattr(OpenVinoRuntime, "cpu_cache_max_bytes", size - 1)
+        assert "CACHE_DIR" not in rt._config("CPU") and "CACHE_DIR" in rt._config("GPU")
+        rt.options["cache_dir"] = str(tmp_path / "forced")
+        assert rt._config("CPU")["CACHE_DIR"] == rt.options["cache_dir"]
+        rt.options["cache_dir"] = False
+        assert "CACHE_DIR" not in rt._config("GPU")
+    monkeypatch.setattr(OpenVinoRuntime, "cpu_cache_max_bytes", 0)
+    with open_artifact(tri_paths["openvino"], "openvino", device="cpu", threads=1) as rt:  # compiled uncached
+        assert rel_l2(rt.run(feeds)["noise_pred"], reference) < FP32_REL
+
+
 def test_ov_static_reshape(tri_paths, tiny_torch):
     model, _ = tiny_torch
     x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
