@@ -87,8 +87,8 @@ class OpenVinoRuntime(Runtime):
     per_shape_limit = 4  # compiled models kept by 'per_shape' (each holds its own weights copy)
     # On a CPU cache hit the plugin imports the blob while the model as read is still held: at SD
     # 1.5's size (3.4 GB UNet) that raised the bf16 plan's peak from 6664 to 9145 MB, for no speed
-    # (11.8 s a generation uncached, 12.4 s cached; benchmarks/RESULTS.md, peers sd15). Larger
-    # models compile on every start instead (the CPU compile of that UNet: ~10 s).
+    # (11.8 s a generation uncached, 12.4 s cached; the warm-up with its compile 19.2 s uncached,
+    # 23.8 s from the cache; benchmarks/RESULTS.md, peers sd15). Larger models compile each start.
     cpu_cache_max_bytes = 1 << 30
 
     name = "openvino"
