@@ -50,7 +50,7 @@ def keep_large_buffers_mapped() -> None:
     per-call scratch, released between components (``Runtime.release_scratch``) and allocated
     again, lands on the heap the second time, where holes keep it from the OS: the SD-shaped
     pipeline on OpenVINO grew by 17 MB after its first generation and stayed there. Fixed, such
-    buffers stay mmapped and go back whole when freed (benchmarks/RESULTS.md, DeepCache memory)."""
+    buffers stay mmapped and go back whole when freed (benchmarks/RESULTS.md, peers: SD-shaped reading)."""
     global _MALLOPT
     if _MALLOPT is not None:
         return

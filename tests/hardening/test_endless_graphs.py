@@ -67,6 +67,13 @@ def hanging_bundle_all(tiny_bundle, tmp_path_factory, helpers):
                                             helpers.reseal, helpers.edit_manifest)
 
 
+def foreground_sigint() -> None:
+    """In the child before exec: SIGINT as a terminal's foreground job has it. A suite started in
+    the background by a non-interactive shell (`cmd &`) runs with SIGINT ignored, which every child
+    inherits; Ctrl-C never reaches a background job, so that is not what these tests are about."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _tagged(tag: str) -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter():
@@ -158,7 +165,7 @@ def test_cli_run_stops_on_ctrl_c_and_on_deadline(hanging_bundle, tmp_path):
     exe = str(Path(sys.executable).with_name("edge-sdk"))
     out = tmp_path / "o.png"
     p = subprocess.Popen([exe, "run", str(hanging_bundle), "--steps", "1", "--out", str(out)],
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True, preexec_fn=foreground_sigint)
     time.sleep(4)  # in the endless call by now (start-up ~1-2 s here)
     assert p.poll() is None
     p.send_signal(signal.SIGINT)
@@ -284,7 +291,7 @@ def endless_runs(hanging_bundle_all, tmp_path_factory):
              "--out", str(out / f"{runtime}.png")], **pipes)
     sigint = procs["cli/litert/sigint"] = subprocess.Popen(
         [exe, "run", str(hanging_bundle_all), "--runtime", "litert", "--steps", "1", "--out", str(out / "sigint.png")],
-        **pipes)
+        preexec_fn=foreground_sigint, **pipes)
     os.environ[TAG] = tag  # inherited by the probe children and the processes they fork
     try:
         with ThreadPoolExecutor(len(PROBED) + 1) as pool:
