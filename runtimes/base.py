@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -39,8 +40,22 @@ def read_verified(path: Path, size: int, digest: str, *, into: Any = None) -> by
     return data
 
 
+@functools.cache
+def _glibc() -> Any:
+    """glibc, for its allocator controls; None elsewhere (musl, macOS, Windows)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
 # glibc's mmap threshold: allocations at least this large are mapped and unmapped on their own.
 MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+_MALLOPT: bool | None = None  # whether keep_large_buffers_mapped took effect (None: not called yet)
 
 
 def keep_large_buffers_mapped() -> None:
@@ -52,19 +67,9 @@ def keep_large_buffers_mapped() -> None:
     pipeline on OpenVINO grew by 17 MB after its first generation and stayed there. Fixed, such
     buffers stay mmapped and go back whole when freed (benchmarks/RESULTS.md, peers: SD-shaped reading)."""
     global _MALLOPT
-    if _MALLOPT is not None:
-        return
-    _MALLOPT = False
-    try:
-        import ctypes
-
-        _MALLOPT = bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
-        pass
-
-
-_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
-_MALLOPT: bool | None = None
+    if _MALLOPT is None:
+        libc = _glibc()
+        _MALLOPT = bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 def give_back_freed_memory() -> None:
@@ -72,19 +77,9 @@ def give_back_freed_memory() -> None:
     frees large scratch buffers and source weights, and glibc keeps such frees in its arenas (its
     mmap threshold rises after large frees), so without this the process's RSS, and the next
     model's peak on top of it, stays as high as the compile's."""
-    global _TRIM
-    if _TRIM is None:
-        try:
-            import ctypes
-
-            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
-
-
-_TRIM = None
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 class Runtime(ABC):

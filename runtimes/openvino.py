@@ -407,7 +407,7 @@ class OpenVinoChain(OpenVinoRuntime):
 
     Compiled as one model, the chain has one activation arena where part-by-part sessions have
     one each, all live at once: on the SD-shaped UNet's nine parts, -47 MB of peak RSS at the same
-    speed (benchmarks/RESULTS.md, DeepCache). Everything else (per-shape compiles, the cache,
+    speed (benchmarks/RESULTS.md, peers: SD-shaped reading). Everything else (per-shape compiles, the cache,
     verified reads) is the single-model adapter's."""
 
     def __init__(self, paths: Sequence[Path], outputs: Sequence[str], **kwargs: Any) -> None:
@@ -415,16 +415,17 @@ class OpenVinoChain(OpenVinoRuntime):
             raise UsageError("openvino: a chain needs at least one part")
         self.links = [Path(p) for p in paths]
         self.wanted = list(outputs)
-        for p in self.links[1:]:  # the constructor preflights the first
+        # Checked once here, as _open checks a single model's file; a per-shape compile's re-read
+        # is verified by its hashes instead.
+        for p in self.links[1:]:  # the constructor preflights and checks the first
             self.preflight(p)
-        super().__init__(self.links[0], **kwargs)
-
-    def _read_model(self, core, ov):
-        for p in self.links:
             if not p.is_file():
                 raise ModelFileError(f"openvino: model file {p} does not exist")
             if p.suffix == ".xml":
                 check_ir_files(p)
+        super().__init__(self.links[0], **kwargs)
+
+    def _read_model(self, core, ov):
         return join_models([self._read_file(core, p) for p in self.links], self.wanted)
 
 
