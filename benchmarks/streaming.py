@@ -78,14 +78,22 @@ gen.watch = False
 shape = [d if isinstance(d, int) else 1 for d in gen.bundle.signature("denoiser")[0][2].shape]
 rng = np.random.default_rng(1)
 cond, uncond = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
+from edge_sdk.measure.memory import peak_rss_bytes
+stage = {}
+def at_step(info):  # the process's peak so far once the last step ran: the denoise stage's (no text encoder)
+    if info.index + 1 == info.total:
+        stage["denoise"] = peak_rss_bytes() / 2**20
 r = gen.generate(steps=steps, seed=0, guidance=guidance, height=size, width=size, prompt_embeds=cond,
-                 negative_prompt_embeds=uncond)
+                 negative_prompt_embeds=uncond, callback=at_step)
+stage["whole"] = peak_rss_bytes() / 2**20
 gen.close()
 r.save(out)
 plan = {k: f"{c.runtime}:{c.format}/{c.precision}" + ("+streamed" if c.stream else "")
         for k, c in gen.plan.components.items()}
 print(json.dumps({"timings_s": r.timings, "plan": plan, "total_s": time.perf_counter() - t0,
-                  "plan_estimated_peak_mb": gen.plan.estimates.get("peak", 0) / 2**20}))
+                  "plan_estimated_peak_mb": gen.plan.estimates.get("peak", 0) / 2**20,
+                  "stage_estimates_mb": {k: v / 2**20 for k, v in gen.plan.estimates.items()},
+                  "stage_peaks_mb": stage, "rung": gen.plan.rung}))
 """
 
 
@@ -97,7 +105,8 @@ def run(bundle: Path, board: str, out: Path, size: int, steps: int, guidance: fl
     report = json.loads(r["stdout"].strip().splitlines()[-1])
     return {"board": board, "seconds": r["seconds"], "peak_rss_mb": r["peak_rss_mb"],
             "estimate_mb": report.get("plan_estimated_peak_mb"), "plan": report.get("plan"),
-            "timings_s": report.get("timings_s"), "image": str(out)}
+            "timings_s": report.get("timings_s"), "image": str(out), "rung": report.get("rung"),
+            "stage_estimates_mb": report.get("stage_estimates_mb"), "stage_peaks_mb": report.get("stage_peaks_mb")}
 
 
 def plan_for(bundle: Path, board: str, size: int, guidance: float) -> dict:

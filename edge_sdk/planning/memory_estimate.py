@@ -75,7 +75,14 @@ class ComponentCost:
         act = batch * (c0 + max(c1 * units, c2 * cells * cells))
         if repeated and not self.repeated:
             act *= 2.0
+        s = self.sample_at(cells)
+        if s is not None:  # measured at this very size: never below the measurement
+            act = max(act, batch * (max(s[1], s[-1]) if repeated else s[1]))
         return int(act)
+
+    def sample_at(self, cells: int) -> list[float] | None:
+        """The probe's sample at ``cells`` latent cells (its side squared), if one was taken."""
+        return next((s for s in self.samples if len(s) >= 2 and abs(s[0] * s[0] - cells) < 1.0), None)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -24,6 +24,10 @@ PROBE_TIMEOUT = 300.0
 PROBE_TIMEOUT_ENV = "EDGE_SDK_PROBE_TIMEOUT"
 _PROBE_SIZES = (16, 32, 48, 64, 96, 128)  # latent cells per side, tried in order
 _PROBE_BUDGET = 192 * MB  # stop growing the probe once a run needs this much
+# A run at the planned size is measured too when its predicted footprint leaves this share of the
+# machine's available memory free: the fit from the small sizes extrapolated SD 1.5's int8-weight
+# UNet from 48 to 64 cells 22-24 % low (benchmarks/RESULTS.md, issue 16).
+_TARGET_SHARE = 0.7
 
 
 def _cache_dir() -> Path:
@@ -40,8 +44,14 @@ def _entry_sha(bundle: Bundle, component: str, art) -> str:
 
 
 def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu",
-                   threads: int | None = None, measure: bool = True) -> ComponentCost:
-    """The cost model of one artifact on one runtime: recorded, cached, probed, or the role default."""
+                   threads: int | None = None, measure: bool = True,
+                   target: tuple[int, int] | None = None) -> ComponentCost:
+    """The cost model of one artifact on one runtime: recorded, cached, probed, or the role default.
+
+    ``target``: the latent cells (height, width) the plan will run; a measured model that has no
+    sample that large gets one (``probe_at``), where this machine has the memory for it, so the
+    plan's figure at that size is a measurement rather than an extrapolation.
+    """
     recorded = (bundle.component(component).get("config") or {}).get("memory_profile")
     if isinstance(recorded, dict) and recorded.get("runtime") == runtime and art.variant in ("", "static"):
         try:
@@ -54,15 +64,21 @@ def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device:
     threads = int(threads or os.cpu_count() or 1)
     key = f"{_entry_sha(bundle, component, art)}-{runtime}-{device}-t{threads}-v{PROFILE_VERSION}.json"
     cached = _cache_dir() / key
+    cost = None
     if cached.is_file():
         try:
-            return ComponentCost(**json.loads(cached.read_text()))
+            cost = ComponentCost(**json.loads(cached.read_text()))
         except (ValueError, TypeError):
             pass
-    try:
-        cost = probe(bundle, component, runtime, art, device=device, threads=threads)
-    except PlanError:
-        return default_cost(bundle, component, runtime, art)
+    if cost is None:
+        try:
+            cost = probe(bundle, component, runtime, art, device=device, threads=threads)
+        except PlanError:
+            return default_cost(bundle, component, runtime, art)
+    elif target is None or cost.sample_at(target[0] * target[1]) is not None:
+        return cost
+    if target is not None and cost.sample_at(target[0] * target[1]) is None:
+        cost = probe_at(bundle, component, runtime, art, cost, target, device=device, threads=threads)
     try:
         from edge_sdk.guard.fsutil import atomic_write
 
@@ -74,7 +90,9 @@ def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device:
     return cost
 
 
-def _probe_feeds(inputs: list[dict[str, Any]], n: int, model: dict[str, Any]) -> dict[str, np.ndarray]:
+def _probe_feeds(inputs: list[dict[str, Any]], n: int | list[int], model: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Inputs at ``n`` cells per side, or [height, width] cells."""
+    hw = list(n) if isinstance(n, (list, tuple)) else [n, n]
     feeds = {}
     for spec in inputs:
         shape = []
@@ -84,7 +102,7 @@ def _probe_feeds(inputs: list[dict[str, Any]], n: int, model: dict[str, Any]) ->
             elif axis == 0:
                 shape.append(1)
             elif len(spec["shape"]) == 4 and axis >= 2:
-                shape.append(n)
+                shape.append(hw[axis - 2])
             else:
                 shape.append(int(model.get("max_text_length", 77)))
         dt = np.dtype(spec["dtype"])
@@ -96,8 +114,9 @@ def _probe_feeds(inputs: list[dict[str, Any]], n: int, model: dict[str, Any]) ->
     return feeds
 
 
-def _one_size(cls, args: dict[str, Any], n: int | None) -> tuple[int, list[int], list[dict[str, Any]]]:
-    """Open the artifact, run it twice at ``n`` cells per side: (session bytes, [first, second] peaks, inputs)."""
+def _one_size(cls, args: dict[str, Any], n: int | list[int] | None) -> tuple[int, list[int], list[dict[str, Any]]]:
+    """Open the artifact, run it twice at ``n`` cells per side (or [h, w]): (session bytes, [first, second]
+    peaks, inputs)."""
     from edge_sdk.measure.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 
     before_open = rss_bytes()
@@ -145,6 +164,8 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
     import edge_sdk.pipelines  # noqa: F401
 
     base = rss_bytes()
+    if not args.get("sessions", True):  # one more size for a model measured before: runs only
+        return {"base": base, "session": 0, "samples": _run_sizes(cls, args, args["sizes"])}
     # The first session carries the runtime's one-time set-up; a second one opened beside it is
     # what each session costs. The set-up goes to the base.
     one = cls(args["path"], device=args["device"], threads=args.get("threads"), options=args.get("options"))
@@ -159,8 +180,15 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
     spatial = any(len(t["shape"]) == 4 and not all(isinstance(d, int) and d > 0 for d in t["shape"][2:])
                   for t in inputs)
     fixed = [t["shape"][2] for t in inputs if len(t["shape"]) == 4 and isinstance(t["shape"][2], int)]
-    samples = []
-    for n in (args["sizes"] if spatial else [fixed[0] if fixed else 0]):
+    samples = _run_sizes(cls, args, args["sizes"] if spatial else [fixed[0] if fixed else 0])
+    return {"base": base, "session": session, "samples": samples}
+
+
+def _run_sizes(cls, args: dict[str, Any], sizes: list) -> list[list[float]]:
+    """Per size (cells per side, or [h, w]), a forked process opens the artifact fresh and runs it:
+    samples [side, first call, later call], side = sqrt(h * w) for a non-square size."""
+    samples: list[list[float]] = []
+    for n in sizes:
         r, w = os.pipe()
         pid = os.fork() if hasattr(os, "fork") else -1
         if pid == 0:  # the forked child: measure, report, leave without cleanup
@@ -183,10 +211,11 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
                 continue
             break  # the size failed (too big, or the model refuses it): fit what we have
         acts = json.loads(text)
-        samples.append([n, *acts])
+        side = float(np.sqrt(n[0] * n[1])) if isinstance(n, list) else n
+        samples.append([side, *acts])
         if acts[0] > args["budget"] and len(samples) >= 3:
             break
-    return {"base": base, "session": session, "samples": samples}
+    return samples
 
 
 def probe_timeout() -> float:
@@ -224,15 +253,49 @@ def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "c
         raise PlanError(f"cannot measure {component} on {runtime} here: {e.message}") from None
     if not got["samples"]:
         raise PlanError(f"measuring {component} on {runtime} gave no sample (no fork here, or every size failed)")
+    return _fitted(bundle, component, runtime, art, int(got["base"]), int(got["session"]), got["samples"])
+
+
+def _fitted(bundle: Bundle, component: str, runtime: str, art, base: int, session: int,
+            samples: list[list[float]]) -> ComponentCost:
     down = int(bundle.model.get("vae_downsample", 1)) if component == "decoder" else 1
     floor = 0.0
     if component == "decoder" and has_attention(Path(art.path)) is not False:
         # AutoencoderKL-family decoders: one fp32 (fp16: half) score matrix at latent resolution.
         floor = 2.0 if art.precision == "fp16" else 4.0
-    first = [[x[0], x[1]] for x in got["samples"]]
-    later = [[x[0], max(x[1], x[-1])] for x in got["samples"]]
+    first = [[x[0], x[1]] for x in samples]
+    later = [[x[0], max(x[1], x[-1])] for x in samples]
     c0, c1, c2 = fit_activation(first, down=down, c2_floor=floor)
     rep = fit_activation(later, down=down, c2_floor=floor)
-    return ComponentCost(role=component, runtime=runtime, base=int(got["base"]), session=int(got["session"]),
+    return ComponentCost(role=component, runtime=runtime, base=base, session=session,
                          c0=c0, c1=c1, c2=c2, unit="out_pixel" if component == "decoder" else "cell",
-                         source="measured", samples=got["samples"], repeated=list(rep))
+                         source="measured", samples=samples, repeated=list(rep))
+
+
+def probe_at(bundle: Bundle, component: str, runtime: str, art, cost: ComponentCost, target: tuple[int, int], *,
+             device: str = "cpu", threads: int = 1, timeout: float | None = None) -> ComponentCost:
+    """``cost`` with one more sample, a run at ``target`` (latent cells h, w) in a supervised child,
+    refitted. Unchanged where the model does not vary with size, where the run's predicted
+    footprint would take more than ``_TARGET_SHARE`` of this machine's available memory, or where
+    the run fails or outlasts the probe's timeout (the smaller sizes ran: the extrapolation stands).
+    """
+    import psutil
+
+    from edge_sdk.guard.supervise import run_supervised
+    from edge_sdk.runtimes.registry import plan_options
+
+    if cost.source != "measured" or not cost.samples or len({s[0] for s in cost.samples}) < 2:
+        return cost  # a fixed-shape model: its one sample is every size
+    h, w = int(target[0]), int(target[1])
+    need = cost.base + cost.session + cost.activation(h * w, repeated=True)
+    if need > _TARGET_SHARE * psutil.virtual_memory().available:
+        return cost
+    args = {"runtime": runtime, "path": str(art.path), "device": device, "threads": threads, "sizes": [[h, w]],
+            "budget": 0, "model": bundle.model, "options": plan_options(runtime), "sessions": False}
+    try:
+        got = run_supervised(_probe_child, args, timeout=probe_timeout() if timeout is None else timeout)
+    except EdgeSDKError:
+        return cost
+    if not got["samples"]:
+        return cost
+    return _fitted(bundle, component, runtime, art, cost.base, cost.session, [*cost.samples, *got["samples"]])

@@ -40,6 +40,7 @@ from edge_sdk.units import MB
 
 TINY = "tiny"  # the decoder variant holding a tiny autoencoder (TAESD), see converters/diffusers_folder.py
 SLICED = "sliced"  # attention in query chunks (convert --attention sliced:N, converters/attention.py)
+MAIN_ROLES = ("denoiser", "generator")  # run at the request's size, every step
 IMAGE_BYTES_PER_PIXEL = 32  # float32 decode output, its uint8 copy and the result's raw copy, per RGB pixel
 BUFFER_OVERHEAD = 8 * MB  # latents, noise, sampler state, small copies
 # What a run's process holds beyond the probe's base (Python, numpy, edge_sdk's pipelines, the
@@ -181,8 +182,9 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
                     cp = ComponentPlan(runtime=runtime, format=fmt, precision=prec, variant=a.variant, device=device,
                                        threads=threads, options=dict(engine.plan_options))
                     measure = req.measure and runtime in measure_ok
+                    # The main component runs at the request's size every step: measured there.
                     cost = (component_cost(bundle, role, runtime, a, device=engine.probe_device,
-                                           threads=threads)
+                                           threads=threads, target=hw if role in MAIN_ROLES else None)
                             if measure else default_cost(bundle, role, runtime, a))
                     note = ("" if prec in prefs
                             else f"{role}: {prec} (the board prefers {'/'.join(prefs)}, not in bundle)")

@@ -1,0 +1,73 @@
+"""The memory probe measures the main component at the planned size, not only at small sizes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.planning import memory_probe
+from edge_sdk.planning.memory_estimate import MB, ComponentCost
+from edge_sdk.planning.memory_probe import component_cost, probe_at
+from edge_sdk.planning.planner import PlanRequest, plan
+
+
+def _cost(samples, **kw) -> ComponentCost:
+    return ComponentCost(role="denoiser", runtime="onnxruntime", base=100 * MB, session=50 * MB, c0=1e6, c1=1000.0,
+                         c2=0.0, unit="cell", source="measured", samples=samples, **kw)
+
+
+def test_a_sample_at_the_size_is_a_floor_for_the_estimate():
+    # The fit says 1e6 + 1000 * 4096 = 5.1 MB at 64x64 cells; a run measured there took 40 MB first
+    # and 60 MB once repeated: the estimate is the measurement, per batch item.
+    cost = _cost([[16, 2e6, 2e6], [32, 3e6, 3e6], [64, 40e6, 60e6]])
+    assert cost.sample_at(64 * 64) == [64, 40e6, 60e6]
+    assert cost.activation(64 * 64) == 40_000_000
+    assert cost.activation(64 * 64, repeated=True) == 60_000_000
+    assert cost.activation(64 * 64, batch=2) == 80_000_000
+    # Elsewhere the fit stands (no sample at 48x48), and a non-square size matches its side's square.
+    assert cost.sample_at(48 * 48) is None and cost.activation(48 * 48) == int(1e6 + 1000 * 48 * 48)
+    assert _cost([[(48 * 64) ** 0.5, 9e6, 9e6]]).sample_at(48 * 64) is not None
+    # A fit above the measurement keeps the fit (the floor never lowers an estimate).
+    assert _cost([[64, 1e6, 1e6]]).activation(64 * 64) == int(1e6 + 1000 * 4096)
+
+
+@pytest.fixture(scope="module")
+def bundle(heavy_bundle):
+    return Bundle.open(heavy_bundle)
+
+
+def test_the_plan_measures_the_denoiser_at_the_requested_size_and_caches_it(bundle):
+    art = bundle.artifact("denoiser", "onnx", "fp32")
+    small = component_cost(bundle, "denoiser", "onnxruntime", art, threads=2)
+    assert small.source == "measured" and small.sample_at(40 * 40) is None
+    sides = {s[0] for s in small.samples}
+    cost = component_cost(bundle, "denoiser", "onnxruntime", art, threads=2, target=(40, 40))
+    # One more sample, at 40x40 cells, beside the ones from the small sizes; session and base kept.
+    assert {s[0] for s in cost.samples} == sides | {40.0}
+    assert (cost.base, cost.session) == (small.base, small.session)
+    measured = cost.sample_at(40 * 40)
+    assert measured[1] > 0 and cost.activation(40 * 40) >= measured[1]
+    # Cached with the new sample: asking again runs nothing (the same figures come back).
+    again = component_cost(bundle, "denoiser", "onnxruntime", art, threads=2, target=(40, 40))
+    assert again.samples == cost.samples
+    cached = [json.loads(p.read_text()) for p in memory_probe._cache_dir().glob("*.json")]
+    assert any([40.0, *measured[1:]] in c["samples"] for c in cached)
+    # A non-square request is run as it is: side sqrt(h * w).
+    wide = component_cost(bundle, "denoiser", "onnxruntime", art, threads=2, target=(24, 48))
+    assert wide.sample_at(24 * 48) is not None
+
+
+def test_no_target_run_where_this_machine_lacks_the_memory(bundle, monkeypatch):
+    art = bundle.artifact("denoiser", "onnx", "fp32")
+    cost = component_cost(bundle, "denoiser", "onnxruntime", art, threads=2)
+    monkeypatch.setattr(memory_probe, "_TARGET_SHARE", 1e-6)  # nothing fits in a millionth of the memory
+    assert probe_at(bundle, "denoiser", "onnxruntime", art, cost, (56, 56), threads=2) is cost
+
+
+def test_board_plans_carry_the_measurement_at_their_size(bundle):
+    p = plan(bundle, "rpi4-4gb", PlanRequest(height=96, width=96))  # 48x48 latent cells (vae_downsample 2)
+    art = bundle.artifact("denoiser", "onnx", "fp32")
+    cost = component_cost(bundle, "denoiser", "onnxruntime", art, threads=p.components["denoiser"].threads)
+    assert cost.sample_at(48 * 48) is not None
