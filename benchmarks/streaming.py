@@ -61,9 +61,9 @@ def _timed(cmd: list[str]) -> dict:
 
 
 # What `edge-sdk run BUNDLE --board B --size S --steps N --guidance G --seed 0` does, with fixed
-# random prompt embeddings instead of a prompt: the SD 1.5-dimension folders written by
-# convert_full_size.py have no tokenizer (nothing is downloaded here), and the denoiser is what
-# this benchmark compares.
+# token ids instead of a prompt: the SD 1.5-dimension folders written by convert_full_size.py have
+# no tokenizer (nothing is downloaded here). A bundle without a text encoder gets fixed random
+# prompt embeddings.
 RUN_CHILD = r"""
 import json, sys, time
 import numpy as np
@@ -75,12 +75,24 @@ t0 = time.perf_counter()
 gen = edge_sdk.load(bundle, board=board, request=GenerateRequest(height=size, width=size, guidance=guidance))
 # Cap watch off (edge-sdk run stops at the cap): the point is to measure the peak against the estimate.
 gen.watch = False
-shape = [d if isinstance(d, int) else 1 for d in gen.bundle.signature("denoiser")[0][2].shape]
-rng = np.random.default_rng(1)
-cond, uncond = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
 from edge_sdk.measure.memory import peak_rss_bytes
 stage = {}
-def at_step(info):  # the process's peak so far once the last step ran: the denoise stage's (no text encoder)
+rng = np.random.default_rng(1)
+pipe = gen.pipeline
+if getattr(pipe, "text", None) is not None and pipe.text.has_encoder:
+    # The text encoder runs as a prompt would run it, under the plan's session handling (the folders
+    # written by convert_full_size have no tokenizer: fixed token ids stand for the prompt and the
+    # negative prompt).
+    specs = gen.bundle.signature("text_encoder")[0]
+    ids = rng.integers(0, 49408, (2, pipe.text.sequence_length()), dtype=np.int64)
+    feeds = {specs[0].name: ids, **({specs[1].name: np.ones_like(ids)} if len(specs) > 1 else {})}
+    emb = pipe.sessions.run("text_encoder", feeds)
+    cond, uncond = emb[0:1], emb[1:2]
+    stage["text"] = peak_rss_bytes() / 2**20
+else:
+    shape = [d if isinstance(d, int) else 1 for d in gen.bundle.signature("denoiser")[0][2].shape]
+    cond, uncond = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
+def at_step(info):  # the process's peak so far once the last step ran (the text and denoise stages)
     if info.index + 1 == info.total:
         stage["denoise"] = peak_rss_bytes() / 2**20
 r = gen.generate(steps=steps, seed=0, guidance=guidance, height=size, width=size, prompt_embeds=cond,
@@ -101,7 +113,7 @@ def run(bundle: Path, board: str, out: Path, size: int, steps: int, guidance: fl
     cmd = [sys.executable, "-c", RUN_CHILD, str(bundle), board, str(size), str(steps), str(guidance), str(out)]
     r = _timed(cmd)
     if r["rc"] != 0:
-        sys.exit(f"run on {board} failed ({r['rc']}):\n{r['stderr'][-3000:]}")
+        sys.exit(f"run on {board} failed ({r['rc']}):\n{r['stderr'].split(chr(9) + 'Command being timed')[0][-3000:]}")
     report = json.loads(r["stdout"].strip().splitlines()[-1])
     return {"board": board, "seconds": r["seconds"], "peak_rss_mb": r["peak_rss_mb"],
             "estimate_mb": report.get("plan_estimated_peak_mb"), "plan": report.get("plan"),

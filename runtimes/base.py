@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -38,6 +39,48 @@ def read_verified(path: Path, size: int, digest: str, *, into: Any = None) -> by
         raise IntegrityError(f"model file {path} changed after the bundle was verified (size or sha256 differs)",
                              hint="something modified the bundle while it was in use; copy it again")
     return data
+
+
+# Where a descriptor can be opened again by name: an engine that loads models by path is given the
+# descriptor a verified file was hashed through, so nothing can be swapped in between.
+FD_PATHS = Path("/proc/self/fd")
+
+
+def pin_verified(path: Path, size: int, digest: str) -> tuple[int, os.stat_result]:
+    """Open ``path`` (no link, regular file) and check its size and sha256 against the manifest,
+    hashing through that descriptor without holding the bytes; it stays open (the caller closes it)."""
+    import hashlib
+
+    from edge_sdk.errors import IntegrityError
+    from edge_sdk.guard.safeio import open_regular
+
+    fd, st = open_regular(path, max_bytes=size, error=IntegrityError, what="model file")
+    try:
+        h, total = hashlib.sha256(), 0
+        while chunk := os.read(fd, 16 * MB):
+            h.update(chunk)
+            total += len(chunk)
+            if total > size:
+                break
+        if total != size or h.hexdigest() != digest:
+            raise IntegrityError(f"model file {path} changed after the bundle was verified (size or sha256 differs)",
+                                 hint="something modified the bundle while it was in use; copy it again")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _changed(path: Path, fd: int, st: os.stat_result) -> bool:
+    """Whether the pinned file was written (size, mtime, ctime: a write moves ctime, which no user
+    can set back) or ``path`` names another file now."""
+    now = os.fstat(fd)
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return True
+    return ((now.st_size, now.st_mtime_ns, now.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            or (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino))
 
 
 @functools.cache
@@ -104,6 +147,11 @@ class Runtime(ABC):
     # Options for sessions run one after another in a chain (stream parts, DeepCache's paths), where
     # the engine's default behaviour between runs (e.g. threads spinning) costs the next session.
     chained_options: ClassVar[Mapping[str, Any]] = {}
+    # True: the engine loads models by path. Verified files are then hashed through descriptors held
+    # open while it loads (``verified_path``) instead of read into memory and handed over as bytes:
+    # ONNX Runtime keeps a second copy of a model given as bytes (SD 1.5's int8-weight UNet: 1773 vs
+    # 947 MB held, 2495 vs 1179 MB at the open's peak; benchmarks/RESULTS.md, issue 16).
+    loads_by_path: ClassVar[bool] = False
     install_hint: ClassVar[str] = ""  # what to install when it is missing
     module: ClassVar[str | None] = None  # the engine's Python module (versions in bench reports)
     # Among runtimes opening one format, lower is chosen first when nothing else decides.
@@ -154,16 +202,46 @@ class Runtime(ABC):
         # before native code parses it, so a truncated or hostile file is a ModelFileError.
         self.preflight(self.path)
         keep_large_buffers_mapped()
+        self._pinned: dict[Path, tuple[int, os.stat_result]] = {}
         try:
             self.read_verified_files()
             self._open()
+            self._check_pinned()
         finally:
             self._bytes.clear()  # the engine holds its own copy now
+            for fd, _ in self._pinned.values():
+                os.close(fd)
+            self._pinned.clear()
             if self._records:
                 give_back_freed_memory()
 
+    def _check_pinned(self) -> None:
+        """After the engine loaded: every pinned file is as it was hashed, else IntegrityError (the
+        session is closed first)."""
+        changed = [p for p, (fd, st) in self._pinned.items() if _changed(p, fd, st)]
+        if changed:
+            from edge_sdk.errors import IntegrityError
+
+            self.close()
+            raise IntegrityError(f"model file {changed[0]} changed while it was being loaded",
+                                 hint="something modified the bundle while it was in use; copy it again")
+
+    def verified_path(self, path: Path) -> str:
+        """What the engine should open for ``path``: the descriptor it was hashed through
+        (``/proc/self/fd/N``) when the model is that one file; otherwise the path itself, whose
+        files are checked unchanged once the engine has loaded them (``_check_pinned``)."""
+        pinned = self._pinned.get(Path(path))
+        if pinned is not None and len(self._pinned) == 1:
+            return str(FD_PATHS / str(pinned[0]))
+        return str(path)
+
     def read_verified_files(self) -> None:
-        """Read (again) every verified file into ``verified_bytes``, checking each against its record."""
+        """Check every verified file against its record: pinned by a descriptor for an engine that
+        loads by path (``loads_by_path``), else read (again) into ``verified_bytes``."""
+        if self.loads_by_path and FD_PATHS.is_dir():
+            for fpath, (size, digest) in self._records.items():
+                self._pinned[fpath] = pin_verified(fpath, size, digest)
+            return
         for fpath, (size, digest) in self._records.items():
             engine_buffer = self._buffer_for(fpath, size)
             if engine_buffer is None:

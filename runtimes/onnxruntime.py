@@ -52,6 +52,7 @@ class OnnxRuntime(Runtime):
     # next component): stopped as each run returns, the SD-shaped ORT plan ran 4-6 % faster
     # (benchmarks/RESULTS.md, peers), its decoder call ~25 % (the denoiser's workers had spun on).
     plan_options = {"mem_pattern": False, "spin_after_run": False}
+    loads_by_path = True
     # Chained sessions (DeepCache's parts) above all must not spin on after a run: the next part
     # needs the core (a plan from an older edge-sdk may lack the plan option). Spinning within a run
     # stays: with it the SD-shaped DeepCache chain ran 1.54-1.59 s a generation, without 1.59-1.67 s.
@@ -146,9 +147,10 @@ class OnnxRuntime(Runtime):
             raise ModelFileError(f"onnxruntime: model file {self.path} does not exist")
         try:
             data = self.verified_bytes(self.path)
-            # From the verified bytes when the model is one file; a model with external data is
-            # loaded by path (ORT resolves it beside the file) right after its files were verified.
-            source = data if data is not None and len(self._bytes) == 1 else str(self.path)
+            # The descriptor a one-file model was verified through (loads_by_path), or its verified
+            # bytes where a system has no /proc/self/fd; a model with external data by path (ORT
+            # resolves the data beside the file), its files checked unchanged after the load.
+            source = data if data is not None and len(self._bytes) == 1 else self.verified_path(self.path)
             self._session = ort.InferenceSession(source, sess_options=so, providers=self._providers())
         except (RuntimeUnavailableError, UsageError):
             raise

@@ -32,16 +32,10 @@ except ModuleNotFoundError:  # pragma: no cover
 DEFAULT_MAX_BYTES = 1 << 20
 
 
-def read_regular(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 error: type[EdgeSDKError] = UsageError, what: str = "file", into: Any = None) -> bytes:
-    """Return the bytes of ``path``, which must be a regular file (not a link) of at most ``max_bytes``.
-
-    The size is checked on the open descriptor and again while reading, so a file that grows
-    between ``fstat`` and ``read`` (or a device that never ends) is still cut off at the cap.
-    ``into``: a writable buffer (memoryview-able, e.g. an engine's own tensor) of exactly the file's
-    size, filled in place and returned: one copy of the file in memory, in memory the engine owns
-    (reading into ``bytes`` holds the chunks and their join, two copies, at the peak).
-    """
+def open_regular(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 error: type[EdgeSDKError] = UsageError, what: str = "file") -> tuple[int, os.stat_result]:
+    """A read-only descriptor of ``path``, which must be a regular file (not a link) of at most
+    ``max_bytes``, and its ``fstat``; the caller closes the descriptor."""
     p = Path(path)
     try:
         fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -59,6 +53,25 @@ def read_regular(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
                         hint="give a plain file")
         if st.st_size > max_bytes:
             raise error(f"{p}: {what} is {st.st_size} bytes, over the {max_bytes} byte limit")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_regular(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 error: type[EdgeSDKError] = UsageError, what: str = "file", into: Any = None) -> bytes:
+    """Return the bytes of ``path``, which must be a regular file (not a link) of at most ``max_bytes``.
+
+    The size is checked on the open descriptor and again while reading, so a file that grows
+    between ``fstat`` and ``read`` (or a device that never ends) is still cut off at the cap.
+    ``into``: a writable buffer (memoryview-able, e.g. an engine's own tensor) of exactly the file's
+    size, filled in place and returned: one copy of the file in memory, in memory the engine owns
+    (reading into ``bytes`` holds the chunks and their join, two copies, at the peak).
+    """
+    p = Path(path)
+    fd, st = open_regular(p, max_bytes=max_bytes, error=error, what=what)
+    try:
         if into is not None:
             view = memoryview(into).cast("B")
             if view.nbytes != st.st_size:
