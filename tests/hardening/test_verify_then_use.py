@@ -178,7 +178,8 @@ p = Path(sys.argv[1])
 w = np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32)  # 64 MiB of weights
 g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4096])],
-                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4096])], [numpy_helper.from_array(w, "w")])
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4096])],
+                      [numpy_helper.from_array(w, "w")])
 onnx.save(helper.make_model(g), p)
 ver = [(p, p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())] if sys.argv[2] == "verified" else None
 before = rss_bytes()
