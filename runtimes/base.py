@@ -187,8 +187,9 @@ class Runtime(ABC):
                  verified: Iterable[tuple[Path, int, str]] | None = None) -> None:
         self.path = Path(path)
         # Hardening (issue 14, class 4): with ``verified`` (path, size, sha256) records, every file is
-        # read once into memory here, hashed, and the engine is given those bytes, never the path, so
-        # a file replaced after Bundle.open verified it cannot be what runs.
+        # hashed here and the engine is given what was hashed: the bytes read into memory, or (an
+        # engine that loads by path, ``loads_by_path``) the descriptor they were read through, so a
+        # file replaced after Bundle.open verified it cannot be what runs.
         self._bytes: dict[Path, bytes] = {}
         # (size, sha256) per verified file, kept so an adapter can read a file again, verified, later
         # (OpenVINO's per-shape compiles) instead of holding its weights between uses.
