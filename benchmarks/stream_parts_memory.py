@@ -28,7 +28,7 @@ MB = 2**20
 def main() -> None:
     from edge_sdk.bundle import Bundle
     from edge_sdk.measure.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
-    from edge_sdk.pipelines.streamed import _give_back_freed_memory
+    from edge_sdk.runtimes.base import give_back_freed_memory
     from edge_sdk.planning.planner import PlanRequest, plan
     from edge_sdk.runtimes.registry import open_artifact
 
@@ -69,7 +69,8 @@ def main() -> None:
         before = rss_bytes()
         reset_peak_rss()
         t0 = time.perf_counter()
-        rt = open_artifact(p.artifact.path, args.runtime, device="cpu", threads=args.threads, options=opts)
+        rt = open_artifact(p.artifact.path, args.runtime, device="cpu", threads=args.threads, options=opts,
+                           verified=p.artifact.files)  # as the streamed session opens it
         open_s = time.perf_counter() - t0
         opened = rss_bytes()
         open_peak = peak_rss_bytes()
@@ -85,7 +86,7 @@ def main() -> None:
                 env.pop(t.name, None)
         env.update({t.name: np.array(got[t.name], copy=True) for t in p.outputs})
         del got
-        _give_back_freed_memory()
+        give_back_freed_memory()
         held = sum(v.nbytes for v in env.values())
         rows.append({"part": p.name, "artifact_mb": p.artifact.size / MB, "rss_before_mb": before / MB,
                      "open_peak_above_mb": (open_peak - before) / MB, "session_mb": (opened - before) / MB,

@@ -75,8 +75,8 @@ t0 = time.perf_counter()
 gen = edge_sdk.load(bundle, board=board, request=GenerateRequest(height=size, width=size, guidance=guidance))
 # Cap watch off (edge-sdk run stops at the cap): the point is to measure the peak against the estimate.
 gen.watch = False
-from edge_sdk.measure.memory import peak_rss_bytes
-stage = {}
+from edge_sdk.measure.memory import peak_rss_bytes, reset_peak_rss
+stage = {}  # each stage's own peak RSS: the kernel's mark is reset as a stage ends
 rng = np.random.default_rng(1)
 pipe = gen.pipeline
 if getattr(pipe, "text", None) is not None and pipe.text.has_encoder:
@@ -89,15 +89,17 @@ if getattr(pipe, "text", None) is not None and pipe.text.has_encoder:
     emb = pipe.sessions.run("text_encoder", feeds)
     cond, uncond = emb[0:1], emb[1:2]
     stage["text"] = peak_rss_bytes() / 2**20
+    reset_peak_rss()
 else:
     shape = [d if isinstance(d, int) else 1 for d in gen.bundle.signature("denoiser")[0][2].shape]
     cond, uncond = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
-def at_step(info):  # the process's peak so far once the last step ran (the text and denoise stages)
+def at_step(info):
     if info.index + 1 == info.total:
         stage["denoise"] = peak_rss_bytes() / 2**20
+        reset_peak_rss()
 r = gen.generate(steps=steps, seed=0, guidance=guidance, height=size, width=size, prompt_embeds=cond,
                  negative_prompt_embeds=uncond, callback=at_step)
-stage["whole"] = peak_rss_bytes() / 2**20
+stage["decode"] = peak_rss_bytes() / 2**20
 gen.close()
 r.save(out)
 plan = {k: f"{c.runtime}:{c.format}/{c.precision}" + ("+streamed" if c.stream else "")
