@@ -28,8 +28,8 @@ MB = 2**20
 def main() -> None:
     from edge_sdk.bundle import Bundle
     from edge_sdk.measure.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
-    from edge_sdk.runtimes.base import give_back_freed_memory
     from edge_sdk.planning.planner import PlanRequest, plan
+    from edge_sdk.runtimes.base import give_back_freed_memory
     from edge_sdk.runtimes.registry import open_artifact
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
