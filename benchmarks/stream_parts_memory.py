@@ -27,6 +27,7 @@ MB = 2**20
 
 def main() -> None:
     from edge_sdk.bundle import Bundle
+    from edge_sdk.errors import PlanError
     from edge_sdk.measure.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
     from edge_sdk.planning.planner import PlanRequest, plan
     from edge_sdk.runtimes.base import give_back_freed_memory
@@ -100,8 +101,12 @@ def main() -> None:
            "peak_mb": worst["rss_before_mb"] + max(worst["open_peak_above_mb"], worst["run_peak_above_mb"]),
            "load": os.getloadavg()}
     if args.board:
-        p = plan(b, args.board, PlanRequest(height=args.size, width=args.size, guidance=7.5))
-        out["plan"] = {"board": args.board, "rung": p.rung, "estimates_mb": {k: v / MB for k, v in p.estimates.items()}}
+        try:
+            p = plan(b, args.board, PlanRequest(height=args.size, width=args.size, guidance=7.5))
+            out["plan"] = {"board": args.board, "rung": p.rung,
+                           "estimates_mb": {k: v / MB for k, v in p.estimates.items()}}
+        except PlanError as e:  # the refusal is a result too
+            out["plan"] = {"board": args.board, "refused": e.message}
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: out[k] for k in ("worst_part", "peak_mb", "rss_start_mb")}))

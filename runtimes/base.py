@@ -147,6 +147,8 @@ class Runtime(ABC):
     # Options for sessions run one after another in a chain (stream parts, DeepCache's paths), where
     # the engine's default behaviour between runs (e.g. threads spinning) costs the next session.
     chained_options: ClassVar[Mapping[str, Any]] = {}
+    # Options for a component streamed part by part (a board plan's last rung, where memory comes first).
+    streamed_options: ClassVar[Mapping[str, Any]] = {}
     # True: the engine loads models by path. Verified files are then hashed through descriptors held
     # open while it loads (``verified_path``) instead of read into memory and handed over as bytes:
     # ONNX Runtime keeps a second copy of a model given as bytes (SD 1.5's int8-weight UNet: 1773 vs

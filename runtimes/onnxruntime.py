@@ -57,6 +57,11 @@ class OnnxRuntime(Runtime):
     # needs the core (a plan from an older edge-sdk may lack the plan option). Spinning within a run
     # stays: with it the SD-shaped DeepCache chain ran 1.54-1.59 s a generation, without 1.59-1.67 s.
     chained_options = {"spin_after_run": False}
+    # A component streamed part by part (the last rung: memory first): no CPU arena, so a part's
+    # dequantized weights and activations go back as each node ends. SD 1.5's int8-weight layer
+    # parts at 512x512: the worst part peaked at 343 MB with the arena, 289 MB without; one UNet
+    # call through the 46 parts 10.9 -> 14.3 s (benchmarks/RESULTS.md, issue 16).
+    streamed_options = {"cpu_mem_arena": False}
     install_hint = "pip install 'edge-sdk[onnxruntime]' (on Jetson: NVIDIA's onnxruntime-gpu wheel for your JetPack)"
     module = "onnxruntime"
     rank = 10

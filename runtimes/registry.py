@@ -114,6 +114,12 @@ def chained_options(name: str) -> dict[str, Any]:
     return dict(classes[0].chained_options) if classes else {}
 
 
+def streamed_options(name: str) -> dict[str, Any]:
+    """A copy of the session options ``name`` takes for a component streamed part by part ({} when unknown)."""
+    classes = _loadable([name])
+    return dict(classes[0].streamed_options) if classes else {}
+
+
 def _usable(runtime: str) -> type[Runtime]:
     cls = get_runtime(runtime)
     info = cls.probe()

@@ -4,7 +4,8 @@ A component's cost on a runtime is four numbers:
 
 - ``base``: the process before any model is open (Python, numpy, the runtime's library);
 - ``session``: what opening the artifact adds (weights as the runtime holds them, plus its own
-  bookkeeping; ~1.0-1.3x the file size);
+  bookkeeping; ~1.0-1.3x the file size), and ``open_extra``, what the open holds for a moment
+  above that;
 - activations while it runs, ``c0 + max(c1 * units, c2 * cells**2)`` per batch item, where
   ``units`` are output pixels for a decoder and latent cells for everything else, and ``cells``
   the latent cells of the input. The quadratic term is self-attention (a [cells x cells] score
@@ -64,6 +65,11 @@ class ComponentCost:
     # ONNX Runtime's arena keeps the first call's buffers and adds the planned memory pattern,
     # between 1x and 2x of the first call depending on how the sizes round. None: 2x is assumed.
     repeated: list[float] | None = None
+    # What opening the artifact holds for a moment above its steady session (the engine parsing
+    # the file beside the weights it builds): SD 1.5's int8-weight text encoder opens at +404 MB
+    # and then holds +295 MB. A stage that opens the component peaks at the larger of this and
+    # its activations.
+    open_extra: int = 0
 
     def activation(self, cells: int, *, down: int = 1, batch: int = 1, repeated: bool = False) -> int:
         """Activation bytes of a call on ``batch`` items of ``cells`` latent cells each.

@@ -18,7 +18,7 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.errors import EdgeSDKError, PlanError, SupervisedProcessError
 from edge_sdk.planning.memory_estimate import MB, ComponentCost, default_cost, fit_activation, has_attention
 
-PROFILE_VERSION = 6
+PROFILE_VERSION = 7
 # A memory probe runs the model: a graph that never terminates must not hang `plan` (hardening class 7).
 PROBE_TIMEOUT = 300.0
 PROBE_TIMEOUT_ENV = "EDGE_SDK_PROBE_TIMEOUT"
@@ -155,7 +155,7 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
     A fresh process per size is what a real run looks like; one session run at growing sizes
     lets the allocator's arena fragment and overstates the larger sizes by ~1.3x.
     """
-    from edge_sdk.measure.memory import rss_bytes
+    from edge_sdk.measure.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
     from edge_sdk.runtimes.registry import get_runtime
 
     cls = get_runtime(args["runtime"])  # imports the engine before forking
@@ -168,8 +168,11 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
         return {"base": base, "session": 0, "samples": _run_sizes(cls, args, args["sizes"])}
     # The first session carries the runtime's one-time set-up; a second one opened beside it is
     # what each session costs. The set-up goes to the base.
+    marked = reset_peak_rss()
     one = cls(args["path"], device=args["device"], threads=args.get("threads"), options=args.get("options"))
     first = rss_bytes() - base
+    # The open's peak above the session it leaves (unknown where the mark cannot be reset).
+    open_extra = max(0, peak_rss_bytes() - base - first) if marked else 0
     two = cls(args["path"], device=args["device"], threads=args.get("threads"), options=args.get("options"))
     session = rss_bytes() - base - first
     base += max(0, first - session)
@@ -181,7 +184,7 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
                   for t in inputs)
     fixed = [t["shape"][2] for t in inputs if len(t["shape"]) == 4 and isinstance(t["shape"][2], int)]
     samples = _run_sizes(cls, args, args["sizes"] if spatial else [fixed[0] if fixed else 0])
-    return {"base": base, "session": session, "samples": samples}
+    return {"base": base, "session": session, "open_extra": open_extra, "samples": samples}
 
 
 def _run_sizes(cls, args: dict[str, Any], sizes: list) -> list[list[float]]:
@@ -253,11 +256,12 @@ def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "c
         raise PlanError(f"cannot measure {component} on {runtime} here: {e.message}") from None
     if not got["samples"]:
         raise PlanError(f"measuring {component} on {runtime} gave no sample (no fork here, or every size failed)")
-    return _fitted(bundle, component, runtime, art, int(got["base"]), int(got["session"]), got["samples"])
+    return _fitted(bundle, component, runtime, art, int(got["base"]), int(got["session"]), got["samples"],
+                   int(got.get("open_extra", 0)))
 
 
 def _fitted(bundle: Bundle, component: str, runtime: str, art, base: int, session: int,
-            samples: list[list[float]]) -> ComponentCost:
+            samples: list[list[float]], open_extra: int = 0) -> ComponentCost:
     down = int(bundle.model.get("vae_downsample", 1)) if component == "decoder" else 1
     floor = 0.0
     if component == "decoder" and has_attention(Path(art.path)) is not False:
@@ -269,7 +273,7 @@ def _fitted(bundle: Bundle, component: str, runtime: str, art, base: int, sessio
     rep = fit_activation(later, down=down, c2_floor=floor)
     return ComponentCost(role=component, runtime=runtime, base=base, session=session,
                          c0=c0, c1=c1, c2=c2, unit="out_pixel" if component == "decoder" else "cell",
-                         source="measured", samples=samples, repeated=list(rep))
+                         source="measured", samples=samples, repeated=list(rep), open_extra=open_extra)
 
 
 def probe_at(bundle: Bundle, component: str, runtime: str, art, cost: ComponentCost, target: tuple[int, int], *,
@@ -298,4 +302,5 @@ def probe_at(bundle: Bundle, component: str, runtime: str, art, cost: ComponentC
         return cost
     if not got["samples"]:
         return cost
-    return _fitted(bundle, component, runtime, art, cost.base, cost.session, [*cost.samples, *got["samples"]])
+    return _fitted(bundle, component, runtime, art, cost.base, cost.session, [*cost.samples, *got["samples"]],
+                   cost.open_extra)

@@ -215,7 +215,9 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
                 if not (rung.release_denoiser if name == "denoiser" else rung.release_others)}
     est: dict[str, int] = {}
     # A resident session keeps the activation memory of its largest call (ORT's CPU arena and
-    # most allocators do not give it back), so later stages carry it too.
+    # most allocators do not give it back), so later stages carry it too. A stage that opens a
+    # component peaks at the larger of its activations and what the open holds for a moment
+    # (``open_extra``; the session is counted in ``held`` either way).
     retained: dict[str, int] = {}
 
     def held(during: str) -> int:
@@ -228,7 +230,7 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
     for role in ("text_encoder", "encoder"):
         if role in choices:
             act = choices[role].cost.activation(h * w, batch=batch)
-            est[role.replace("_", "-")] = base + held(role) + act + BUFFER_OVERHEAD
+            est[role.replace("_", "-")] = base + held(role) + max(act, choices[role].cost.open_extra) + BUFFER_OVERHEAD
             ran(role, act)
     main = "denoiser" if "denoiser" in choices else ("generator" if "generator" in choices else None)
     if main is not None:
@@ -237,7 +239,7 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
         if main == "generator":  # one-shot: a whole image per call, one row at a time
             px = h * w * down * down
             act = c.activation(h * w)
-            est["generate"] = base + held(main) + act + batch * px * IMAGE_BYTES_PER_PIXEL
+            est["generate"] = base + held(main) + max(act + batch * px * IMAGE_BYTES_PER_PIXEL, c.open_extra)
         else:  # called once per step (twice with sequential CFG): the repeat factor applies
             # A resident session runs every step at one shape: its steady state. One reloaded per
             # call starts with a fresh arena each time.
@@ -255,7 +257,7 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
                     act = c.activation(h * w, batch=per_call) + sc.held_bytes(h, w, per_call)
                     est["denoise"] = base + held(main) - sess[main] + sc.session + act + BUFFER_OVERHEAD
             else:
-                est["denoise"] = base + held(main) + act + BUFFER_OVERHEAD
+                est["denoise"] = base + held(main) + max(act, c.open_extra) + BUFFER_OVERHEAD
             if "decoder" not in choices:  # pixel space: the samples are the image
                 est["denoise"] += batch * h * w * IMAGE_BYTES_PER_PIXEL
         ran(main, act)
@@ -271,7 +273,8 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
             t = rung.tile
             act = c.activation(min(t, h) * min(t, w), down=down, repeated=repeated)
             extra = px * 4  # the blend weights
-        est["decode"] = base + held("decoder") + act + batch * px * IMAGE_BYTES_PER_PIXEL + extra + BUFFER_OVERHEAD
+        est["decode"] = (base + held("decoder") + max(act + batch * px * IMAGE_BYTES_PER_PIXEL + extra, c.open_extra)
+                         + BUFFER_OVERHEAD)
     return est
 
 
@@ -394,12 +397,15 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     if fit.tile is not None:
         notes.append(f"decode in {fit.tile}x{fit.tile}-cell tiles ({fit.tile * down} px) with "
                      f"{_overlap(board, fit.tile)}-cell overlap")
+    from edge_sdk.runtimes.registry import streamed_options
+
     comps = {}
     for name, c in choices.items():
         c.plan.resident = not (fit.release_denoiser if name == "denoiser" else fit.release_others)
         if fit.stream and name == "denoiser":  # the parts come and go inside the streamed session
             c.plan.resident, c.plan.stream = True, True
             c.plan.stream_budget = c.stream.budget(fit.peak, cap * FIT_MARGIN)
+            c.plan.options.update(streamed_options(c.plan.runtime))
         comps[name] = c.plan
     estimates = dict(fit.estimates)
     estimates["peak"] = fit.peak

@@ -71,3 +71,27 @@ def test_board_plans_carry_the_measurement_at_their_size(bundle):
     art = bundle.artifact("denoiser", "onnx", "fp32")
     cost = component_cost(bundle, "denoiser", "onnxruntime", art, threads=p.components["denoiser"].threads)
     assert cost.sample_at(48 * 48) is not None
+
+
+def test_a_stage_that_opens_a_component_counts_what_the_open_holds_for_a_moment(bundle):
+    """``open_extra`` (measured by the probe: the open's peak above the session it leaves) raises the
+    stage that opens the component when it is larger than the stage's activations."""
+    req = PlanRequest(height=96, width=96)
+    before = plan(bundle, "x86-64-generic", req)
+    cp = before.components["decoder"]
+    art = bundle.artifact("decoder", cp.format, cp.precision, cp.variant)
+    cost = component_cost(bundle, "decoder", cp.runtime, art, threads=cp.threads)
+    assert cost.open_extra >= 0
+    key = next(p for p in memory_probe._cache_dir().glob("*.json")
+               if json.loads(p.read_text())["role"] == "decoder" and json.loads(p.read_text())["runtime"] == cp.runtime)
+    saved = key.read_text()
+    try:
+        key.write_text(json.dumps({**json.loads(saved), "open_extra": 4096 * MB}))
+        after = plan(bundle, "x86-64-generic", req)
+    finally:
+        key.write_text(saved)
+    # The decode stage now peaks at the open (4 GiB above the held sessions) instead of its
+    # activations; the denoise stage, which does not open the decoder, is unchanged.
+    assert after.estimates["denoise"] == before.estimates["denoise"]
+    grown = after.estimates["decode"] - before.estimates["decode"]
+    assert 4096 * MB - 600 * MB < grown <= 4096 * MB, grown
