@@ -29,6 +29,9 @@ _PROTO_LIMIT = 2 * 1024**3 - 1
 _INT8_OPS = ("Conv", "ConvTranspose", "MatMul")
 # Weights smaller than this stay float: their bytes do not matter and biases of norms are touchy.
 _MIN_WEIGHT_ELEMENTS = 256
+# Embedding tables quantized per row from this size: token tables (CLIP's 37.9M), not position
+# tables (77 x 768), whose bytes do not matter.
+_MIN_TABLE_ELEMENTS = 1 << 20
 
 
 def _save(model, path: Path) -> None:
@@ -101,8 +104,16 @@ def _drop_cast_round_trips(model) -> int:
     return len(rename)
 
 
+def _int8_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 rows of a 2-D table and their scales as a [rows, 1] column (per-row, symmetric)."""
+    scale = np.abs(table).max(axis=1, keepdims=True) / 127.0
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    return np.clip(np.round(table / scale), -127, 127).astype(np.int8), scale
+
+
 def to_int8_weight(src: Path, dst: Path) -> int:
-    """Quantize Conv/ConvTranspose/MatMul/Gemm weights to int8 per output channel; returns the count."""
+    """Quantize Conv/ConvTranspose/MatMul/Gemm weights to int8 per output channel, and large
+    embedding tables (Gather on axis 0) per row; returns the count."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -111,7 +122,27 @@ def to_int8_weight(src: Path, dst: Path) -> int:
     inits = {i.name: i for i in g.initializer}
     done: dict[str, str] = {}
     new_nodes = []
-    for node in g.node:
+    after: dict[int, list] = {}  # nodes to insert after the node of this position
+    rows_done: set[str] = set()  # embedding tables quantized per row (their float table may stay for others)
+    for pos, node in enumerate(g.node):
+        if node.op_type == "Gather" and _gather_table(node, inits):
+            # A token-embedding table (CLIP's: 49408 x 768, 152 MB fp32) stays int8 in memory:
+            # the rows a prompt picks are gathered as int8, with their scales, and scaled to fp32.
+            table = inits[node.input[0]]
+            qname, sname = f"{table.name}_int8_rows", f"{table.name}_row_scale"
+            if table.name not in rows_done:  # a table shared by several Gathers is quantized once
+                q, scale = _int8_rows(numpy_helper.to_array(table))
+                g.initializer.extend([numpy_helper.from_array(q, qname), numpy_helper.from_array(scale, sname)])
+                rows_done.add(table.name)
+            out, ids = node.output[0], node.input[1]
+            node.input[0], node.output[0] = qname, f"{out}_int8"
+            after[pos] = [
+                helper.make_node("Gather", [sname, ids], [f"{out}_scale"], name=f"{node.name}_row_scale", axis=0),
+                helper.make_node("Cast", [f"{out}_int8"], [f"{out}_int8_f"], name=f"{node.name}_cast",
+                                 to=onnx.TensorProto.FLOAT),
+                helper.make_node("Mul", [f"{out}_int8_f", f"{out}_scale"], [out], name=f"{node.name}_scale"),
+            ]
+            continue
         if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm") or len(node.input) < 2:
             continue
         wname = node.input[1]
@@ -146,18 +177,31 @@ def to_int8_weight(src: Path, dst: Path) -> int:
                                           name=f"{wname}_DequantizeLinear", axis=axis))
         done[wname] = dqname
         node.input[1] = dqname
-    if not done:
+    if not done and not rows_done:
         raise ConversionError(f"{src.name}: no Conv/MatMul/Gemm weights to quantize to int8")
-    still_used = {i for n in g.node for i in n.input}
-    keep = [i for i in g.initializer if i.name not in done or i.name in still_used]
+    still_used = {i for n in g.node for i in n.input} | {n for a in after.values() for x in a for n in x.input}
+    keep = [i for i in g.initializer if (i.name not in done and i.name not in rows_done) or i.name in still_used]
     del g.initializer[:]
     g.initializer.extend(keep)
     # DequantizeLinear nodes depend on initializers only, so putting them first keeps topological order.
-    nodes = new_nodes + list(g.node)
+    nodes = list(new_nodes)
+    for pos, node in enumerate(g.node):
+        nodes.append(node)
+        nodes.extend(after.get(pos, ()))
     del g.node[:]
     g.node.extend(nodes)
     _save(model, dst)
-    return len(done)
+    return len(done) + len(rows_done)
+
+
+def _gather_table(node, inits: dict) -> bool:
+    """Whether a Gather reads rows (axis 0) of a float 2-D initializer of embedding size."""
+    import onnx
+
+    table = inits.get(node.input[0]) if node.input else None
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    return (table is not None and table.data_type == onnx.TensorProto.FLOAT and len(table.dims) == 2
+            and axis == 0 and int(np.prod(table.dims)) >= _MIN_TABLE_ELEMENTS)
 
 
 class _Reader:
