@@ -131,7 +131,7 @@ def plan_for(bundle: Path, board: str, size: int, guidance: float) -> dict:
     r = subprocess.run([*edge_sdk(), "plan", str(bundle), "--board", board, "--size", f"{size}x{size}",
                         "--guidance", str(guidance), "--json"], capture_output=True, text=True, cwd=REPO, check=False)
     if r.returncode != 0:
-        return {"board": board, "refused": (r.stderr.strip().splitlines() or ["?"])[-1]}
+        return {"board": board, "refused": " ".join(ln.strip() for ln in r.stderr.strip().splitlines()) or "?"}
     d = json.loads(r.stdout)
     den = d["components"].get("denoiser", {})
     return {"board": board, "estimate_mb": d["estimates_mb"].get("peak"), "cfg": d["cfg"],
