@@ -24,9 +24,9 @@ PROBE_TIMEOUT = 300.0
 PROBE_TIMEOUT_ENV = "EDGE_SDK_PROBE_TIMEOUT"
 _PROBE_SIZES = (16, 32, 48, 64, 96, 128)  # latent cells per side, tried in order
 _PROBE_BUDGET = 192 * MB  # stop growing the probe once a run needs this much
-# A run at the planned size is measured too when its predicted footprint leaves this share of the
-# machine's available memory free: the fit from the small sizes extrapolated SD 1.5's int8-weight
-# UNet from 48 to 64 cells 22-24 % low (benchmarks/RESULTS.md, issue 16).
+# A run at the planned size is measured too when its predicted footprint is within this share of
+# the machine's available memory: the fit from 16-48 cells put SD 1.5's fp32 UNet at 1019 MB of
+# activations at 64x64 cells, where a run measured 1121 MB (benchmarks/RESULTS.md, issue 16).
 _TARGET_SHARE = 0.7
 
 
