@@ -147,7 +147,7 @@ def test_a_write_while_the_engine_loads_is_caught(tiny_bundle_copy):
     """ONNX Runtime loads a verified file through the descriptor it was hashed through; a write to
     that file while the engine reads it (simulated by an attacker in ``_open``, rewriting the same
     bytes: the file's ctime moves) is an IntegrityError, and the session is closed."""
-    from runtimes.onnxruntime import OnnxRuntime
+    from edge_sdk.runtimes.onnxruntime import OnnxRuntime
 
     model = tiny_bundle_copy / MODEL
     art = Bundle.open(tiny_bundle_copy).artifact("denoiser", "onnx", "fp32")
@@ -173,7 +173,7 @@ from pathlib import Path
 import numpy as np, onnx
 from onnx import helper, numpy_helper, TensorProto
 from edge_sdk.measure.memory import rss_bytes
-from runtimes.onnxruntime import OnnxRuntime
+from edge_sdk.runtimes.onnxruntime import OnnxRuntime
 p = Path(sys.argv[1])
 w = np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32)  # 64 MiB of weights
 g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
