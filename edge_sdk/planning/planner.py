@@ -403,15 +403,20 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     from edge_sdk.runtimes.registry import streamed_options
 
     comps = {}
+    kept = 0
     for name, c in choices.items():
         c.plan.resident = not (fit.release_denoiser if name == "denoiser" else fit.release_others)
         if fit.stream and name == "denoiser":  # the parts come and go inside the streamed session
             c.plan.resident, c.plan.stream = True, True
             c.plan.stream_budget = c.stream.budget(fit.peak, cap * FIT_MARGIN)
             c.plan.options.update(streamed_options(c.plan.runtime))
+            kept = c.stream.kept_bytes(c.plan.stream_budget)
         comps[name] = c.plan
     estimates = dict(fit.estimates)
-    estimates["peak"] = fit.peak
+    for stage in ("denoise", "decode"):  # the parts kept open stay from the first denoiser call on
+        if stage in estimates:
+            estimates[stage] += kept
+    estimates["peak"] = max(estimates.values())
     rung, slow = _rung_summary(bundle, plain, choices, fit, (h, w), down, req.batch, cfg_active, cfg_opts, cap)
     return Plan(components=comps, cfg=fit.cfg, rung=rung, slowdown=slow,
                 decode_tiling=TilePlan(fit.tile, _overlap(board, fit.tile)) if fit.tile is not None else None,

@@ -32,6 +32,10 @@ EXPECTED_SLOWDOWN = 2.0
 # opened (4.02x; 243 MB, 5.2x, with the arena); 4.1 covers it. The whole int8 component's
 # activations (every weight dequantized over a call) do not apply to one part.
 INT8_PART_RUN_FACTOR = 4.1
+# Parts a streamed session keeps open (the plan's stream budget) hold their sessions through the
+# denoise and every later stage: 84 MB held for 61 MB of SD 1.5's first int8 layer parts (small
+# parts carry the engine's fixed per-session bytes), measured in the Zero's streamed run.
+KEPT_SESSION_FACTOR = 1.4
 
 
 def _dim(d: int | str, h: int, w: int, batch: int) -> int:
@@ -82,9 +86,19 @@ class StreamCost:
 
     def budget(self, peak: int, cap: float) -> int:
         """Artifact bytes of parts that may stay resident: half the cap's room above the plan's peak
-        (half: the streamed estimate is new and was measured under its peak by up to ~25%)."""
+        (the plan then counts what they hold, ``kept_bytes``, in the denoise and decode stages)."""
         room = max(0.0, cap - peak) / 2
         return int(room / self.ratio) if self.ratio > 0 else 0
+
+    def kept_bytes(self, budget: int) -> int:
+        """What the parts a streamed session keeps open within ``budget`` artifact bytes hold: the
+        first parts that fit together, as ``StreamedSession`` picks them."""
+        used = 0
+        for p in self.parts:
+            if used + p.artifact.size > budget:
+                break
+            used += p.artifact.size
+        return int(used * KEPT_SESSION_FACTOR)
 
     def note(self, peak: int, cap: float) -> str:
         largest = max(self.parts, key=lambda p: p.artifact.size)
