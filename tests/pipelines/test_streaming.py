@@ -233,3 +233,52 @@ def test_hostile_stream_sections_are_refused_on_open(streamed_bundle, tmp_path):
     for change, words in ((swap, "out of order"), (dangle, "dangling"), (escape, "entry")):
         with pytest.raises(BundleError, match=words):
             Bundle.open(tampered(change))
+
+
+def test_streamed_plan_counts_the_parts_it_keeps_open_and_runs_without_the_arena(streamed_bundle):
+    """With room under the cap a streamed plan keeps its first parts open (``stream_budget``); what
+    they hold (1.4x their bytes) is in the denoise and decode estimates, not only in the run.
+    Streamed ONNX Runtime parts run without the CPU arena (the runtime's ``streamed_options``)."""
+    from edge_sdk.bundle import Bundle
+    from edge_sdk.errors import PlanError
+    from edge_sdk.planning.board import load_board
+    from edge_sdk.planning.planner import FIT_MARGIN, PlanRequest, plan
+    from edge_sdk.planning.stream_plan import KEPT_SESSION_FACTOR
+
+    b = Bundle.open(streamed_bundle)
+    board = load_board("rpi4-4gb")
+    req = PlanRequest(height=64, width=64, guidance=1.0, measure=False, runtime="onnxruntime")
+    resident = plan(b, board, req)
+    per_call = plan(b, dataclasses.replace(board, cap_bytes=int(resident.estimates["peak"] / FIT_MARGIN) - 2**20), req)
+    top = int(per_call.estimates["peak"] / FIT_MARGIN) - 2**20  # the largest cap at which the plan streams
+
+    def streamed_at(cap: int):
+        p = plan(b, dataclasses.replace(board, cap_bytes=cap), req)
+        den = p.components["denoiser"]
+        assert den.stream and den.options["cpu_mem_arena"] is False
+        used = 0
+        for part in b.stream_parts("denoiser", den.format, den.precision):  # as StreamedSession keeps them
+            if used + part.artifact.size > den.stream_budget:
+                break
+            used += part.artifact.size
+        return p, int(used * KEPT_SESSION_FACTOR)
+
+    roomy, kept = streamed_at(top)
+    assert kept > 0
+    # A lower cap on the same rung keeps fewer parts: the stages from the denoiser on differ by
+    # exactly what the kept parts hold; the rung's own figures are the same.
+    tight, fewer = roomy, kept
+    for cap in range(top - top // 100, 0, -(top // 100)):
+        try:
+            tight, fewer = streamed_at(cap)
+        except PlanError:
+            break
+        if fewer < kept:
+            break
+    assert fewer < kept
+    stages = [st for st in ("denoise", "decode") if st in roomy.estimates]  # this bundle: no decoder
+    assert "denoise" in stages
+    for stage in stages:
+        assert roomy.estimates[stage] - tight.estimates[stage] == kept - fewer, stage
+    assert roomy.estimates["peak"] == max(v for k, v in roomy.estimates.items() if k != "peak")
+    assert roomy.estimates["peak"] <= top * FIT_MARGIN
