@@ -17,6 +17,7 @@ import numpy as np
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BundleError, InputError
 from edge_sdk.manifest import TensorSpec
+from edge_sdk.planning.stream_plan import kept_parts
 from edge_sdk.runtimes.base import Runtime, give_back_freed_memory
 from edge_sdk.runtimes.registry import open_artifact
 
@@ -42,13 +43,7 @@ class StreamedSession:
         self._input_names = {t.name for t in ins}
         self._final = {t.name for t in outs}  # never dropped between parts
         # Resident parts: the first ones whose artifacts fit the budget together.
-        self.resident: set[int] = set()
-        used = 0
-        for p in self.parts:
-            if used + p.artifact.size > budget_bytes:
-                break
-            used += p.artifact.size
-            self.resident.add(p.index)
+        self.resident: set[int] = {p.index for p in kept_parts(self.parts, budget_bytes)}
         self._open: dict[int, Runtime] = {}
         # Last part that reads each tensor: it is dropped after that part has run.
         self._last_use: dict[str, int] = {}

@@ -38,6 +38,18 @@ INT8_PART_RUN_FACTOR = 4.1
 KEPT_SESSION_FACTOR = 1.4
 
 
+def kept_parts(parts: list[StreamPart], budget: int) -> list[StreamPart]:
+    """The parts a streamed session keeps open within ``budget`` artifact bytes: the first ones
+    that fit together (the run's choice and the plan's count, from this one rule)."""
+    kept, used = [], 0
+    for p in parts:
+        if used + p.artifact.size > budget:
+            break
+        used += p.artifact.size
+        kept.append(p)
+    return kept
+
+
 def _dim(d: int | str, h: int, w: int, batch: int) -> int:
     """A named axis at the request: batch, height/width (latent cells) or height_N = height / N."""
     if isinstance(d, int):
@@ -91,14 +103,8 @@ class StreamCost:
         return int(room / self.ratio) if self.ratio > 0 else 0
 
     def kept_bytes(self, budget: int) -> int:
-        """What the parts a streamed session keeps open within ``budget`` artifact bytes hold: the
-        first parts that fit together, as ``StreamedSession`` picks them."""
-        used = 0
-        for p in self.parts:
-            if used + p.artifact.size > budget:
-                break
-            used += p.artifact.size
-        return int(used * KEPT_SESSION_FACTOR)
+        """What the parts a streamed session keeps open within ``budget`` artifact bytes hold."""
+        return int(sum(p.artifact.size for p in kept_parts(self.parts, budget)) * KEPT_SESSION_FACTOR)
 
     def note(self, peak: int, cap: float) -> str:
         largest = max(self.parts, key=lambda p: p.artifact.size)

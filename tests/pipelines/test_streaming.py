@@ -141,15 +141,11 @@ def test_peak_rss_with_one_part_open_is_below_the_whole_session(streamed_bundle)
 def _kept(bundle, p) -> int:
     """What the parts a streamed plan keeps open hold, as the planner counts them: the first parts
     whose artifacts fit the plan's stream budget together (as StreamedSession keeps them), 1.4x."""
-    from edge_sdk.planning.stream_plan import KEPT_SESSION_FACTOR
+    from edge_sdk.planning.stream_plan import KEPT_SESSION_FACTOR, kept_parts
 
     den = p.components["denoiser"]
-    used = 0
-    for part in bundle.stream_parts("denoiser", den.format, den.precision):
-        if used + part.artifact.size > den.stream_budget:
-            break
-        used += part.artifact.size
-    return int(used * KEPT_SESSION_FACTOR)
+    parts = bundle.stream_parts("denoiser", den.format, den.precision)
+    return int(sum(x.artifact.size for x in kept_parts(parts, den.stream_budget)) * KEPT_SESSION_FACTOR)
 
 
 def test_planner_streams_the_denoiser_last(streamed_bundle):
