@@ -36,9 +36,16 @@ def read_verified(path: Path, size: int, digest: str, *, into: Any = None) -> by
     data = read_regular(path, max_bytes=size, error=IntegrityError, what="model file", into=into)
     view = memoryview(data).cast("B")  # an engine's buffer may be typed (a numpy array, a tensor)
     if view.nbytes != size or hashlib.sha256(view).hexdigest() != digest:
-        raise IntegrityError(f"model file {path} changed after the bundle was verified (size or sha256 differs)",
-                             hint="something modified the bundle while it was in use; copy it again")
+        raise _modified(path, "after the bundle was verified (size or sha256 differs)")
     return data
+
+
+def _modified(path: Path, when: str) -> Exception:
+    """The IntegrityError for a model file that changed ``when``."""
+    from edge_sdk.errors import IntegrityError
+
+    return IntegrityError(f"model file {path} changed {when}",
+                          hint="something modified the bundle while it was in use; copy it again")
 
 
 # Where a descriptor can be opened again by name: an engine that loads models by path is given the
@@ -63,8 +70,7 @@ def pin_verified(path: Path, size: int, digest: str) -> tuple[int, os.stat_resul
             if total > size:
                 break
         if total != size or h.hexdigest() != digest:
-            raise IntegrityError(f"model file {path} changed after the bundle was verified (size or sha256 differs)",
-                                 hint="something modified the bundle while it was in use; copy it again")
+            raise _modified(path, "after the bundle was verified (size or sha256 differs)")
     except BaseException:
         os.close(fd)
         raise
@@ -223,11 +229,8 @@ class Runtime(ABC):
         session is closed first)."""
         changed = [p for p, (fd, st) in self._pinned.items() if _changed(p, fd, st)]
         if changed:
-            from edge_sdk.errors import IntegrityError
-
             self.close()
-            raise IntegrityError(f"model file {changed[0]} changed while it was being loaded",
-                                 hint="something modified the bundle while it was in use; copy it again")
+            raise _modified(changed[0], "while it was being loaded")
 
     def verified_path(self, path: Path) -> str:
         """What the engine should open for ``path``: the descriptor it was hashed through

@@ -102,22 +102,24 @@ def install_hint(name: str, default: str = _NO_HINT) -> str:
     return (classes[0].install_hint if classes else "") or default
 
 
+def _options(name: str, table: str) -> dict[str, Any]:
+    classes = _loadable([name])
+    return dict(getattr(classes[0], table)) if classes else {}
+
+
 def plan_options(name: str) -> dict[str, Any]:
     """A copy of the session options every plan gives ``name`` ({} when unknown)."""
-    classes = _loadable([name])
-    return dict(classes[0].plan_options) if classes else {}
+    return _options(name, "plan_options")
 
 
 def chained_options(name: str) -> dict[str, Any]:
     """A copy of the session options ``name`` takes when its sessions run in a chain ({} when unknown)."""
-    classes = _loadable([name])
-    return dict(classes[0].chained_options) if classes else {}
+    return _options(name, "chained_options")
 
 
 def streamed_options(name: str) -> dict[str, Any]:
     """A copy of the session options ``name`` takes for a component streamed part by part ({} when unknown)."""
-    classes = _loadable([name])
-    return dict(classes[0].streamed_options) if classes else {}
+    return _options(name, "streamed_options")
 
 
 def _usable(runtime: str) -> type[Runtime]:

@@ -70,15 +70,16 @@ def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device:
             cost = ComponentCost(**json.loads(cached.read_text()))
         except (ValueError, TypeError):
             pass
+    known = cost
     if cost is None:
         try:
             cost = probe(bundle, component, runtime, art, device=device, threads=threads)
         except PlanError:
             return default_cost(bundle, component, runtime, art)
-    elif target is None or cost.sample_at(target[0] * target[1]) is not None:
-        return cost
     if target is not None and cost.sample_at(target[0] * target[1]) is None:
         cost = probe_at(bundle, component, runtime, art, cost, target, device=device, threads=threads)
+    if cost is known:  # nothing new to cache (or the target run was declined: asked again next plan)
+        return cost
     try:
         from edge_sdk.guard.fsutil import atomic_write
 
