@@ -32,6 +32,11 @@ _MIN_WEIGHT_ELEMENTS = 256
 # Embedding tables quantized per row from this size: token tables (CLIP's 37.9M), not position
 # tables (77 x 768), whose bytes do not matter.
 _MIN_TABLE_ELEMENTS = 1 << 20
+# A Conv or MatMul weight whose float form is larger than this is quantized in slices of output
+# channels, each behind its own DequantizeLinear, and the outputs concatenated: ONNX Runtime
+# dequantizes a weight whole before the op runs, so the largest float weight sets the floor of a
+# streamed part. SD 1.5's 2560->1280 3x3 conv is 118 MB as float (benchmarks/RESULTS.md, issue 16).
+_SLICE_BYTES = 16 * 2**20
 
 
 def _save(model, path: Path) -> None:
@@ -123,6 +128,11 @@ def to_int8_weight(src: Path, dst: Path) -> int:
     done: dict[str, str] = {}
     new_nodes = []
     after: dict[int, list] = {}  # nodes to insert after the node of this position
+    replace: dict[int, list] = {}  # nodes that take the place of the node of this position
+    users: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            users[i] = users.get(i, 0) + 1
     rows_done: set[str] = set()  # embedding tables quantized per row (their float table may stay for others)
     for pos, node in enumerate(g.node):
         if node.op_type == "Gather" and _gather_table(node, inits):
@@ -164,12 +174,12 @@ def to_int8_weight(src: Path, dst: Path) -> int:
             axis = 0 if trans_b else 1
         else:
             axis = w.ndim - 1
-        other = tuple(i for i in range(w.ndim) if i != axis)
-        scale = np.abs(w).max(axis=other) / 127.0
-        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-        shape = [1] * w.ndim
-        shape[axis] = -1
-        q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        q, scale = _int8_channels(w, axis)
+        slices = _slices(node, w, axis, inits, users[wname])
+        if slices > 1:
+            replace[pos] = _sliced(node, q, scale, axis, slices, inits, g)
+            done[wname] = ""  # no other node reads it (_slices checked)
+            continue
         qname, sname, zname, dqname = (f"{wname}_int8", f"{wname}_scale", f"{wname}_zero_point", f"{wname}_dq")
         g.initializer.extend([numpy_helper.from_array(q, qname), numpy_helper.from_array(scale, sname),
                               numpy_helper.from_array(np.zeros(scale.shape, np.int8), zname)])
@@ -179,19 +189,76 @@ def to_int8_weight(src: Path, dst: Path) -> int:
         node.input[1] = dqname
     if not done and not rows_done:
         raise ConversionError(f"{src.name}: no Conv/MatMul/Gemm weights to quantize to int8")
-    still_used = {i for n in g.node for i in n.input} | {n for a in after.values() for x in a for n in x.input}
-    keep = [i for i in g.initializer if (i.name not in done and i.name not in rows_done) or i.name in still_used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
+    # The float weights replaced (and the whole biases of sliced ops) go, unless another node reads them.
+    gone = set(done) | rows_done | {g.node[pos].input[2] for pos in replace if len(g.node[pos].input) > 2}
     # DequantizeLinear nodes depend on initializers only, so putting them first keeps topological order.
     nodes = list(new_nodes)
     for pos, node in enumerate(g.node):
-        nodes.append(node)
+        nodes.extend(replace.get(pos, [node]))
         nodes.extend(after.get(pos, ()))
     del g.node[:]
     g.node.extend(nodes)
+    still_used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    keep = [i for i in g.initializer if i.name not in gone or i.name in still_used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
     _save(model, dst)
     return len(done) + len(rows_done)
+
+
+def _int8_channels(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """int8 weights per channel along ``axis`` and their scales (symmetric)."""
+    other = tuple(i for i in range(w.ndim) if i != axis)
+    scale = np.abs(w).max(axis=other) / 127.0
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    return np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8), scale
+
+
+def _slices(node, w: np.ndarray, axis: int, inits: dict, users: int) -> int:
+    """How many output-channel slices a weight is quantized in (1: whole). Only a plain Conv (one
+    group, its bias an initializer or absent) or a 2-D MatMul, read by this node alone."""
+    if w.nbytes <= _SLICE_BYTES or users != 1:
+        return 1
+    if node.op_type == "Conv":
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if groups != 1 or axis != 0 or (len(node.input) > 2 and node.input[2] and node.input[2] not in inits):
+            return 1
+    elif not (node.op_type == "MatMul" and w.ndim == 2 and axis == 1):
+        return 1
+    n = -(-w.nbytes // _SLICE_BYTES)
+    return min(n, w.shape[axis])
+
+
+def _sliced(node, q: np.ndarray, scale: np.ndarray, axis: int, n: int, inits: dict, g) -> list:
+    """The nodes that compute ``node`` in ``n`` slices of output channels, each behind its own
+    DequantizeLinear, concatenated on the output's channel axis (1 for Conv, last for MatMul).
+    The same arithmetic per output channel: each slice's dot products are the whole op's."""
+    from onnx import helper, numpy_helper
+
+    wname, out = node.input[1], node.output[0]
+    bounds = np.linspace(0, q.shape[axis], n + 1).astype(int)
+    bias = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else None
+    nodes, outs = [], []
+    for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        pre = f"{wname}_slice{k}"
+        g.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(np.take(q, range(a, b), axis=axis)),
+                                                      f"{pre}_int8"),
+                              numpy_helper.from_array(scale[a:b], f"{pre}_scale"),
+                              numpy_helper.from_array(np.zeros(b - a, np.int8), f"{pre}_zero_point")])
+        nodes.append(helper.make_node("DequantizeLinear", [f"{pre}_int8", f"{pre}_scale", f"{pre}_zero_point"],
+                                      [f"{pre}_dq"], name=f"{pre}_DequantizeLinear", axis=axis))
+        ins = [node.input[0], f"{pre}_dq"]
+        if bias is not None:
+            g.initializer.append(numpy_helper.from_array(bias[a:b], f"{pre}_bias"))
+            ins.append(f"{pre}_bias")
+        part = helper.make_node(node.op_type, ins, [f"{out}_slice{k}"], name=f"{node.name}_slice{k}")
+        part.attribute.extend(node.attribute)
+        nodes.append(part)
+        outs.append(f"{out}_slice{k}")
+    nodes.append(helper.make_node("Concat", outs, [out], name=f"{node.name}_concat", axis=1 if axis == 0 else -1))
+    return nodes
 
 
 def _gather_table(node, inits: dict) -> bool:

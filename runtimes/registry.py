@@ -6,7 +6,7 @@ adapter class here; adding a runtime is one adapter module plus one entry point.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -51,10 +51,12 @@ def get_runtime(name: str) -> type[Runtime]:
     return cls
 
 
-def available_runtimes() -> dict[str, dict[str, Any]]:
-    """Every registered runtime with its probe result (for `edge-sdk doctor`)."""
+def available_runtimes(names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Every registered runtime (or those of ``names``) with its probe result (for `edge-sdk doctor`).
+    A probe imports the engine's library into this process."""
     out = {}
-    for name in runtime_names():
+    wanted = None if names is None else set(names)
+    for name in runtime_names() if wanted is None else [n for n in runtime_names() if n in wanted]:
         try:
             out[name] = get_runtime(name).probe()
         except Exception as e:  # noqa: BLE001 - doctor reports every failure, never raises

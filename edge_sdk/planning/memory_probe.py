@@ -7,6 +7,7 @@ imports the pipelines (so its base is a real run's), and they import the governo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -45,15 +46,22 @@ def _entry_sha(bundle: Bundle, component: str, art) -> str:
 
 def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu",
                    threads: int | None = None, measure: bool = True,
-                   target: tuple[int, int] | None = None) -> ComponentCost:
+                   target: tuple[int, int] | None = None, options: dict[str, Any] | None = None) -> ComponentCost:
     """The cost model of one artifact on one runtime: recorded, cached, probed, or the role default.
+
+    ``options``: the session options the plan runs it with, where they are not the runtime's
+    ``plan_options`` (a streamed plan's, without the CPU arena): measured with those, cached apart.
 
     ``target``: the latent cells (height, width) the plan will run; a measured model that has no
     sample that large gets one (``probe_at``), where this machine has the memory for it, so the
     plan's figure at that size is a measurement rather than an extrapolation.
     """
+    from edge_sdk.runtimes.registry import plan_options
+
+    options = plan_options(runtime) if options is None else dict(options)
+    own = options != plan_options(runtime)
     recorded = (bundle.component(component).get("config") or {}).get("memory_profile")
-    if isinstance(recorded, dict) and recorded.get("runtime") == runtime and art.variant in ("", "static"):
+    if not own and isinstance(recorded, dict) and recorded.get("runtime") == runtime and art.variant in ("", "static"):
         try:
             return ComponentCost(**{**recorded, "source": "manifest"})
         except TypeError:
@@ -62,7 +70,8 @@ def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device:
         return default_cost(bundle, component, runtime, art)
     # Threads matter: each runtime worker thread gets its own malloc arena and stack pages.
     threads = int(threads or os.cpu_count() or 1)
-    key = f"{_entry_sha(bundle, component, art)}-{runtime}-{device}-t{threads}-v{PROFILE_VERSION}.json"
+    key = f"{_entry_sha(bundle, component, art)}-{runtime}-{device}-t{threads}{_options_tag(options) if own else ''}"
+    key += f"-v{PROFILE_VERSION}.json"
     cached = _cache_dir() / key
     cost = None
     if cached.is_file():
@@ -73,11 +82,12 @@ def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device:
     known = cost
     if cost is None:
         try:
-            cost = probe(bundle, component, runtime, art, device=device, threads=threads)
+            cost = probe(bundle, component, runtime, art, device=device, threads=threads, options=options)
         except PlanError:
             return default_cost(bundle, component, runtime, art)
     if target is not None and cost.sample_at(target[0] * target[1]) is None:
-        cost = probe_at(bundle, component, runtime, art, cost, target, device=device, threads=threads)
+        cost = probe_at(bundle, component, runtime, art, cost, target, device=device, threads=threads,
+                        options=options)
     if cost is known:  # nothing new to cache (or the target run was declined: asked again next plan)
         return cost
     try:
@@ -89,6 +99,10 @@ def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device:
     except Exception:  # noqa: BLE001 - a read-only home only costs a re-probe next time
         pass
     return cost
+
+
+def _options_tag(options: dict[str, Any]) -> str:
+    return "-o" + hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def _probe_feeds(inputs: list[dict[str, Any]], n: int | list[int], model: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -231,7 +245,7 @@ def probe_timeout() -> float:
 
 def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "cpu", threads: int = 1,
           sizes: tuple[int, ...] = _PROBE_SIZES, budget: int = _PROBE_BUDGET,
-          timeout: float | None = None) -> ComponentCost:
+          timeout: float | None = None, options: dict[str, Any] | None = None) -> ComponentCost:
     """Measure a component's cost on ``runtime`` here, in a supervised child process (clean peak-RSS
     marks; a model that crashes or never terminates becomes SupervisedProcessError, hardening class 7).
 
@@ -244,7 +258,8 @@ def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "c
 
     timeout = probe_timeout() if timeout is None else timeout
     args = {"runtime": runtime, "path": str(art.path), "device": device, "threads": threads, "sizes": list(sizes),
-            "budget": budget, "model": bundle.model, "options": plan_options(runtime)}
+            "budget": budget, "model": bundle.model,
+            "options": plan_options(runtime) if options is None else options}
     try:
         got = run_supervised(_probe_child, args, timeout=timeout)
     except SupervisedProcessError as e:
@@ -278,7 +293,8 @@ def _fitted(bundle: Bundle, component: str, runtime: str, art, base: int, sessio
 
 
 def probe_at(bundle: Bundle, component: str, runtime: str, art, cost: ComponentCost, target: tuple[int, int], *,
-             device: str = "cpu", threads: int = 1, timeout: float | None = None) -> ComponentCost:
+             device: str = "cpu", threads: int = 1, timeout: float | None = None,
+             options: dict[str, Any] | None = None) -> ComponentCost:
     """``cost`` with one more sample, a run at ``target`` (latent cells h, w) in a supervised child,
     refitted. Unchanged where the model does not vary with size, where the run's predicted
     footprint would take more than ``_TARGET_SHARE`` of this machine's available memory, or where
@@ -296,7 +312,8 @@ def probe_at(bundle: Bundle, component: str, runtime: str, art, cost: ComponentC
     if need > _TARGET_SHARE * psutil.virtual_memory().available:
         return cost
     args = {"runtime": runtime, "path": str(art.path), "device": device, "threads": threads, "sizes": [[h, w]],
-            "budget": 0, "model": bundle.model, "options": plan_options(runtime), "sessions": False}
+            "budget": 0, "model": bundle.model, "options": plan_options(runtime) if options is None else options,
+            "sessions": False}
     try:
         got = run_supervised(_probe_child, args, timeout=probe_timeout() if timeout is None else timeout)
     except EdgeSDKError:
@@ -305,3 +322,85 @@ def probe_at(bundle: Bundle, component: str, runtime: str, art, cost: ComponentC
         return cost
     return _fitted(bundle, component, runtime, art, cost.base, cost.session, [*cost.samples, *got["samples"]],
                    cost.open_extra)
+
+
+def streamed_call_peak(bundle: Bundle, component: str, runtime: str, parts: list, target: tuple[int, int], *,
+              device: str = "cpu", threads: int | None = None, options: dict[str, Any] | None = None,
+              timeout: float | None = None) -> int | None:
+    """A streamed call's peak above the process: every part opened, run once at ``target`` (latent
+    cells h, w; batch 1) on the tensors the parts before it left, and closed in turn, as a streamed
+    call runs them (the carried tensors count); measured in a supervised child, cached by the
+    parts' hashes.
+
+    None where it cannot be measured here (a failure, no fork): the caller falls back to a
+    factor. Measured because no factor of a part's bytes holds: SD 1.5's largest int8 layer part
+    (47 MB) peaks 78 MB above, its high-resolution attention parts (3 MB) 107 MB.
+    """
+    from edge_sdk.guard.supervise import run_supervised
+    from edge_sdk.runtimes.registry import plan_options
+
+    threads = int(threads or os.cpu_count() or 1)
+    options = plan_options(runtime) if options is None else dict(options)
+    h, w = int(target[0]), int(target[1])
+    digest = hashlib.sha256("".join(sha for p in parts for _, _, sha in p.artifact.files).encode())
+    key = (f"stream-{digest.hexdigest()[:24]}-{runtime}-{device}-t{threads}{_options_tag(options)}-{h}x{w}"
+           f"-v{PROFILE_VERSION}.json")
+    cached = _cache_dir() / key
+    if cached.is_file():
+        try:
+            return int(json.loads(cached.read_text())["peak"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    ins, _ = bundle.signature(component)
+    args = {"runtime": runtime, "device": device, "threads": threads, "options": options, "model": bundle.model,
+            "hw": [h, w], "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in ins],
+            "parts": [{"path": str(p.artifact.path), "index": p.index, "name": p.name,
+                       "inputs": [t.name for t in p.inputs], "outputs": [t.name for t in p.outputs]}
+                      for p in parts]}
+    try:
+        got = run_supervised(_stream_child, args, timeout=probe_timeout() if timeout is None else timeout)
+    except EdgeSDKError:
+        return None
+    try:
+        from edge_sdk.guard.fsutil import atomic_write
+
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(cached, "w") as f:
+            json.dump(got, f)
+    except Exception:  # noqa: BLE001 - a read-only home only costs a re-probe next time
+        pass
+    return int(got["peak"])
+
+
+def _stream_child(args: dict[str, Any]) -> dict[str, Any]:
+    """In the child: the parts in turn, each opened, run on the carried tensors and closed; the
+    largest high-water mark above the RSS before the first part (which has the call's inputs)."""
+    from edge_sdk.measure.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+    from edge_sdk.runtimes.base import give_back_freed_memory
+    from edge_sdk.runtimes.registry import get_runtime
+
+    cls = get_runtime(args["runtime"])
+    cls.probe()
+    import edge_sdk.pipelines  # noqa: F401 - the run's imports, as in _probe_child
+
+    env = _probe_feeds(args["inputs"], args["hw"], args["model"])
+    last = {name: p["index"] for p in args["parts"] for name in p["inputs"]}
+    worst, peak = "", 0
+    start = rss_bytes()
+    for p in args["parts"]:
+        if not reset_peak_rss():
+            raise PlanError("cannot reset the peak-RSS mark here: stream parts not measured")
+        rt = cls(p["path"], device=args["device"], threads=args["threads"], options=args["options"])
+        got = rt.run({name: env[name] for name in p["inputs"]})
+        above = peak_rss_bytes() - start
+        rt.close()
+        del rt
+        for name in p["inputs"]:
+            if last.get(name) == p["index"]:
+                env.pop(name, None)
+        env.update({name: np.array(got[name], copy=True) for name in p["outputs"]})
+        del got
+        give_back_freed_memory()
+        if above > peak:
+            worst, peak = p["name"], above
+    return {"peak": int(peak), "worst": worst}

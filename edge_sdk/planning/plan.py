@@ -6,6 +6,7 @@ without a board: the first installed runtime that opens an artifact the bundle h
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -75,10 +76,14 @@ class Plan:
         return cls(**d)
 
 
-def usable_runtimes() -> set[str]:
+def usable_runtimes(names: Iterable[str] | None = None) -> set[str]:
+    """Runtimes that run here, among ``names`` (default: all). Each one probed is imported: a plan
+    asks only for those it could use, so a run does not carry engines it never opens (OpenVINO
+    and LiteRT added 68 MB to a Pi Zero's ONNX Runtime run, benchmarks/RESULTS.md, issue 16)."""
     from edge_sdk.runtimes.registry import available_runtimes, is_host_only
 
-    return {name for name, info in available_runtimes().items() if info.get("available") and not is_host_only(name)}
+    return {name for name, info in available_runtimes(names).items()
+            if info.get("available") and not is_host_only(name)}
 
 
 def default_plan(bundle: Bundle, *, runtime: str | None = None, precision: str | None = None,

@@ -26,6 +26,8 @@ smaller size, int8 artifacts, or a tile smaller than the board's limit.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,11 +46,12 @@ MAIN_ROLES = ("denoiser", "generator")  # run at the request's size, every step
 IMAGE_BYTES_PER_PIXEL = 32  # float32 decode output, its uint8 copy and the result's raw copy, per RGB pixel
 BUFFER_OVERHEAD = 8 * MB  # latents, noise, sampler state, small copies
 # What a run's process holds beyond the probe's base (Python, numpy, edge_sdk's pipelines, the
-# runtime's set-up) and sessions: click, PNG encoding, result copies, the runtime's thread pools
-# and malloc arenas grown in a process that has run numpy. Calibrated here against the peak RSS
-# of `edge-sdk run` on three plans (tiny pixel model, Pi Zero and Pi 4 plans of the heavy test
-# bundle): 40 MB brings all three within 2%.
-PIPELINE_IMPORTS = 40 * MB
+# runtime's set-up) and sessions: click, PNG encoding, result copies, thread pools, malloc arenas.
+# Calibrated here against the peak RSS of planned runs of the heavy test bundle and SD 1.5 (issue
+# 16): once a plan imported only the engines it could use, the process held 47 MB less than when
+# it imported every one (40 MB had been calibrated then); 8 MB puts the heavy bundle's Zero, Pi 4
+# and x86 plans at 1.06, 1.03 and 1.00 of their measured peaks.
+PIPELINE_IMPORTS = 8 * MB
 # Estimates land within ~5% of measured peaks here; keep that much of the cap spare.
 FIT_MARGIN = 0.95
 
@@ -83,6 +86,18 @@ class _Choice:
     note: str = ""
     stream: StreamCost | None = None  # the denoiser's stream parts in this format/precision, if any
     chunks: int = 0  # N of a sliced:N artifact (attention in N query chunks), else 0
+    # Its cost under the runtime's streamed_options, which every component of a streamed plan runs
+    # with (measured on first use: only a plan that reaches the streamed rung needs it).
+    streamed: Callable[[], ComponentCost] | None = None
+    _streamed: ComponentCost | None = field(default=None, init=False, repr=False)
+
+    def cost_in(self, rung: _Rung) -> ComponentCost:
+        """The cost model on ``rung``: in a streamed one, with the runtime's streamed options."""
+        if not rung.stream or self.streamed is None:
+            return self.cost
+        if self._streamed is None:
+            self._streamed = self.streamed()
+        return self._streamed
 
 
 @dataclass
@@ -186,12 +201,17 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
                     cost = (component_cost(bundle, role, runtime, a, device=engine.probe_device,
                                            threads=threads, target=hw if role in MAIN_ROLES else None)
                             if measure else default_cost(bundle, role, runtime, a))
+                    lean = {**engine.plan_options, **engine.streamed_options}
+                    streamed = (functools.partial(component_cost, bundle, role, runtime, a, device=engine.probe_device,
+                                                  threads=threads, options=lean,
+                                                  target=hw if role in MAIN_ROLES else None)
+                                if measure and lean != engine.plan_options else None)
                     note = ("" if prec in prefs
                             else f"{role}: {prec} (the board prefers {'/'.join(prefs)}, not in bundle)")
                     att = ((bundle.component(role).get("config") or {}).get("variants", {})
                            .get(a.variant, {}).get("attention", "")) if a.variant == SLICED else ""
                     n = str(att).partition("sliced:")[2]
-                    return _Choice(cp, a, cost, note, chunks=int(n) if n.isdigit() else 0)
+                    return _Choice(cp, a, cost, note, chunks=int(n) if n.isdigit() else 0, streamed=streamed)
     have = ", ".join(sorted({f"{a.format}/{a.precision}{'/' + a.variant if a.variant else ''}" for a in arts}))
     want = ", ".join(f"{r}:{d}" for r, d in board.runtimes if (not req.runtime or r == req.runtime)
                      and (not req.device or d.lower() == req.device.lower()))
@@ -206,11 +226,31 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
                          f"{board.name}), or pass --runtime/--precision")
 
 
+def _part_probe(bundle: Bundle, choice: _Choice, req: PlanRequest, hw: tuple[int, int],
+                here: set[str]) -> Callable[[list], int | None] | None:
+    """How a streamed choice's parts get measured at the plan's size (as a streamed plan runs them:
+    the runtime's streamed options), where the runtime is installed here and measuring is on."""
+    runtime = choice.plan.runtime
+    engine = _engine(runtime)
+    if not req.measure or runtime not in here or engine is None:
+        return None
+    from edge_sdk.planning.memory_probe import streamed_call_peak
+
+    options = {**engine.plan_options, **engine.streamed_options}
+    return functools.partial(streamed_call_peak, bundle, "denoiser", runtime, target=hw, device=engine.probe_device,
+                             threads=choice.plan.threads, options=options)
+
+
 def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, cells_hw: tuple[int, int],
                      down: int, batch: int, cfg_active: bool) -> dict[str, int]:
     h, w = cells_hw
-    base = max(c.cost.base for c in choices.values()) + PIPELINE_IMPORTS
-    sess = {name: c.cost.session for name, c in choices.items()}
+    # A streamed rung runs every component with the runtime's streamed options (no CPU arena):
+    # their costs measured so. The streamed denoiser's own is its parts' (StreamCost).
+    costs = {name: c.cost_in(rung) if name != "denoiser" else c.cost for name, c in choices.items()}
+    # The whole denoiser's two-session probe inflates its base; a streamed run never opens it.
+    bases = [c.base for n, c in costs.items() if not (rung.stream and n == "denoiser")]
+    base = max(bases or [c.base for c in costs.values()]) + PIPELINE_IMPORTS
+    sess = {name: c.session for name, c in costs.items()}
     resident = {name for name in choices
                 if not (rung.release_denoiser if name == "denoiser" else rung.release_others)}
     est: dict[str, int] = {}
@@ -232,12 +272,12 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
 
     for role in ("text_encoder", "encoder"):
         if role in choices:
-            act = choices[role].cost.activation(h * w, batch=batch)
-            est[role.replace("_", "-")] = base + held(role) + max(act, choices[role].cost.open_extra) + BUFFER_OVERHEAD
+            act = costs[role].activation(h * w, batch=batch)
+            est[role.replace("_", "-")] = base + held(role) + max(act, costs[role].open_extra) + BUFFER_OVERHEAD
             ran(role, act)
     main = "denoiser" if "denoiser" in choices else ("generator" if "generator" in choices else None)
     if main is not None:
-        c = choices[main].cost
+        c = costs[main]
         per_call = batch * (2 if cfg_active and rung.cfg == "batched" else 1)
         if main == "generator":  # one-shot: a whole image per call, one row at a time
             px = h * w * down * down
@@ -249,13 +289,10 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
             act = c.activation(h * w, batch=per_call, repeated=main in resident)
             if rung.stream:  # one part's session at a time, plus the tensors held between parts
                 sc = choices[main].stream
-                if sc.part_peak is not None:  # int8-weight parts: a measured factor per part
-                    # The whole UNet's two-session probe inflates its base; a streamed run never
-                    # opens it: the other components' base (the process) stands.
-                    others = [x.cost.base for n, x in choices.items() if n != main]
-                    sbase = (max(others) if others else c.base) + PIPELINE_IMPORTS
-                    act = sc.part_peak * per_call + sc.held_bytes(h, w, per_call)
-                    est["denoise"] = sbase + held(main) - sess[main] + act + BUFFER_OVERHEAD
+                chain = sc.call_peak(h, w, per_call)
+                if chain is not None:  # the parts' own peak: measured, or the int8 factor
+                    act = chain
+                    est["denoise"] = base + held(main) - sess[main] + act + BUFFER_OVERHEAD
                 else:
                     act = c.activation(h * w, batch=per_call) + sc.held_bytes(h, w, per_call)
                     est["denoise"] = base + held(main) - sess[main] + sc.session + act + BUFFER_OVERHEAD
@@ -265,7 +302,7 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
                 est["denoise"] += batch * h * w * IMAGE_BYTES_PER_PIXEL
         ran(main, act)
     if "decoder" in choices:
-        c = choices["decoder"].cost
+        c = costs["decoder"]
         px = h * w * down * down
         # Several decoder calls of one shape on one session (tiles, batch rows): its steady state.
         repeated = "decoder" in resident and (batch > 1 or (rung.tile is not None and max(h, w) > rung.tile))
@@ -350,7 +387,10 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     if req.precision and req.precision not in PRECISION_ORDER:
         raise UsageError(f"unknown precision {req.precision!r}", hint=f"precisions: {', '.join(PRECISION_ORDER)}")
     h, w, down = _latent_size(bundle, req)
-    here = usable_runtimes()
+    # Only the board's runtimes that open a format the bundle has are probed (and so imported).
+    formats = {a.format for role in bundle.components for a in bundle.artifacts(role)}
+    engines = {r: _engine(r) for r, _ in board.runtimes if not req.runtime or r == req.runtime}
+    here = usable_runtimes(r for r, e in engines.items() if e is not None and formats & set(e.formats))
     usable = here if req.installed_only else None
     if req.decoder not in (None, "full", TINY):
         raise UsageError(f"unknown decoder choice {req.decoder!r}", hint="use full or tiny")
@@ -362,8 +402,9 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
                              alt=TINY if role == "decoder" and req.decoder == TINY else "")
                for role in bundle.components}
     if "denoiser" in choices and "denoiser" not in (req.remote or {}):
-        choices["denoiser"].stream = stream_cost(bundle, "denoiser", choices["denoiser"].plan,
-                                                 choices["denoiser"].artifact, choices["denoiser"].cost)
+        c = choices["denoiser"]
+        c.stream = stream_cost(bundle, "denoiser", c.plan, c.artifact, c.cost,
+                               _part_probe(bundle, c, req, (h, w), here))
     remote_notes = _place_remote(choices, req.remote or {}) if req.remote else []
     model = bundle.model
     guidance = req.guidance if req.guidance is not None else float(bundle.sampler.get("default_guidance", 1.0))
@@ -389,7 +430,7 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     for name, c in choices.items():
         if name in (req.remote or {}):  # on a server: no local memory model to report
             continue
-        cost = c.cost
+        cost = c.cost_in(fit) if name != "denoiser" else c.cost
         notes.append(f"{name}: memory model {cost.source} ({cost.runtime}; session {cost.session / MB:.0f} MB"
                      + (f", {cost.c1:.0f} B/{cost.unit.replace('_', ' ')}" if cost.c1 else "")
                      + (f", attention {cost.c2:.2f} B/cell^2" if cost.c2 else "") + ")")
@@ -409,8 +450,9 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
         if fit.stream and name == "denoiser":  # the parts come and go inside the streamed session
             c.plan.resident, c.plan.stream = True, True
             c.plan.stream_budget = c.stream.budget(fit.peak, cap * FIT_MARGIN)
-            c.plan.options.update(streamed_options(c.plan.runtime))
             kept = c.stream.kept_bytes(c.plan.stream_budget)
+        if fit.stream:  # memory first throughout: every component as its streamed cost was measured
+            c.plan.options.update(streamed_options(c.plan.runtime))
         comps[name] = c.plan
     estimates = dict(fit.estimates)
     for stage in ("denoise", "decode"):  # the parts kept open stay from the first denoiser call on
@@ -488,7 +530,7 @@ def _try_sliced(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: 
             continue
         if role == "denoiser":  # stream parts converted with sliced attention go with this choice
             c = swapped[role]
-            c.stream = stream_cost(bundle, role, c.plan, c.artifact, c.cost)
+            c.stream = stream_cost(bundle, role, c.plan, c.artifact, c.cost, _part_probe(bundle, c, req, hw, here))
     if not swapped:
         return fit, best, ""
     trial = {**choices, **swapped}
@@ -559,6 +601,7 @@ def _place_remote(choices: dict[str, _Choice], remote: dict[str, str]) -> list[s
         # The server holds the weights and activations: nothing local beyond the tensors sent.
         c.cost = ComponentCost(role=name, runtime=remote_name, base=0, session=0, c0=0.0, c1=0.0, c2=0.0,
                                unit=c.cost.unit, source=remote_name)
+        c.streamed = None
         notes.append(f"{name}: remote at {url} (0 MB local; {latency}); fallback {local.runtime} "
                      f"{local.format}/{local.precision} needs {c.artifact.size / MB:.0f} MB+ not counted in the peak")
     return notes

@@ -9,7 +9,8 @@ estimated as the whole component's session scaled by the part's share of the art
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,13 +25,13 @@ from edge_sdk.units import MB
 # 16x16, where re-opening the parts dominates a short call. Reported in the plan's note as the
 # expected slowdown; benchmarks/streaming.py measures whole runs.
 EXPECTED_SLOWDOWN = 2.0
-# int8-weight parts: a part's peak while it runs, over its artifact bytes. ONNX Runtime holds the
-# int8 weights (1.0x the file, opened through a descriptor) and dequantizes each Conv's weight to
-# fp32 for the call (4x that weight, transient). Measured on SD 1.5's 46 layer parts at 512x512,
-# batch 1, 4 threads, as a streamed plan opens them (no CPU arena: the runtime's streamed_options;
-# benchmarks/stream_parts_memory.py): the worst, up1-res0 (47 MB), 189 MB above the RSS before it
-# opened (4.02x; 243 MB, 5.2x, with the arena); 4.1 covers it. The whole int8 component's
-# activations (every weight dequantized over a call) do not apply to one part.
+# int8-weight parts where they cannot be measured here (``memory_probe.streamed_call_peak`` measures them):
+# a part's peak while it runs, over its artifact bytes. ONNX Runtime holds the int8 weights (1.0x
+# the file) and dequantizes a weight to fp32 for its op (4x, transient). SD 1.5's 46 layer parts
+# with whole weights, at 512x512 without the CPU arena: the worst, up1-res0 (47 MB), 189 MB above
+# the RSS before it opened (4.02x); 4.1 covers it. Parts whose large weights are sliced
+# (converters/quantize_onnx.py) peak lower, and their attention parts' activations higher than
+# any factor of their bytes says.
 INT8_PART_RUN_FACTOR = 4.1
 # Parts a streamed session keeps open (the plan's stream budget) hold their sessions through the
 # denoise and every later stage: 84 MB held for 61 MB of SD 1.5's first int8 layer parts (small
@@ -77,7 +78,25 @@ class StreamCost:
     parts: list[StreamPart]
     session: int  # bytes: the largest part's session
     ratio: float  # session bytes per artifact byte (the whole component's, applied to each part)
-    part_peak: int | None = None  # measured-factor peak of the largest part (session + its call), int8-weight
+    part_peak: int | None = None  # factor peak of the largest part (session + its call), int8-weight
+    # Measures a streamed call's peak at the plan's size (memory_probe.streamed_call_peak: the parts' sessions
+    # and calls with the tensors carried between them); None: not measurable here.
+    measure: Callable[[], int | None] | None = None
+    _measured: int | None = field(default=None, init=False, repr=False)
+    _tried: bool = field(default=False, init=False, repr=False)
+
+    def call_peak(self, h: int, w: int, batch: int) -> int | None:
+        """What one streamed call holds above the process at its peak, at ``batch`` rows: measured
+        (at batch 1, scaled) where it can be, else the int8 factor's part plus the carried tensors;
+        None for float parts not measured (the whole component's activations apply)."""
+        if self.measure is not None and not self._tried:
+            self._tried = True
+            self._measured = self.measure()
+        if self._measured is not None:
+            return self._measured * batch
+        if self.part_peak is None:
+            return None
+        return self.part_peak * batch + self.held_bytes(h, w, batch)
 
     def held_bytes(self, h: int, w: int, batch: int) -> int:
         """The most bytes of carried tensors alive during any part (its inputs and outputs included)."""
@@ -115,8 +134,8 @@ class StreamCost:
                 "denoiser: the slowest rung, taken because nothing else fits the cap")
 
 
-def stream_cost(bundle: Bundle, role: str, cp: ComponentPlan, artifact: Artifact,
-                cost: ComponentCost) -> StreamCost | None:
+def stream_cost(bundle: Bundle, role: str, cp: ComponentPlan, artifact: Artifact, cost: ComponentCost,
+                measure: Callable[[list[StreamPart]], int | None] | None = None) -> StreamCost | None:
     """The stream cost of ``role`` in the chosen format/precision, or None when it has no such parts.
 
     Parts converted with sliced attention (manifest ``stream.attention``) go with the ``sliced``
@@ -130,4 +149,5 @@ def stream_cost(bundle: Bundle, role: str, cp: ComponentPlan, artifact: Artifact
     ratio = cost.session / max(artifact.size, 1)
     largest = max(p.artifact.size for p in parts)
     peak = int(largest * INT8_PART_RUN_FACTOR) if cp.precision == "int8-weight" else None
-    return StreamCost(parts, int(largest * ratio), ratio, peak)
+    return StreamCost(parts, int(largest * ratio), ratio, peak,
+                      measure=(lambda: measure(parts)) if measure is not None else None)

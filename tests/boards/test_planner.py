@@ -120,3 +120,26 @@ def test_a_planned_run_stays_under_the_cap_and_near_the_estimate(heavy_bundle, b
     # Estimate vs the kernel's peak-RSS mark of the whole process: measured 1.015-1.02 here. The
     # bound (0.8-1.25) leaves room for allocator noise on other machines.
     assert 0.8 < r["estimate"] / r["peak"] < 1.25, r
+
+
+IMPORTS = """
+import json, sys
+import edge_sdk
+from edge_sdk.planning.planner import PlanRequest, plan
+b = edge_sdk.bundle.Bundle.open(sys.argv[1])
+plan(b, sys.argv[2], PlanRequest(height=224, width=224, installed_only=True))
+print(json.dumps(sorted(m for m in ("onnxruntime", "openvino", "ai_edge_litert") if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize(("board", "engines"), [("rpi-zero-2w", ["onnxruntime"]),
+                                                ("x86-64-generic", ["onnxruntime", "openvino"])])
+def test_a_plan_imports_only_the_engines_that_could_run_the_bundle(heavy_bundle, board, engines):
+    """Probing a runtime imports its engine into the process, and a run plans in its own process:
+    a plan probes only the board's runtimes that open a format the bundle has (ONNX here). The
+    Pi Zero lists LiteRT and ONNX Runtime: LiteRT reads no ONNX, so it stays out (it and OpenVINO
+    had held 47 MB of a Pi plan's run). OpenVINO reads ONNX: on the x86 board it is a candidate."""
+    out = subprocess.run([sys.executable, "-c", IMPORTS, str(heavy_bundle), board], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == engines

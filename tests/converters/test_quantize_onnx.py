@@ -142,3 +142,54 @@ def test_fp16_takes_a_model_over_protobufs_2gb_limit(tmp_path):
     assert got["left"] == ["model.onnx", "model.onnx.data"]  # the tool's shape-inference file is gone
     assert got["dtype"] == "float32" and got["cols"] == 2 ** 26 + 2 ** 22
     assert got["rel_err"] < 1e-3 and got["rest_zero"]
+
+
+def _conv_matmul_graph() -> onnx.ModelProto:
+    """A Conv (with bias) feeding a MatMul, both weights large enough to slice at a 4 KB slice size."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.standard_normal((24, 8, 3, 3)).astype(np.float32), "cw"),  # 6.9 KB
+             numpy_helper.from_array(rng.standard_normal(24).astype(np.float32), "cb"),
+             numpy_helper.from_array(rng.standard_normal((6, 50)).astype(np.float32), "mw"),  # 1.2 KB: whole
+             numpy_helper.from_array(rng.standard_normal((6, 400)).astype(np.float32), "mw2")]  # 9.6 KB
+    nodes = [helper.make_node("Conv", ["x", "cw", "cb"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("MatMul", ["c", "mw"], ["m"], name="small_mm"),
+             helper.make_node("MatMul", ["c", "mw2"], ["y"], name="big_mm")]
+    graph = helper.make_graph(nodes, "cm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 6, 400]),
+                               helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 24, 6, 50])],
+                              initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_int8_weight_slices_large_weights_by_output_channel_with_the_same_arithmetic(tmp_path, monkeypatch):
+    """A weight over the slice size is quantized in slices of output channels, each behind its own
+    DequantizeLinear (ONNX Runtime dequantizes a weight whole: a slice is what a call holds), and
+    the slices' outputs concatenated. Each slice's int8 values and scales are the whole weight's,
+    so the sliced model equals the whole one to float rounding (1e-5 relative: the same dot
+    products, summed in the same order)."""
+    import onnxruntime as ort
+
+    from edge_sdk.converters import quantize_onnx
+
+    src = tmp_path / "cm.onnx"
+    onnx.save(_conv_matmul_graph(), str(src))
+    whole, sliced = tmp_path / "whole.onnx", tmp_path / "sliced.onnx"
+    quantize_onnx.to_int8_weight(src, whole)
+    monkeypatch.setattr(quantize_onnx, "_SLICE_BYTES", 4096)
+    assert quantize_onnx.to_int8_weight(src, sliced) == 3
+    m = onnx.load(str(sliced))
+    ops = [n.op_type for n in m.graph.node]
+    assert ops.count("Conv") == 2 and ops.count("MatMul") == 1 + 3 and ops.count("Concat") == 2
+    assert ops.count("DequantizeLinear") == 2 + 1 + 3
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert not {"cw", "cb", "mw", "mw2"} & set(inits)  # no float copy of a quantized weight or a sliced bias
+    assert [inits[f"cw_slice{k}_int8"].shape for k in range(2)] == [(12, 8, 3, 3)] * 2
+    assert [inits[f"mw2_slice{k}_int8"].shape[1] for k in range(3)] == [133, 133, 134]
+    whole_q = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(whole)).graph.initializer}
+    np.testing.assert_array_equal(np.concatenate([inits[f"cw_slice{k}_int8"] for k in range(2)]), whole_q["cw_int8"])
+    x = np.random.default_rng(3).standard_normal((1, 8, 6, 6)).astype(np.float32)
+    a = ort.InferenceSession(str(whole), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    b = ort.InferenceSession(str(sliced), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for u, v in zip(a, b, strict=True):
+        assert u.shape == v.shape
+        assert np.linalg.norm(u - v) / np.linalg.norm(u) < 1e-5
