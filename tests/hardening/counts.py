@@ -48,7 +48,7 @@ CONTROLS = {
     "test_result_comes_back", "test_cli_run_isolate_writes_the_same_image", "test_unswapped_runs_and_matches",
     "test_every_kill_point_is_still_in_the_code", "test_the_harness_counts_a_native_crash",
     "test_the_fp16_decoder_really_overflows", "test_docs_counts_are_current",
-    "test_a_consistent_stream_section_loads",
+    "test_a_consistent_stream_section_loads", "test_the_model_walk_maps_no_weights",
 }
 
 
