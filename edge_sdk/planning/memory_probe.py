@@ -19,7 +19,7 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.errors import EdgeSDKError, PlanError, SupervisedProcessError
 from edge_sdk.planning.memory_estimate import MB, ComponentCost, default_cost, fit_activation, has_attention
 
-PROFILE_VERSION = 7
+PROFILE_VERSION = 8
 # A memory probe runs the model: a graph that never terminates must not hang `plan` (hardening class 7).
 PROBE_TIMEOUT = 300.0
 PROBE_TIMEOUT_ENV = "EDGE_SDK_PROBE_TIMEOUT"
