@@ -11,7 +11,9 @@ board's largest to its smallest), where the loading levels are:
 3. the denoiser too loaded per call (slow: only when nothing else fits);
 4. the denoiser streamed: its stream parts (``convert --stream-parts``) opened, run and released
    in turn within each call, so only the largest part's weights are held (the slowest rung;
-   ``edge_sdk.planning.stream_plan``).
+   ``edge_sdk.planning.stream_plan``). Memory comes first here: every component runs with its
+   runtime's ``streamed_options`` (ONNX Runtime: no CPU arena) and is measured with them, and the
+   streamed call itself is measured at the plan's size (``memory_probe.streamed_call_peak``).
 
 Artifact variants sit beside that ladder: where the bundle has them, the ``sliced`` denoiser and
 decoder (attention in query chunks, ``convert --attention sliced:N``) and the ``tiny`` decoder
@@ -547,9 +549,9 @@ def _try_sliced(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: 
     top_peak = max(_stage_estimates(bundle, choices, top, hw, down, req.batch, cfg_active).values())
     choices.update(swapped)
     return tfit, tbest, ("attention in query chunks (" + ", ".join(f"{r}: {c}" for r, c in chunks.items())
-                         + f"), since {why} on {board.name}; estimated peak {tfit.peak / MB:.0f} MB against "
-                         f"{top_peak / MB:.0f} MB for the fastest plan (full attention), ~1.2x its time "
-                         "(sliced:16, SD-shaped model at 512x512, benchmarks/RESULTS.md)")
+                         + f"), since {why} on {board.name}; the fastest plan (full attention) is estimated at "
+                         f"{top_peak / MB:.0f} MB; ~1.2x its time (sliced:16, SD-shaped model at 512x512, "
+                         "benchmarks/RESULTS.md)")
 
 
 def _try_tiny(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dict[str, _Choice],
