@@ -325,8 +325,8 @@ def probe_at(bundle: Bundle, component: str, runtime: str, art, cost: ComponentC
 
 
 def streamed_call_peak(bundle: Bundle, component: str, runtime: str, parts: list, target: tuple[int, int], *,
-              device: str = "cpu", threads: int | None = None, options: dict[str, Any] | None = None,
-              timeout: float | None = None) -> int | None:
+                       device: str = "cpu", threads: int | None = None, options: dict[str, Any] | None = None,
+                       timeout: float | None = None) -> int | None:
     """A streamed call's peak above the process: every part opened, run once at ``target`` (latent
     cells h, w; batch 1) on the tensors the parts before it left, and closed in turn, as a streamed
     call runs them (the carried tensors count); measured in a supervised child, cached by the

@@ -203,11 +203,10 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
                     cost = (component_cost(bundle, role, runtime, a, device=engine.probe_device,
                                            threads=threads, target=hw if role in MAIN_ROLES else None)
                             if measure else default_cost(bundle, role, runtime, a))
-                    lean = {**engine.plan_options, **engine.streamed_options}
                     streamed = (functools.partial(component_cost, bundle, role, runtime, a, device=engine.probe_device,
-                                                  threads=threads, options=lean,
+                                                  threads=threads, options=_streamed_session_options(engine),
                                                   target=hw if role in MAIN_ROLES else None)
-                                if measure and lean != engine.plan_options else None)
+                                if measure and engine.streamed_options else None)
                     note = ("" if prec in prefs
                             else f"{role}: {prec} (the board prefers {'/'.join(prefs)}, not in bundle)")
                     att = ((bundle.component(role).get("config") or {}).get("variants", {})
@@ -228,8 +227,13 @@ def _choose(bundle: Bundle, board: BoardProfile, role: str, req: PlanRequest, hw
                          f"{board.name}), or pass --runtime/--precision")
 
 
-def _part_probe(bundle: Bundle, choice: _Choice, req: PlanRequest, hw: tuple[int, int],
-                here: set[str]) -> Callable[[list], int | None] | None:
+def _streamed_session_options(engine) -> dict[str, Any]:
+    """The session options of a component in a streamed plan: the plan's, then the streamed ones."""
+    return {**engine.plan_options, **engine.streamed_options}
+
+
+def _stream_probe(bundle: Bundle, choice: _Choice, req: PlanRequest, hw: tuple[int, int],
+                  here: set[str]) -> Callable[[list], int | None] | None:
     """How a streamed choice's parts get measured at the plan's size (as a streamed plan runs them:
     the runtime's streamed options), where the runtime is installed here and measuring is on."""
     runtime = choice.plan.runtime
@@ -238,9 +242,8 @@ def _part_probe(bundle: Bundle, choice: _Choice, req: PlanRequest, hw: tuple[int
         return None
     from edge_sdk.planning.memory_probe import streamed_call_peak
 
-    options = {**engine.plan_options, **engine.streamed_options}
     return functools.partial(streamed_call_peak, bundle, "denoiser", runtime, target=hw, device=engine.probe_device,
-                             threads=choice.plan.threads, options=options)
+                             threads=choice.plan.threads, options=_streamed_session_options(engine))
 
 
 def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, cells_hw: tuple[int, int],
@@ -406,7 +409,7 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     if "denoiser" in choices and "denoiser" not in (req.remote or {}):
         c = choices["denoiser"]
         c.stream = stream_cost(bundle, "denoiser", c.plan, c.artifact, c.cost,
-                               _part_probe(bundle, c, req, (h, w), here))
+                               _stream_probe(bundle, c, req, (h, w), here), (h, w))
     remote_notes = _place_remote(choices, req.remote or {}) if req.remote else []
     model = bundle.model
     guidance = req.guidance if req.guidance is not None else float(bundle.sampler.get("default_guidance", 1.0))
@@ -532,7 +535,8 @@ def _try_sliced(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: 
             continue
         if role == "denoiser":  # stream parts converted with sliced attention go with this choice
             c = swapped[role]
-            c.stream = stream_cost(bundle, role, c.plan, c.artifact, c.cost, _part_probe(bundle, c, req, hw, here))
+            c.stream = stream_cost(bundle, role, c.plan, c.artifact, c.cost, _stream_probe(bundle, c, req, hw, here),
+                                   hw)
     if not swapped:
         return fit, best, ""
     trial = {**choices, **swapped}

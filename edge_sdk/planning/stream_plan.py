@@ -25,7 +25,7 @@ from edge_sdk.units import MB
 # 16x16, where re-opening the parts dominates a short call. Reported in the plan's note as the
 # expected slowdown; benchmarks/streaming.py measures whole runs.
 EXPECTED_SLOWDOWN = 2.0
-# int8-weight parts where they cannot be measured here (``memory_probe.streamed_call_peak`` measures them):
+# int8-weight parts where a streamed call cannot be measured here (``memory_probe.streamed_call_peak``):
 # a part's peak while it runs, over its artifact bytes. ONNX Runtime holds the int8 weights (1.0x
 # the file) and dequantizes a weight to fp32 for its op (4x, transient). SD 1.5's 46 layer parts
 # with whole weights, at 512x512 without the CPU arena: the worst, up1-res0 (47 MB), 189 MB above
@@ -79,21 +79,26 @@ class StreamCost:
     session: int  # bytes: the largest part's session
     ratio: float  # session bytes per artifact byte (the whole component's, applied to each part)
     part_peak: int | None = None  # factor peak of the largest part (session + its call), int8-weight
-    # Measures a streamed call's peak at the plan's size (memory_probe.streamed_call_peak: the parts' sessions
-    # and calls with the tensors carried between them); None: not measurable here.
+    # Measures a streamed call's peak at ``measured_at`` (latent cells: the plan's size;
+    # memory_probe.streamed_call_peak: the parts' sessions and calls with the tensors carried
+    # between them); it returns None where that cannot be measured here.
     measure: Callable[[], int | None] | None = None
+    measured_at: tuple[int, int] = (0, 0)
     _measured: int | None = field(default=None, init=False, repr=False)
     _tried: bool = field(default=False, init=False, repr=False)
 
     def call_peak(self, h: int, w: int, batch: int) -> int | None:
         """What one streamed call holds above the process at its peak, at ``batch`` rows: measured
         (at batch 1, scaled) where it can be, else the int8 factor's part plus the carried tensors;
-        None for float parts not measured (the whole component's activations apply)."""
-        if self.measure is not None and not self._tried:
-            self._tried = True
-            self._measured = self.measure()
-        if self._measured is not None:
-            return self._measured * batch
+        None for float parts not measured (the whole component's activations apply). The
+        measurement at the plan's size also bounds smaller sizes (a refusal's search for a size
+        that fits), where activations are smaller."""
+        if self.measure is not None and h * w <= self.measured_at[0] * self.measured_at[1]:
+            if not self._tried:
+                self._tried = True
+                self._measured = self.measure()
+            if self._measured is not None:
+                return self._measured * batch
         if self.part_peak is None:
             return None
         return self.part_peak * batch + self.held_bytes(h, w, batch)
@@ -135,7 +140,8 @@ class StreamCost:
 
 
 def stream_cost(bundle: Bundle, role: str, cp: ComponentPlan, artifact: Artifact, cost: ComponentCost,
-                measure: Callable[[list[StreamPart]], int | None] | None = None) -> StreamCost | None:
+                measure: Callable[[list[StreamPart]], int | None] | None = None,
+                measured_at: tuple[int, int] = (0, 0)) -> StreamCost | None:
     """The stream cost of ``role`` in the chosen format/precision, or None when it has no such parts.
 
     Parts converted with sliced attention (manifest ``stream.attention``) go with the ``sliced``
@@ -150,4 +156,4 @@ def stream_cost(bundle: Bundle, role: str, cp: ComponentPlan, artifact: Artifact
     largest = max(p.artifact.size for p in parts)
     peak = int(largest * INT8_PART_RUN_FACTOR) if cp.precision == "int8-weight" else None
     return StreamCost(parts, int(largest * ratio), ratio, peak,
-                      measure=(lambda: measure(parts)) if measure is not None else None)
+                      measure=(lambda: measure(parts)) if measure is not None else None, measured_at=measured_at)
