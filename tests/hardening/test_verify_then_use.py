@@ -172,31 +172,43 @@ import hashlib, sys
 from pathlib import Path
 import numpy as np, onnx
 from onnx import helper, numpy_helper, TensorProto
-from edge_sdk.measure.memory import rss_bytes
-from edge_sdk.runtimes.onnxruntime import OnnxRuntime
-p = Path(sys.argv[1])
+from edge_sdk.measure.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+from edge_sdk.runtimes.registry import get_runtime
+p, mode, runtime = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 w = np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32)  # 64 MiB of weights
 g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4096])],
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4096])],
                       [numpy_helper.from_array(w, "w")])
 onnx.save(helper.make_model(g), p)
-ver = [(p, p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())] if sys.argv[2] == "verified" else None
+ver = [(p, p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())] if mode == "verified" else None
+cls = get_runtime(runtime)
+cls.probe()  # the engine's own set-up before the mark
 before = rss_bytes()
-rt = OnnxRuntime(p, device="cpu", threads=1, verified=ver)
-print((rss_bytes() - before) / p.stat().st_size)
+assert reset_peak_rss()
+# No compiled-model cache: OpenVINO would compile in one run and import the blob in the next.
+rt = cls(p, device="cpu", threads=1, verified=ver, options={"cache_dir": False} if runtime == "openvino" else {})
+size = p.stat().st_size
+print((rss_bytes() - before) / size, (peak_rss_bytes() - before) / size)
 """
 
 
-def test_a_verified_model_is_held_once(tmp_path):
-    """Verified loading costs no memory over loading by path: ONNX Runtime keeps a second copy of
-    a model given as bytes (measured here on one 64 MiB MatMul weight: 2.45x the file given bytes,
-    1.45x by descriptor or by path, the 0.45 being ORT's packed copy of the weight)."""
-    held = {}
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_verified_model_is_held_once(tmp_path, runtime):
+    """Verified loading costs no memory over loading by path, held or while opening: ONNX Runtime
+    keeps a second copy of a model given as bytes (measured here on one 64 MiB MatMul weight:
+    2.45x the file held from bytes, 1.45x by descriptor or by path, the 0.45 being ORT's packed
+    copy of the weight); OpenVINO given bytes held the same but peaked 1.0x higher while reading
+    (SD 1.5's fp32 text encoder: +1907 against +1152 MB). Both now read the descriptor the file
+    was hashed through."""
+    got = {}
     for mode in ("path", "verified"):
-        out = subprocess.run([sys.executable, "-c", SESSION_RSS, str(tmp_path / f"{mode}.onnx"), mode],
+        out = subprocess.run([sys.executable, "-c", SESSION_RSS, str(tmp_path / f"{mode}.onnx"), mode, runtime],
                              capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
         assert out.returncode == 0, out.stderr[-2000:]
-        held[mode] = float(out.stdout.strip().splitlines()[-1])
-    # Tolerance: 0.15x of the file (10 MB) for the allocator's rounding; the bytes path is +1.0x.
-    assert 0.9 < held["path"] < 1.6 and held["verified"] < held["path"] + 0.15, held
+        got[mode] = [float(x) for x in out.stdout.strip().splitlines()[-1].split()]
+    # Tolerance: 0.15x of the file (10 MB) for the allocator's rounding; the bytes path was +1.0x.
+    # Held by path (measured): ORT 1.15x, OpenVINO 2.27x (its compiled copy beside the model's).
+    (held_path, peak_path), (held_ver, peak_ver) = got["path"], got["verified"]
+    assert 0.9 < held_path < 2.5, got
+    assert held_ver < held_path + 0.15 and peak_ver < peak_path + 0.15, got
