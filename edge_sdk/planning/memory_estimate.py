@@ -6,8 +6,7 @@ A component's cost on a runtime is four numbers:
 - ``session``: what opening the artifact adds (weights as the runtime holds them, plus its own
   bookkeeping; ~1.0-1.3x the file size), and ``open_extra``, what the open holds for a moment
   above that;
-- activations while it runs, ``c0`` once per call plus ``max(c1 * units, c2 * cells**2)`` per
-  batch item, where
+- activations while it runs, ``c0 + max(c1 * units, c2 * cells**2)`` per batch item, where
   ``units`` are output pixels for a decoder and latent cells for everything else, and ``cells``
   the latent cells of the input. The quadratic term is self-attention (a [cells x cells] score
   matrix per head). It is a max, not a sum, because the runtime's memory planner reuses buffers:
@@ -79,16 +78,14 @@ class ComponentCost:
         """
         units = cells * down * down if self.unit == "out_pixel" else cells
         c0, c1, c2 = (self.repeated if repeated and self.repeated else (self.c0, self.c1, self.c2))
-        # c0 is what a call holds whatever its size, once per call, not per item: OpenVINO's CPU
-        # plugin lays out SD 1.5's UNet weights for its first call (2.4 GB at any size, held); a
-        # batched-CFG call had counted it twice (11.0 GB estimated, 8.4 GB measured).
-        act = c0 + batch * max(c1 * units, c2 * cells * cells)
+        # Per batch item, c0 included: on ONNX Runtime a batch of two holds twice (counted once, the
+        # Pi 4 plan of SD 1.5 with batched CFG was estimated at 2195 MB and measured 2921 MB).
+        act = batch * (c0 + max(c1 * units, c2 * cells * cells))
         if repeated and not self.repeated:
             act *= 2.0
         s = self.sample_at(cells)
-        if s is not None:  # measured at this very size (one item): never below the measurement
-            one = max(s[1], s[-1]) if repeated else s[1]
-            act = max(act, one + (batch - 1) * max(0.0, one - c0))
+        if s is not None:  # measured at this very size: never below the measurement
+            act = max(act, batch * (max(s[1], s[-1]) if repeated else s[1]))
         return int(act)
 
     def sample_at(self, cells: int) -> list[float] | None:

@@ -20,15 +20,12 @@ def _cost(samples, **kw) -> ComponentCost:
 
 def test_a_sample_at_the_size_is_a_floor_for_the_estimate():
     # The fit says 1e6 + 1000 * 4096 = 5.1 MB at 64x64 cells; a run measured there took 40 MB first
-    # and 60 MB once repeated: the estimate is the measurement. A second item adds the measurement
-    # less the per-call part c0 (1 MB), which a call holds once whatever its batch.
+    # and 60 MB once repeated: the estimate is the measurement, per batch item.
     cost = _cost([[16, 2e6, 2e6], [32, 3e6, 3e6], [64, 40e6, 60e6]])
     assert cost.sample_at(64 * 64) == [64, 40e6, 60e6]
     assert cost.activation(64 * 64) == 40_000_000
     assert cost.activation(64 * 64, repeated=True) == 60_000_000
-    assert cost.activation(64 * 64, batch=2) == 79_000_000
-    # From the fit alone: c0 once, the size-dependent part per item.
-    assert cost.activation(48 * 48, batch=2) == int(1e6 + 2 * 1000 * 48 * 48)
+    assert cost.activation(64 * 64, batch=2) == 80_000_000
     # Elsewhere the fit stands (no sample at 48x48), and a non-square size matches its side's square.
     assert cost.sample_at(48 * 48) is None and cost.activation(48 * 48) == int(1e6 + 1000 * 48 * 48)
     assert _cost([[(48 * 64) ** 0.5, 9e6, 9e6]]).sample_at(48 * 64) is not None
