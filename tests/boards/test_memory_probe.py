@@ -81,8 +81,10 @@ def test_a_stage_that_opens_a_component_counts_what_the_open_holds_for_a_moment(
     cp = before.components["decoder"]
     art = bundle.artifact("decoder", cp.format, cp.precision, cp.variant)
     component_cost(bundle, "decoder", cp.runtime, art, threads=cp.threads)
-    key = next(p for p in memory_probe._cache_dir().glob("*.json")
-               if json.loads(p.read_text())["role"] == "decoder" and json.loads(p.read_text())["runtime"] == cp.runtime)
+    # The very entry the plan reads (plan options, the plan's threads): other tests cache the same
+    # decoder under other options and thread counts.
+    sha = memory_probe._entry_sha(bundle, "decoder", art)
+    key = memory_probe._cache_dir() / f"{sha}-{cp.runtime}-cpu-t{cp.threads}-v{memory_probe.PROFILE_VERSION}.json"
     saved = key.read_text()
     assert isinstance(json.loads(saved)["open_extra"], int)  # the probe recorded it
     try:
