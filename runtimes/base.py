@@ -160,6 +160,16 @@ class Runtime(ABC):
     # ONNX Runtime keeps a second copy of a model given as bytes (SD 1.5's int8-weight UNet: 1773 vs
     # 947 MB held, 2495 vs 1179 MB at the open's peak; benchmarks/RESULTS.md, issue 16).
     loads_by_path: ClassVar[bool] = False
+    # How a batched call holds the fixed part of a call's activations (``c0``, what a call holds
+    # whatever its size): False, per batch item (ONNX Runtime: SD 1.5's Pi 4 plan with batched CFG,
+    # counted once, was estimated at 2195 MB and measured 2921 MB); True, once per call (OpenVINO's
+    # CPU plugin lays a UNet's weights out for the CPU on its first call, 2.4-2.7 GB at any size).
+    batch_holds_fixed_once: ClassVar[bool] = False
+    # Whether an attention's [cells x cells] score matrix is held whole: then a decoder's measured
+    # fit gets a floor of one fp32 matrix (a probe at small sizes hides the quadratic term). False
+    # where the engine fuses attention (OpenVINO's CPU plugin: a test VAE decoder at 128x128 cells
+    # measured 99 MB, where a whole score matrix is 1 GB; the floor had put its estimate at 3.8x).
+    materialises_attention: ClassVar[bool] = True
     install_hint: ClassVar[str] = ""  # what to install when it is missing
     module: ClassVar[str | None] = None  # the engine's Python module (versions in bench reports)
     # Among runtimes opening one format, lower is chosen first when nothing else decides.
@@ -180,6 +190,14 @@ class Runtime(ABC):
         arithmetic's precision (tried per component, kept only where the image meets the quality
         bar; None where this machine has no such arithmetic). ``({}, None)``: nothing to try."""
         return {}, None
+
+    @classmethod
+    def warm_up(cls, device: str, threads: int | None, options: Mapping[str, Any]) -> Any:
+        """For the memory probe: the engine's one-time set-up (plugin, thread pools) done on a model
+        of its own, before the artifact is opened; returns what keeps it alive. None (the default):
+        the probe opens a second session beside the first instead and counts what the first cost
+        more as set-up, which fails where sessions of one model share weights."""
+        return None
 
     @classmethod
     def open_chain(cls, paths: Sequence[Path], outputs: Sequence[str], **kwargs: Any) -> Runtime | None:

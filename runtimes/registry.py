@@ -109,6 +109,16 @@ def _options(name: str, table: str) -> dict[str, Any]:
     return dict(getattr(classes[0], table)) if classes else {}
 
 
+def memory_facts(name: str) -> dict[str, bool]:
+    """What the memory model needs to know of a runtime: ``batch_holds_fixed_once``,
+    ``materialises_attention``, and ``releases_scratch`` (it implements ``release_scratch``), the
+    generic adapter's values when it is unknown."""
+    classes = _loadable([name])
+    cls = classes[0] if classes else Runtime
+    return {"batch_holds_fixed_once": cls.batch_holds_fixed_once, "materialises_attention": cls.materialises_attention,
+            "releases_scratch": cls.release_scratch is not Runtime.release_scratch}
+
+
 def plan_options(name: str) -> dict[str, Any]:
     """A copy of the session options every plan gives ``name`` ({} when unknown)."""
     return _options(name, "plan_options")

@@ -6,7 +6,8 @@ A component's cost on a runtime is four numbers:
 - ``session``: what opening the artifact adds (weights as the runtime holds them, plus its own
   bookkeeping; ~1.0-1.3x the file size), and ``open_extra``, what the open holds for a moment
   above that;
-- activations while it runs, ``c0 + max(c1 * units, c2 * cells**2)`` per batch item, where
+- activations while it runs, ``c0 + max(c1 * units, c2 * cells**2)`` per batch item (``c0``
+  once per call where the runtime says a batch holds it once: ``fixed_once``), where
   ``units`` are output pixels for a decoder and latent cells for everything else, and ``cells``
   the latent cells of the input. The quadratic term is self-attention (a [cells x cells] score
   matrix per head). It is a max, not a sum, because the runtime's memory planner reuses buffers:
@@ -70,6 +71,11 @@ class ComponentCost:
     # and then holds +295 MB. A stage that opens the component peaks at the larger of this and
     # its activations.
     open_extra: int = 0
+    # The runtime's facts (set by ``memory_probe.component_cost``): a batched call holds ``c0`` once,
+    # not per item (``batch_holds_fixed_once``); the pipeline frees a session's activations but
+    # ``c0`` when it moves on to another component (the runtime implements ``release_scratch``).
+    fixed_once: bool = False
+    scratch_released: bool = False
 
     def activation(self, cells: int, *, down: int = 1, batch: int = 1, repeated: bool = False) -> int:
         """Activation bytes of a call on ``batch`` items of ``cells`` latent cells each.
@@ -78,14 +84,14 @@ class ComponentCost:
         """
         units = cells * down * down if self.unit == "out_pixel" else cells
         c0, c1, c2 = (self.repeated if repeated and self.repeated else (self.c0, self.c1, self.c2))
-        # Per batch item, c0 included: on ONNX Runtime a batch of two holds twice (counted once, the
-        # Pi 4 plan of SD 1.5 with batched CFG was estimated at 2195 MB and measured 2921 MB).
-        act = batch * (c0 + max(c1 * units, c2 * cells * cells))
+        fixed = c0 if self.fixed_once else 0.0
+        act = fixed + batch * (c0 - fixed + max(c1 * units, c2 * cells * cells))
         if repeated and not self.repeated:
             act *= 2.0
         s = self.sample_at(cells)
-        if s is not None:  # measured at this very size: never below the measurement
-            act = max(act, batch * (max(s[1], s[-1]) if repeated else s[1]))
+        if s is not None:  # measured at this very size (one item): never below the measurement
+            one = max(s[1], s[-1]) if repeated else s[1]
+            act = max(act, one + (batch - 1) * max(0.0, one - fixed))
         return int(act)
 
     def sample_at(self, cells: int) -> list[float] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.errors import EdgeSDKError, PlanError, SupervisedProcessError
 from edge_sdk.planning.memory_estimate import MB, ComponentCost, default_cost, fit_activation, has_attention
 
-PROFILE_VERSION = 8
+PROFILE_VERSION = 9
 # A memory probe runs the model: a graph that never terminates must not hang `plan` (hardening class 7).
 PROBE_TIMEOUT = 300.0
 PROBE_TIMEOUT_ENV = "EDGE_SDK_PROBE_TIMEOUT"
@@ -56,6 +57,17 @@ def component_cost(bundle: Bundle, component: str, runtime: str, art, *, device:
     sample that large gets one (``probe_at``), where this machine has the memory for it, so the
     plan's figure at that size is a measurement rather than an extrapolation.
     """
+    from edge_sdk.runtimes.registry import memory_facts
+
+    cost = _component_cost(bundle, component, runtime, art, device=device, threads=threads, measure=measure,
+                           target=target, options=options)
+    # How the runtime holds activations is the runtime's fact, not the recording's (older ones lack it).
+    facts = memory_facts(runtime)
+    return replace(cost, fixed_once=facts["batch_holds_fixed_once"], scratch_released=facts["releases_scratch"])
+
+
+def _component_cost(bundle: Bundle, component: str, runtime: str, art, *, device: str, threads: int | None,
+                    measure: bool, target: tuple[int, int] | None, options: dict[str, Any] | None) -> ComponentCost:
     from edge_sdk.runtimes.registry import plan_options
 
     options = plan_options(runtime) if options is None else dict(options)
@@ -178,23 +190,28 @@ def _probe_child(args: dict[str, Any]) -> dict[str, Any]:
     # Run-time imports a real run has too (pipelines, opencv), so the base is comparable.
     import edge_sdk.pipelines  # noqa: F401
 
-    base = rss_bytes()
     if not args.get("sessions", True):  # one more size for a model measured before: runs only
-        return {"base": base, "session": 0, "samples": _run_sizes(cls, args, args["sizes"])}
-    # The first session carries the runtime's one-time set-up; a second one opened beside it is
-    # what each session costs. The set-up goes to the base.
+        return {"base": rss_bytes(), "session": 0, "samples": _run_sizes(cls, args, args["sizes"])}
+    # The engine's one-time set-up goes to the base: done on a model of its own where the engine
+    # can (``warm_up``); else the first session carries it, a second one opened beside it is what
+    # each session costs, and the difference is the set-up.
+    kw = {"device": args["device"], "threads": args.get("threads"), "options": args.get("options")}
+    warm = cls.warm_up(args["device"], args.get("threads"), args.get("options") or {})
+    base = rss_bytes()
     marked = reset_peak_rss()
-    one = cls(args["path"], device=args["device"], threads=args.get("threads"), options=args.get("options"))
-    first = rss_bytes() - base
+    one = cls(args["path"], **kw)
+    session = first = rss_bytes() - base
     # The open's peak above the session it leaves (unknown where the mark cannot be reset).
     open_extra = max(0, peak_rss_bytes() - base - first) if marked else 0
-    two = cls(args["path"], device=args["device"], threads=args.get("threads"), options=args.get("options"))
-    session = rss_bytes() - base - first
-    base += max(0, first - session)
+    if warm is None:
+        two = cls(args["path"], **kw)
+        session = rss_bytes() - base - first
+        base += max(0, first - session)
+        two.close()
+        del two
     inputs = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in one.inputs]
     one.close()
-    two.close()
-    del one, two
+    del one, warm
     spatial = any(len(t["shape"]) == 4 and not all(isinstance(d, int) and d > 0 for d in t["shape"][2:])
                   for t in inputs)
     fixed = [t["shape"][2] for t in inputs if len(t["shape"]) == 4 and isinstance(t["shape"][2], int)]
@@ -278,9 +295,12 @@ def probe(bundle: Bundle, component: str, runtime: str, art, *, device: str = "c
 
 def _fitted(bundle: Bundle, component: str, runtime: str, art, base: int, session: int,
             samples: list[list[float]], open_extra: int = 0) -> ComponentCost:
+    from edge_sdk.runtimes.registry import memory_facts
+
     down = int(bundle.model.get("vae_downsample", 1)) if component == "decoder" else 1
     floor = 0.0
-    if component == "decoder" and has_attention(Path(art.path)) is not False:
+    scores_whole = memory_facts(runtime)["materialises_attention"]
+    if component == "decoder" and scores_whole and has_attention(Path(art.path)) is not False:
         # AutoencoderKL-family decoders: one fp32 (fp16: half) score matrix at latent resolution.
         floor = 2.0 if art.precision == "fp16" else 4.0
     first = [[x[0], x[1]] for x in samples]

@@ -33,6 +33,37 @@ def test_a_sample_at_the_size_is_a_floor_for_the_estimate():
     assert _cost([[64, 1e6, 1e6]]).activation(64 * 64) == int(1e6 + 1000 * 4096)
 
 
+def test_a_runtime_whose_batch_holds_the_fixed_part_once_counts_it_once():
+    """OpenVINO lays a model's weights out on its first call (c0: 2.4-2.7 GB for SD 1.5's UNet at
+    any size), once per session: a batched-CFG call holds it once, and only the size-dependent part
+    per item. ONNX Runtime (``fixed_once`` False) holds all of it per item."""
+    from edge_sdk.runtimes.registry import memory_facts
+
+    assert [memory_facts(r)["batch_holds_fixed_once"] for r in ("openvino", "onnxruntime")] == [True, False]
+    ov = _cost([[16, 2e6, 2e6], [32, 3e6, 3e6], [64, 40e6, 60e6]], fixed_once=True)
+    # From the fit: c0 (1 MB) once, 1000 bytes a cell per item.
+    assert ov.activation(48 * 48, batch=2) == int(1e6 + 2 * 1000 * 48 * 48)
+    assert _cost([]).activation(48 * 48, batch=2) == int(2 * (1e6 + 1000 * 48 * 48))
+    # At a measured size: the measurement, plus a second item's share less c0.
+    assert ov.activation(64 * 64, batch=2) == 40_000_000 + 39_000_000
+
+
+def test_a_runtime_that_fuses_attention_gets_no_score_matrix_floor(bundle):
+    """The decoder fit's floor (one fp32 score matrix per latent cell pair) is for engines that hold
+    the scores whole. OpenVINO's CPU plugin fuses attention: the heavy decoder at 128x128 cells
+    measured ~100 MB there, where a whole score matrix is 1 GB; with the floor its plan at 224x224
+    was estimated at 3.8x the measured peak."""
+    from edge_sdk.runtimes.registry import memory_facts
+
+    assert [memory_facts(r)["materialises_attention"] for r in ("openvino", "onnxruntime")] == [False, True]
+    art = bundle.artifact("decoder", "onnx", "fp32")
+    ov = component_cost(bundle, "decoder", "openvino", art, threads=2)
+    side = max(s[0] for s in ov.samples)
+    measured = ov.sample_at(side * side)[1]
+    assert measured < 4.0 * (side * side) ** 2 / 4, (side, measured)  # under a quarter of one score matrix
+    assert ov.c2 < 4.0 and ov.activation(side * side) < 1.25 * measured  # the fit follows the samples
+
+
 @pytest.fixture(scope="module")
 def bundle(heavy_bundle):
     return Bundle.open(heavy_bundle)
