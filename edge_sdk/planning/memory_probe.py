@@ -346,15 +346,17 @@ def probe_at(bundle: Bundle, component: str, runtime: str, art, cost: ComponentC
 
 def streamed_call_peak(bundle: Bundle, component: str, runtime: str, parts: list, target: tuple[int, int], *,
                        device: str = "cpu", threads: int | None = None, options: dict[str, Any] | None = None,
-                       timeout: float | None = None) -> int | None:
-    """A streamed call's peak above the process: every part opened, run once at ``target`` (latent
-    cells h, w; batch 1) on the tensors the parts before it left, and closed in turn, as a streamed
-    call runs them (the carried tensors count); measured in a supervised child, cached by the
-    parts' hashes.
+                       timeout: float | None = None) -> dict[str, Any] | None:
+    """A streamed call measured: every part opened, run once at ``target`` (latent cells h, w;
+    batch 1) on the tensors the parts before it left, and closed in turn, as a streamed call runs
+    them (the carried tensors count); in a supervised child, cached by the parts' hashes.
+    ``{"peak": bytes above the process, "held": [bytes each part's session holds once it has run,
+    in part order] or None}``: ``held`` is what a part kept open (the plan's stream budget) costs.
 
-    None where it cannot be measured here (a failure, no fork): the caller falls back to a
-    factor. Measured because no factor of a part's bytes holds: SD 1.5's largest int8 layer part
-    (47 MB) peaks 78 MB above, its high-resolution attention parts (3 MB) 107 MB.
+    None where it cannot be measured here (a failure, no fork): the caller falls back to factors.
+    Measured because no factor of a part's bytes holds: SD 1.5's largest int8 layer part (47 MB)
+    peaks 78 MB above, its high-resolution attention parts (3 MB) 107 MB; and a kept part holds
+    1.4x its bytes on ONNX Runtime, several times that on OpenVINO (int8 weights laid out as float).
     """
     from edge_sdk.guard.supervise import run_supervised
     from edge_sdk.runtimes.registry import plan_options
@@ -368,7 +370,8 @@ def streamed_call_peak(bundle: Bundle, component: str, runtime: str, parts: list
     cached = _cache_dir() / key
     if cached.is_file():
         try:
-            return int(json.loads(cached.read_text())["peak"])
+            got = json.loads(cached.read_text())
+            return {"peak": int(got["peak"]), "held": [int(x) for x in got["held"]] if got.get("held") else None}
         except (ValueError, KeyError, TypeError):
             pass
     ins, _ = bundle.signature(component)
@@ -389,12 +392,14 @@ def streamed_call_peak(bundle: Bundle, component: str, runtime: str, parts: list
             json.dump(got, f)
     except Exception:  # noqa: BLE001 - a read-only home only costs a re-probe next time
         pass
-    return int(got["peak"])
+    return {"peak": int(got["peak"]), "held": [int(x) for x in got["held"]]}
 
 
 def _stream_child(args: dict[str, Any]) -> dict[str, Any]:
     """In the child: the parts in turn, each opened, run on the carried tensors and closed; the
-    largest high-water mark above the RSS before the first part (which has the call's inputs)."""
+    largest high-water mark above the RSS before the first part (which has the call's inputs), and
+    what each part's session holds once it has run (above the RSS before it opened, less its
+    outputs)."""
     from edge_sdk.measure.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
     from edge_sdk.runtimes.base import give_back_freed_memory
     from edge_sdk.runtimes.registry import get_runtime
@@ -405,14 +410,17 @@ def _stream_child(args: dict[str, Any]) -> dict[str, Any]:
 
     env = _probe_feeds(args["inputs"], args["hw"], args["model"])
     last = {name: p["index"] for p in args["parts"] for name in p["inputs"]}
-    worst, peak = "", 0
+    worst, peak, held = "", 0, []
+    warm = cls.warm_up(args["device"], args["threads"], args["options"] or {})  # set-up in the base, as probed
     start = rss_bytes()
     for p in args["parts"]:
         if not reset_peak_rss():
             raise PlanError("cannot reset the peak-RSS mark here: stream parts not measured")
+        before = rss_bytes()
         rt = cls(p["path"], device=args["device"], threads=args["threads"], options=args["options"])
         got = rt.run({name: env[name] for name in p["inputs"]})
         above = peak_rss_bytes() - start
+        held.append(max(0, rss_bytes() - before - sum(np.asarray(v).nbytes for v in got.values())))
         rt.close()
         del rt
         for name in p["inputs"]:
@@ -423,4 +431,5 @@ def _stream_child(args: dict[str, Any]) -> dict[str, Any]:
         give_back_freed_memory()
         if above > peak:
             worst, peak = p["name"], above
-    return {"peak": int(peak), "worst": worst}
+    del warm
+    return {"peak": int(peak), "worst": worst, "held": held}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -79,13 +80,19 @@ class StreamCost:
     session: int  # bytes: the largest part's session
     ratio: float  # session bytes per artifact byte (the whole component's, applied to each part)
     part_peak: int | None = None  # factor peak of the largest part (session + its call), int8-weight
-    # Measures a streamed call's peak at ``measured_at`` (latent cells: the plan's size;
-    # memory_probe.streamed_call_peak: the parts' sessions and calls with the tensors carried
-    # between them); it returns None where that cannot be measured here.
-    measure: Callable[[], int | None] | None = None
+    # Measures a streamed call at ``measured_at`` (latent cells: the plan's size;
+    # memory_probe.streamed_call_peak: its peak, with the tensors carried between parts, and what
+    # each part holds once run); it returns None where that cannot be measured here.
+    measure: Callable[[], dict[str, Any] | None] | None = None
     measured_at: tuple[int, int] = (0, 0)
-    _measured: int | None = field(default=None, init=False, repr=False)
+    _measured: dict[str, Any] | None = field(default=None, init=False, repr=False)
     _tried: bool = field(default=False, init=False, repr=False)
+
+    def _measurement(self) -> dict[str, Any] | None:
+        if self.measure is not None and not self._tried:
+            self._tried = True
+            self._measured = self.measure()
+        return self._measured
 
     def call_peak(self, h: int, w: int, batch: int) -> int | None:
         """What one streamed call holds above the process at its peak, at ``batch`` rows: measured
@@ -94,11 +101,9 @@ class StreamCost:
         measurement at the plan's size also bounds smaller sizes (a refusal's search for a size
         that fits), where activations are smaller."""
         if self.measure is not None and h * w <= self.measured_at[0] * self.measured_at[1]:
-            if not self._tried:
-                self._tried = True
-                self._measured = self.measure()
-            if self._measured is not None:
-                return self._measured * batch
+            measured = self._measurement()
+            if measured is not None:
+                return measured["peak"] * batch
         if self.part_peak is None:
             return None
         return self.part_peak * batch + self.held_bytes(h, w, batch)
@@ -120,15 +125,34 @@ class StreamCost:
             alive.update(out)
         return peak
 
+    def _held(self) -> list[int] | None:
+        """What each part holds once run, as measured (None: not measured here)."""
+        measured = self._measurement() if self.measure is not None else None
+        held = measured.get("held") if measured else None
+        return held if held and len(held) == len(self.parts) else None
+
     def budget(self, peak: int, cap: float) -> int:
         """Artifact bytes of parts that may stay resident: half the cap's room above the plan's peak
         (the plan then counts what they hold, ``kept_bytes``, in the denoise and decode stages)."""
         room = max(0.0, cap - peak) / 2
-        return int(room / self.ratio) if self.ratio > 0 else 0
+        held = self._held()
+        if not held:  # what a part holds, from the whole component's session per artifact byte
+            return int(room / self.ratio) if self.ratio > 0 else 0
+        used = 0
+        for i, part_held in enumerate(held):  # the first parts whose measured holding fits the room
+            if used + part_held > room:
+                return sum(p.artifact.size for p in self.parts[:i])
+            used += part_held
+        return sum(p.artifact.size for p in self.parts)
 
     def kept_bytes(self, budget: int) -> int:
-        """What the parts a streamed session keeps open within ``budget`` artifact bytes hold."""
-        return int(sum(p.artifact.size for p in kept_parts(self.parts, budget)) * KEPT_SESSION_FACTOR)
+        """What the parts a streamed session keeps open within ``budget`` artifact bytes hold: as
+        measured, else ``KEPT_SESSION_FACTOR`` of their bytes."""
+        kept = kept_parts(self.parts, budget)
+        held = self._held()
+        if held:
+            return sum(held[: len(kept)])
+        return int(sum(p.artifact.size for p in kept) * KEPT_SESSION_FACTOR)
 
     def note(self, peak: int, cap: float) -> str:
         largest = max(self.parts, key=lambda p: p.artifact.size)
@@ -140,7 +164,7 @@ class StreamCost:
 
 
 def stream_cost(bundle: Bundle, role: str, cp: ComponentPlan, artifact: Artifact, cost: ComponentCost,
-                measure: Callable[[list[StreamPart]], int | None] | None = None,
+                measure: Callable[[list[StreamPart]], dict[str, Any] | None] | None = None,
                 measured_at: tuple[int, int] = (0, 0)) -> StreamCost | None:
     """The stream cost of ``role`` in the chosen format/precision, or None when it has no such parts.
 

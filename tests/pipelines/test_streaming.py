@@ -299,8 +299,8 @@ from edge_sdk.pipelines.sessions import Sessions
 from edge_sdk.planning.board import load_board
 from edge_sdk.planning.planner import PlanRequest, plan
 b = Bundle.open(sys.argv[1])
-board = dataclasses.replace(load_board("rpi4-4gb"), cap_bytes=int(sys.argv[2]))
-p = plan(b, board, PlanRequest(height=64, width=64, guidance=1.0, runtime="onnxruntime", installed_only=True))
+board = dataclasses.replace(load_board(sys.argv[4]), cap_bytes=int(sys.argv[2]))
+p = plan(b, board, PlanRequest(height=64, width=64, guidance=1.0, runtime=sys.argv[3], installed_only=True))
 s = Sessions(b, p)
 rng = np.random.default_rng(0)
 states = rng.standard_normal((1, 8, 32), dtype=np.float32)
@@ -314,36 +314,48 @@ print(json.dumps({"peak": peak_rss_bytes(), "estimates": p.estimates,
 """
 
 
-def test_a_streamed_plan_measures_its_call_and_its_estimate_holds(streamed_bundle):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_streamed_plan_measures_its_call_and_its_estimate_holds(streamed_bundle, runtime):
     """A streamed plan measures a streamed call at its own size (memory_probe.streamed_call_peak:
-    the parts in turn, with the tensors carried between them, as the run goes) and runs every
-    component without the CPU arena, as their costs were measured (this bundle: the denoiser
-    alone). Its denoise-stage estimate
-    against the kernel's peak-RSS mark of a real streamed run in a fresh process (the mark reset as
-    the stage starts): within 10 %, the bar the issue sets for every rung (measured here: 1.03)."""
+    the parts in turn, with the tensors carried between them, as the run goes, and what each part
+    holds once run: the parts the plan keeps open cost that) and runs every component with the
+    runtime's streamed options (ONNX Runtime: without the CPU arena), as their costs were measured
+    (this bundle: the denoiser alone). Its denoise-stage estimate against the kernel's peak-RSS mark
+    of a real streamed run in a fresh process (the mark reset as the stage starts): within 10 %, the
+    bar the issue sets for every rung (measured here: ONNX Runtime 1.03-1.04, OpenVINO 1.05)."""
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
     from edge_sdk.bundle import Bundle
     from edge_sdk.planning import memory_probe
     from edge_sdk.planning.board import load_board
     from edge_sdk.planning.planner import FIT_MARGIN, PlanRequest, plan
 
     b = Bundle.open(streamed_bundle)
-    board = load_board("rpi4-4gb")
-    req = PlanRequest(height=64, width=64, guidance=1.0, runtime="onnxruntime", installed_only=True)
+    name = "rpi4-4gb" if runtime == "onnxruntime" else "x86-64-generic"  # a board that lists the runtime
+    board = load_board(name)
+    req = PlanRequest(height=64, width=64, guidance=1.0, runtime=runtime, installed_only=True)
     resident = plan(b, board, req)
     per_call = plan(b, dataclasses.replace(board, cap_bytes=int(resident.estimates["peak"] / FIT_MARGIN) - 2**20),
                     req)
     cap = int(per_call.estimates["peak"] / FIT_MARGIN) - 2**20
-    r = subprocess.run([sys.executable, "-c", _STAGE_CHILD, str(streamed_bundle), str(cap)], capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-c", _STAGE_CHILD, str(streamed_bundle), str(cap), runtime, name],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["stream"]
-    assert all(o.get("cpu_mem_arena") is False for o in got["options"].values()), got["options"]
+    if runtime == "onnxruntime":
+        assert all(o.get("cpu_mem_arena") is False for o in got["options"].values()), got["options"]
     parts = b.stream_parts("denoiser", "onnx", "fp32")
     digest = hashlib.sha256("".join(sha for x in parts for _, _, sha in x.artifact.files).encode()).hexdigest()
-    (measured,) = [json.loads(f.read_text()) for f in memory_probe._cache_dir().glob(f"stream-{digest[:24]}-*-64x64-*")]
+    key = f"stream-{digest[:24]}-{runtime}-*-64x64-v{memory_probe.PROFILE_VERSION}.json"
+    found = sorted(memory_probe._cache_dir().glob(key))
+    assert len(found) == 1, [f.name for f in found]
+    measured = json.loads(found[0].read_text())
     # The call holds at least the largest part's weights, and less than the resident plan's stage.
     assert max(x.artifact.size for x in parts) < measured["peak"] < resident.estimates["denoise"]
     assert measured["worst"] in PARTS
+    # Each part, once run, holds at least its weights (fp32 parts: the file's bytes, less its framing).
+    assert len(measured["held"]) == len(parts)
+    assert all(held > 0.9 * x.artifact.size for held, x in zip(measured["held"], parts, strict=True)), measured
     ratio = got["estimates"]["denoise"] / got["peak"]
     assert 0.9 < ratio < 1.1, got
