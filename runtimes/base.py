@@ -165,10 +165,10 @@ class Runtime(ABC):
     # counted once, was estimated at 2195 MB and measured 2921 MB); True, once per call (OpenVINO's
     # CPU plugin lays a UNet's weights out for the CPU on its first call, 2.4-2.7 GB at any size).
     batch_holds_fixed_once: ClassVar[bool] = False
-    # Whether an attention's [cells x cells] score matrix is held whole: then a decoder's measured
-    # fit gets a floor of one fp32 matrix (a probe at small sizes hides the quadratic term). False
-    # where the engine fuses attention (OpenVINO's CPU plugin: a test VAE decoder at 128x128 cells
-    # measured 99 MB, where a whole score matrix is 1 GB; the floor had put its estimate at 3.8x).
+    # Whether an attention's [cells x cells] score matrix is held whole: then the measured fit has a
+    # quadratic term, and a decoder's a floor of one fp32 matrix (a probe at small sizes hides it).
+    # False where the engine fuses attention (OpenVINO's CPU plugin: a test VAE decoder at 128x128
+    # cells measured 99 MB, where a whole score matrix is 1 GB; the floor had put its estimate at 3.8x).
     materialises_attention: ClassVar[bool] = True
     install_hint: ClassVar[str] = ""  # what to install when it is missing
     module: ClassVar[str | None] = None  # the engine's Python module (versions in bench reports)

@@ -146,11 +146,16 @@ def default_cost(bundle: Bundle, component: str, runtime: str, art) -> Component
 
 
 
-def fit_activation(samples: list[list[float]], *, down: int = 1, c2_floor: float = 0.0) -> tuple[float, float, float]:
+def fit_activation(samples: list[list[float]], *, down: int = 1, c2_floor: float = 0.0,
+                   quadratic: bool = True) -> tuple[float, float, float]:
     """Fit act = c0 + max(c1*units, c2*cells^2) to probe samples (relative error, grid search).
 
     ``c2_floor`` is a lower bound for the attention term: a probe that stays at small sizes only
     sees the conv phase, so a decoder with attention gets at least one fp32 score matrix.
+    ``quadratic`` False: no attention term (an engine that fuses attention holds no score matrix;
+    three samples that a linear term fits as well would otherwise let a quadratic one win the tie
+    and dominate at larger sizes: OpenVINO's sliced VAE decoder fitted 133 B/cell^2, 2.2 GB at
+    64x64 cells, where it measured 1.0 GB).
     """
     big = [s for s in samples if s[1] >= 4 * MB]  # below a few MB the allocator's slack is all one sees
     samples = big if len(big) >= 2 else samples
@@ -160,7 +165,7 @@ def fit_activation(samples: list[list[float]], *, down: int = 1, c2_floor: float
     y = np.array([s[1] for s in samples], dtype=np.float64)
     units, quad = n * n * down * down, (n * n) ** 2
     c1s = np.concatenate([[0.0], np.geomspace(1.0, 1e6, 241)])
-    c2s = np.concatenate([[0.0], np.geomspace(0.01, 1e3, 201)])
+    c2s = np.concatenate([[0.0], np.geomspace(0.01, 1e3, 201)]) if quadratic else np.zeros(1)
     c2s = c2s[c2s >= c2_floor] if c2_floor > 0 else c2s
     if c2_floor > 0:
         c2s = np.concatenate([[c2_floor], c2s])

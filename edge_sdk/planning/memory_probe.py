@@ -117,8 +117,9 @@ def _options_tag(options: dict[str, Any]) -> str:
     return "-o" + hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def _probe_feeds(inputs: list[dict[str, Any]], n: int | list[int], model: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Inputs at ``n`` cells per side, or [height, width] cells."""
+def _probe_feeds(inputs: list[dict[str, Any]], n: int | list[int], model: dict[str, Any],
+                 batch: int = 1) -> dict[str, np.ndarray]:
+    """Inputs of ``batch`` rows at ``n`` cells per side, or [height, width] cells."""
     hw = list(n) if isinstance(n, (list, tuple)) else [n, n]
     feeds = {}
     for spec in inputs:
@@ -127,7 +128,7 @@ def _probe_feeds(inputs: list[dict[str, Any]], n: int | list[int], model: dict[s
             if isinstance(d, int) and d > 0:
                 shape.append(d)
             elif axis == 0:
-                shape.append(1)
+                shape.append(batch)
             elif len(spec["shape"]) == 4 and axis >= 2:
                 shape.append(hw[axis - 2])
             else:
@@ -305,8 +306,8 @@ def _fitted(bundle: Bundle, component: str, runtime: str, art, base: int, sessio
         floor = 2.0 if art.precision == "fp16" else 4.0
     first = [[x[0], x[1]] for x in samples]
     later = [[x[0], max(x[1], x[-1])] for x in samples]
-    c0, c1, c2 = fit_activation(first, down=down, c2_floor=floor)
-    rep = fit_activation(later, down=down, c2_floor=floor)
+    c0, c1, c2 = fit_activation(first, down=down, c2_floor=floor, quadratic=scores_whole)
+    rep = fit_activation(later, down=down, c2_floor=floor, quadratic=scores_whole)
     return ComponentCost(role=component, runtime=runtime, base=base, session=session,
                          c0=c0, c1=c1, c2=c2, unit="out_pixel" if component == "decoder" else "cell",
                          source="measured", samples=samples, repeated=list(rep), open_extra=open_extra)
@@ -345,11 +346,11 @@ def probe_at(bundle: Bundle, component: str, runtime: str, art, cost: ComponentC
 
 
 def streamed_call_peak(bundle: Bundle, component: str, runtime: str, parts: list, target: tuple[int, int], *,
-                       device: str = "cpu", threads: int | None = None, options: dict[str, Any] | None = None,
-                       timeout: float | None = None) -> dict[str, Any] | None:
+                       batch: int = 1, device: str = "cpu", threads: int | None = None,
+                       options: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any] | None:
     """A streamed call measured: every part opened, run once at ``target`` (latent cells h, w;
-    batch 1) on the tensors the parts before it left, and closed in turn, as a streamed call runs
-    them (the carried tensors count); in a supervised child, cached by the parts' hashes.
+    ``batch`` rows) on the tensors the parts before it left, and closed in turn, as a streamed call
+    runs them (the carried tensors count); in a supervised child, cached by the parts' hashes.
     ``{"peak": bytes above the process, "held": [bytes each part's session holds once it has run,
     in part order] or None}``: ``held`` is what a part kept open (the plan's stream budget) costs.
 
@@ -365,7 +366,8 @@ def streamed_call_peak(bundle: Bundle, component: str, runtime: str, parts: list
     options = plan_options(runtime) if options is None else dict(options)
     h, w = int(target[0]), int(target[1])
     digest = hashlib.sha256("".join(sha for p in parts for _, _, sha in p.artifact.files).encode())
-    key = (f"stream-{digest.hexdigest()[:24]}-{runtime}-{device}-t{threads}{_options_tag(options)}-{h}x{w}"
+    rows = f"-b{batch}" if batch != 1 else ""
+    key = (f"stream-{digest.hexdigest()[:24]}-{runtime}-{device}-t{threads}{_options_tag(options)}-{h}x{w}{rows}"
            f"-v{PROFILE_VERSION}.json")
     cached = _cache_dir() / key
     if cached.is_file():
@@ -376,7 +378,8 @@ def streamed_call_peak(bundle: Bundle, component: str, runtime: str, parts: list
             pass
     ins, _ = bundle.signature(component)
     args = {"runtime": runtime, "device": device, "threads": threads, "options": options, "model": bundle.model,
-            "hw": [h, w], "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in ins],
+            "hw": [h, w], "batch": int(batch),
+            "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in ins],
             "parts": [{"path": str(p.artifact.path), "index": p.index, "name": p.name,
                        "inputs": [t.name for t in p.inputs], "outputs": [t.name for t in p.outputs]}
                       for p in parts]}
@@ -408,7 +411,7 @@ def _stream_child(args: dict[str, Any]) -> dict[str, Any]:
     cls.probe()
     import edge_sdk.pipelines  # noqa: F401 - the run's imports, as in _probe_child
 
-    env = _probe_feeds(args["inputs"], args["hw"], args["model"])
+    env = _probe_feeds(args["inputs"], args["hw"], args["model"], batch=args.get("batch", 1))
     last = {name: p["index"] for p in args["parts"] for name in p["inputs"]}
     worst, peak, held = "", 0, []
     warm = cls.warm_up(args["device"], args["threads"], args["options"] or {})  # set-up in the base, as probed
