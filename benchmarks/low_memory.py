@@ -14,7 +14,10 @@ PyTorch's peak on the same model and size is in benchmarks/RESULTS.md (685 MB at
 
 Not run here (time): the SD 1.5 folder at published dimensions per board; see RESULTS.md.
 
-    python benchmarks/low_memory.py [--size 512] [--chunks 16] [--threads 2]
+    python benchmarks/low_memory.py [--size 512] [--chunks 16] [--threads 2] [--runtime openvino]
+
+``--runtime openvino`` plans on the x86-64 board (the Pis list no OpenVINO) and writes
+``results/low_memory_openvino.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-RESULTS = Path(__file__).parent / "results" / "low_memory.json"
+RESULTS = Path(__file__).parent / "results"
 MB = 1024 * 1024
 
 
@@ -35,7 +38,10 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="bundle folder (default: a cache folder)")
+    ap.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino"])
     args = ap.parse_args()
+    board_name = "rpi5-8gb" if args.runtime == "onnxruntime" else "x86-64-generic"
+    results = RESULTS / ("low_memory.json" if args.runtime == "onnxruntime" else f"low_memory_{args.runtime}.json")
 
     import torch
     from models import sd_model
@@ -57,8 +63,8 @@ def main() -> None:
         print(f"converting the SD-shaped model with attention sliced:{args.chunks} -> {path}", flush=True)
         bundle = convert(bm.spec, path, formats="onnx", precisions="fp32,int8-weight",
                          attention=f"sliced:{args.chunks}", samples=1, overwrite=True)
-    req = PlanRequest(height=args.size, width=args.size, precision="fp32", runtime="onnxruntime", measure=True)
-    fastest = plan(bundle, "rpi5-8gb", req)
+    req = PlanRequest(height=args.size, width=args.size, precision="fp32", runtime=args.runtime, measure=True)
+    fastest = plan(bundle, board_name, req)
     rows = {}
     variants = {"full": ("fp32", ""), "sliced": ("fp32", "sliced"), "sliced+int8w": ("int8-weight", "sliced")}
     for label, (prec, variant) in variants.items():
@@ -75,16 +81,17 @@ def main() -> None:
     from edge_sdk.planning.board import load_board
     from edge_sdk.planning.board_detect import resolve_board
 
-    board, cells = load_board(resolve_board("rpi5-8gb")), args.size // 8
+    board, cells = load_board(resolve_board(board_name)), args.size // 8
     estimates = {}
     for label, (prec, variant) in variants.items():
-        r = PlanRequest(height=args.size, width=args.size, precision=prec, runtime="onnxruntime", measure=True)
+        r = PlanRequest(height=args.size, width=args.size, precision=prec, runtime=args.runtime, measure=True)
         ch = {c: P._choose(bundle, board, c, r, (cells, cells), None, P.usable_runtimes(),
                            alt=variant if c in ("denoiser", "decoder") else "") for c in bundle.components}
         est = P._stage_estimates(bundle, ch, P._Rung("batched", False, False, None), (cells, cells), 8, 1, True)
         estimates[label] = max(est.values()) / MB
     ref = rows["full"]
-    out = {"model": "sd-shaped (benchmarks/models.py)", "size": args.size, "steps": 2, "guidance": 7.5,
+    out = {"model": "sd-shaped (benchmarks/models.py)", "runtime": args.runtime, "size": args.size, "steps": 2,
+           "guidance": 7.5,
            "chunks": args.chunks, "threads": args.threads, "pytorch_peak_mb_from_RESULTS": 685,
            "fastest_plan_estimate_mb": round(fastest.estimates["peak"] / MB, 1), "plans": {}}
     for label, r in rows.items():
@@ -96,9 +103,9 @@ def main() -> None:
         print(f"{label:14s} peak {r.peak_rss_mb or float('nan'):7.0f} MB  estimate {d['estimate_mb']:7.0f} MB  "
               f"{d['seconds']:7.1f} s  "
               f"PSNR vs full {d['psnr_vs_full_db']}", flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    print(f"wrote {RESULTS}")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":
