@@ -442,8 +442,10 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
         notes.append(f"{name}: memory model {cost.source} ({cost.runtime}; session {cost.session / MB:.0f} MB"
                      + (f", {cost.c1:.0f} B/{cost.unit.replace('_', ' ')}" if cost.c1 else "")
                      + (f", attention {cost.c2:.2f} B/cell^2" if cost.c2 else "") + ")")
+    # The streamed denoiser's rows per call: its parts hold what they measured at that batch.
+    rows = req.batch * (2 if cfg_active and fit.cfg == "batched" else 1)
     if fit.stream:
-        notes.append(choices["denoiser"].stream.note(fit.peak, cap * FIT_MARGIN))
+        notes.append(choices["denoiser"].stream.note(fit.peak, cap * FIT_MARGIN, rows))
     elif fit.release_denoiser:
         notes.append("the denoiser is loaded for every call (slow): nothing else fits the cap")
     if fit.tile is not None:
@@ -457,8 +459,8 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
         c.plan.resident = not (fit.release_denoiser if name == "denoiser" else fit.release_others)
         if fit.stream and name == "denoiser":  # the parts come and go inside the streamed session
             c.plan.resident, c.plan.stream = True, True
-            c.plan.stream_budget = c.stream.budget(fit.peak, cap * FIT_MARGIN)
-            kept = c.stream.kept_bytes(c.plan.stream_budget)
+            c.plan.stream_budget = c.stream.budget(fit.peak, cap * FIT_MARGIN, rows)
+            kept = c.stream.kept_bytes(c.plan.stream_budget, rows)
         if fit.stream:  # memory first throughout: every component as its streamed cost was measured
             c.plan.options.update(streamed_options(c.plan.runtime))
         comps[name] = c.plan

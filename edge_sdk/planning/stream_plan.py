@@ -124,20 +124,17 @@ class StreamCost:
             alive.update(out)
         return peak
 
-    def _held(self) -> list[int] | None:
-        """What each part holds once run, as measured at the batch measured first (None: not
-        measured here)."""
-        if self.measure is None:
-            return None
-        measured = next((m for m in self._measured.values() if m), None) or self._measurement(1)
+    def _held(self, batch: int) -> list[int] | None:
+        """What each part holds once run at ``batch`` rows, as measured (None: not measured here)."""
+        measured = self._measurement(batch) if self.measure is not None else None
         held = measured.get("held") if measured else None
         return held if held and len(held) == len(self.parts) else None
 
-    def budget(self, peak: int, cap: float) -> int:
+    def budget(self, peak: int, cap: float, batch: int = 1) -> int:
         """Artifact bytes of parts that may stay resident: half the cap's room above the plan's peak
         (the plan then counts what they hold, ``kept_bytes``, in the denoise and decode stages)."""
         room = max(0.0, cap - peak) / 2
-        held = self._held()
+        held = self._held(batch)
         if not held:  # what a part holds, from the whole component's session per artifact byte
             return int(room / self.ratio) if self.ratio > 0 else 0
         used = 0
@@ -147,18 +144,18 @@ class StreamCost:
             used += part_held
         return sum(p.artifact.size for p in self.parts)
 
-    def kept_bytes(self, budget: int) -> int:
-        """What the parts a streamed session keeps open within ``budget`` artifact bytes hold: as
-        measured, else ``KEPT_SESSION_FACTOR`` of their bytes."""
+    def kept_bytes(self, budget: int, batch: int = 1) -> int:
+        """What the parts a streamed session keeps open within ``budget`` artifact bytes hold, run at
+        ``batch`` rows: as measured, else ``KEPT_SESSION_FACTOR`` of their bytes."""
         kept = kept_parts(self.parts, budget)
-        held = self._held()
+        held = self._held(batch)
         if held:
             return sum(held[: len(kept)])
         return int(sum(p.artifact.size for p in kept) * KEPT_SESSION_FACTOR)
 
-    def note(self, peak: int, cap: float) -> str:
+    def note(self, peak: int, cap: float, batch: int = 1) -> str:
         largest = max(self.parts, key=lambda p: p.artifact.size)
-        kept = self.budget(peak, cap)
+        kept = self.budget(peak, cap, batch)
         return (f"the denoiser is streamed: {len(self.parts)} parts opened, run and released in turn each call "
                 f"(largest {largest.name}, {largest.artifact.size / MB:.0f} MB; "
                 f"{kept / MB:.0f} MB of parts kept open), about {EXPECTED_SLOWDOWN:.0f}x the time of a resident "

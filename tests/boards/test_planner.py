@@ -142,6 +142,50 @@ def test_a_planned_run_stays_under_the_cap_and_near_the_estimate(heavy_bundle, b
     assert 0.8 < r["estimate"] / r["peak"] < 1.25, r
 
 
+CAPPED_RUN = """
+import dataclasses, json, sys
+import edge_sdk
+from edge_sdk.measure.memory import peak_rss_bytes
+from edge_sdk.planning.board import load_board
+from edge_sdk.planning.planner import PlanRequest, plan
+b = edge_sdk.bundle.Bundle.open(sys.argv[1])
+board = dataclasses.replace(load_board(sys.argv[2]), cap_bytes=int(sys.argv[3]))
+p = plan(b, board, PlanRequest(height=224, width=224, installed_only=True))
+g = edge_sdk.load(b, plan=p)
+g.watch = False
+g.generate(steps=2, class_labels=[1], height=224, width=224)
+print(json.dumps({"peak": peak_rss_bytes(), "estimate": p.estimates["peak"], "rung": p.rung}))
+"""
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_per_call_loading_plan_is_near_its_estimate(heavy_bundle, runtime, tmp_path):
+    """The third rung (the denoiser opened for every call, sequential CFG): the cap lowered until the
+    plan takes it, then run in a fresh process. Measured here: 1.06 on ONNX Runtime, 1.10 on
+    OpenVINO (the pipeline's 16 MB of allowances weigh more beside a 147 MB peak)."""
+    import dataclasses
+
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+    board_arg = "rpi4-4gb" if runtime == "onnxruntime" else _openvino_board(tmp_path)
+    b = Bundle.open(heavy_bundle)
+    board = load_board(board_arg)
+    req = PlanRequest(height=224, width=224, installed_only=True)
+    cap = int(plan(b, board, req).estimates["peak"] / FIT_MARGIN) - 2**20
+    while True:  # each step: just under the last plan's need, so no rung is skipped
+        p = plan(b, dataclasses.replace(board, cap_bytes=cap), req)
+        if p.rung.startswith("3 "):
+            break
+        assert p.rung.startswith("1 "), p.rung  # this bundle has no text encoder (rung 2) and no parts (4)
+        cap = int(p.estimates["peak"] / FIT_MARGIN) - 2**20
+    out = subprocess.run([sys.executable, "-c", CAPPED_RUN, str(heavy_bundle), board_arg, str(cap)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["rung"].startswith("3 ") and r["peak"] <= cap, r
+    assert 0.8 < r["estimate"] / r["peak"] < 1.25, r
+
+
 IMPORTS = """
 import json, sys
 import edge_sdk
