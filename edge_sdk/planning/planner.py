@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edge_sdk.bundle import Artifact, Bundle
@@ -54,6 +55,10 @@ BUFFER_OVERHEAD = 8 * MB  # latents, noise, sampler state, small copies
 # it imported every one (40 MB had been calibrated then); 8 MB puts the heavy bundle's Zero, Pi 4
 # and x86 plans at 1.06, 1.03 and 1.00 of their measured peaks.
 PIPELINE_IMPORTS = 8 * MB
+# The smallest decode tile (latent cells) that keeps a decoder with attention's image: SD 1.5's VAE
+# at 64x64 cells, tiles with 25% overlap against the whole decode: 21.4 dB at 8 cells, 28.9 at 16,
+# 36.1 at 24, 39.2 at 32 (benchmarks/RESULTS.md). Smaller tiles are the ladder's last resort.
+CLEAR_TILE = 24
 # Estimates land within ~5% of measured peaks here; keep that much of the cap spare.
 FIT_MARGIN = 0.95
 
@@ -354,20 +359,37 @@ def _ladder(choices: dict[str, _Choice], board: BoardProfile, h: int, w: int, cf
         # SD 1.5's VAE at 36-cell tiles with sliced:32).
         tiles = [t for t in tiles if (t * t) % chunks == 0]
     others = any(n != "denoiser" for n in choices)
+    whole = [None] if tile_forced is None and min_tile is None else []
+    # Tiles too small for a decoder with attention come after every other rung, slowest included:
+    # a smaller image beats a wrong one.
+    poor = [t for t in tiles if t < CLEAR_TILE] if whole and _decoder_attends(choices) else []
     rungs = []
-    for release_others, release_denoiser in ((False, False), (True, False), (True, True)):
-        if release_others and not others and not release_denoiser:
-            continue
-        if release_denoiser and "denoiser" not in choices:
-            continue
-        for cfg in cfg_opts:
-            for tile in ([None] if tile_forced is None and min_tile is None else []) + tiles:
-                rungs.append(_Rung(cfg, release_others, release_denoiser, tile))
-    if "denoiser" in choices and choices["denoiser"].stream is not None:
-        for cfg in cfg_opts:
-            for tile in ([None] if tile_forced is None and min_tile is None else []) + tiles:
-                rungs.append(_Rung(cfg, True, True, tile, stream=True))
+    for group in ([t for t in tiles if t not in poor], poor):
+        for release_others, release_denoiser in ((False, False), (True, False), (True, True)):
+            if release_others and not others and not release_denoiser:
+                continue
+            if release_denoiser and "denoiser" not in choices:
+                continue
+            for cfg in cfg_opts:
+                for tile in (whole if group is not poor else []) + group:
+                    rungs.append(_Rung(cfg, release_others, release_denoiser, tile))
+        if "denoiser" in choices and choices["denoiser"].stream is not None:
+            for cfg in cfg_opts:
+                for tile in (whole if group is not poor else []) + group:
+                    rungs.append(_Rung(cfg, True, True, tile, stream=True))
     return rungs
+
+
+def _decoder_attends(choices: dict[str, _Choice]) -> bool:
+    """Whether the chosen decoder holds attention (its tiles then lose global context)."""
+    return "decoder" in choices and _attends(str(choices["decoder"].artifact.path))
+
+
+@functools.lru_cache(maxsize=64)
+def _attends(path: str) -> bool:
+    from edge_sdk.planning.memory_estimate import has_attention
+
+    return has_attention(Path(path)) is not False
 
 
 def _first_fit(bundle, choices, board, hw, down, batch, cfg_active, cfg_opts, cap, tile_forced=None,
@@ -450,7 +472,10 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
         notes.append("the denoiser is loaded for every call (slow): nothing else fits the cap")
     if fit.tile is not None:
         notes.append(f"decode in {fit.tile}x{fit.tile}-cell tiles ({fit.tile * down} px) with "
-                     f"{_overlap(board, fit.tile)}-cell overlap")
+                     f"{_overlap(board, fit.tile)}-cell overlap"
+                     + (f"; under {CLEAR_TILE} cells a decoder with attention loses detail at the seams"
+                        + (" (the tile asked for)" if req.tile else " (nothing with larger tiles fits)")
+                        if fit.tile < CLEAR_TILE and _decoder_attends(choices) else ""))
     from edge_sdk.runtimes.registry import streamed_options
 
     comps = {}

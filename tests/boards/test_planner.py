@@ -186,6 +186,34 @@ def test_a_per_call_loading_plan_is_near_its_estimate(heavy_bundle, runtime, tmp
     assert 0.8 < r["estimate"] / r["peak"] < 1.25, r
 
 
+def test_tiles_too_small_for_the_decoder_come_after_every_other_rung(heavy_bundle):
+    """A decoder with attention loses detail in small tiles (SD 1.5's VAE: 21.4 dB at 8-cell tiles,
+    36.1 dB at 24): as the cap shrinks, the planner reloads components before it takes a tile under
+    ``CLEAR_TILE``, though the small tile with everything resident would fit and run faster; asked
+    for one, the plan says what it costs."""
+    import dataclasses
+
+    from edge_sdk.planning.planner import CLEAR_TILE
+
+    b = Bundle.open(heavy_bundle)
+    board = load_board("rpi4-4gb")
+    req = PlanRequest(height=224, width=224, installed_only=True)
+    cap = int(plan(b, board, req).estimates["peak"] / FIT_MARGIN) - 2**20
+    seen = []  # (rung level, tile) in the order the shrinking cap meets them
+    while cap > 0:
+        try:
+            p = plan(b, dataclasses.replace(board, cap_bytes=cap), req)
+        except PlanError:
+            break
+        seen.append((p.rung.split()[0], p.decode_tiling.tile if p.decode_tiling else None, cap))
+        cap = int(p.estimates["peak"] / FIT_MARGIN) - 2**20
+    assert all(t is None or t >= CLEAR_TILE for _, t, _ in seen), seen
+    level, _, at = next(x for x in seen if x[0] == "3")  # the first per-call loading plan
+    small = plan(b, dataclasses.replace(board, cap_bytes=at), dataclasses.replace(req, tile=16))
+    assert small.rung.startswith("1 "), small.rung  # resident with 16-cell tiles fits that cap too
+    assert any("loses detail" in n and "asked for" in n for n in small.notes), small.notes
+
+
 IMPORTS = """
 import json, sys
 import edge_sdk
