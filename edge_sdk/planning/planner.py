@@ -15,6 +15,9 @@ board's largest to its smallest), where the loading levels are:
    runtime's ``streamed_options`` (ONNX Runtime: no CPU arena) and is measured with them, and the
    streamed call itself is measured at the plan's size (``memory_probe.streamed_call_peak``).
 
+Decode tiles under ``CLEAR_TILE`` latent cells for a decoder with attention come after all four
+levels: they cost the image more than reloading costs time.
+
 Artifact variants sit beside that ladder: where the bundle has them, the ``sliced`` denoiser and
 decoder (attention in query chunks, ``convert --attention sliced:N``) and the ``tiny`` decoder
 (TAESD) are swapped in when they reach an earlier rung than the plain artifacts, or the only one
