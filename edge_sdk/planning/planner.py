@@ -118,6 +118,7 @@ class _Rung:
     tile: int | None
     estimates: dict[str, int] = field(default_factory=dict)
     stream: bool = False  # the denoiser's parts run in turn (level 4)
+    poor: bool = False  # a tile under CLEAR_TILE for a decoder with attention: after every other rung
 
     @property
     def peak(self) -> int:
@@ -375,11 +376,11 @@ def _ladder(choices: dict[str, _Choice], board: BoardProfile, h: int, w: int, cf
                 continue
             for cfg in cfg_opts:
                 for tile in (whole if group is not poor else []) + group:
-                    rungs.append(_Rung(cfg, release_others, release_denoiser, tile))
+                    rungs.append(_Rung(cfg, release_others, release_denoiser, tile, poor=group is poor))
         if "denoiser" in choices and choices["denoiser"].stream is not None:
             for cfg in cfg_opts:
                 for tile in (whole if group is not poor else []) + group:
-                    rungs.append(_Rung(cfg, True, True, tile, stream=True))
+                    rungs.append(_Rung(cfg, True, True, tile, stream=True, poor=group is poor))
     return rungs
 
 
@@ -448,8 +449,10 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
     fit, best = _first_fit(bundle, choices, board, (h, w), down, req.batch, cfg_active, cfg_opts, cap, req.tile)
     plain = dict(choices)  # before any variant is swapped in: the fastest plan's artifacts
     tiny_note = ""
+    # Tried wherever the full VAE's plan is not the fastest: with the tiles too small for it last on
+    # the ladder, that plan can be sequential CFG where, tiles first, it had been a small tile.
     if tiny_here and req.decoder is None and "decoder" not in (req.remote or {}) and (
-            fit is None or fit.tile is not None or fit.release_others or fit.release_denoiser):
+            fit is None or _rank(fit) > _TOP):
         fit, best, tiny_note = _try_tiny(bundle, board, req, choices, fit, best, (h, w), down, usable, here,
                                          cfg_active, cfg_opts, cap)
     sliced_note = ""
@@ -541,12 +544,14 @@ def _rung_summary(bundle: Bundle, plain: dict[str, _Choice], choices: dict[str, 
 
 
 def _rank(rung: _Rung) -> tuple:
-    """Where a rung sits on the ladder (lower is faster): loading level, CFG, then tiles."""
-    return (rung.stream, rung.release_denoiser, rung.release_others, rung.cfg == "sequential",
+    """Where a rung sits on the ladder (lower is faster, or keeps the image): tiles too small for
+    the decoder last, then loading level, CFG, then tiles."""
+    return (rung.poor, rung.stream, rung.release_denoiser, rung.release_others, rung.cfg == "sequential",
             rung.tile is not None, -(rung.tile or 0))
 
 
-_TOP = (False, False, False, False, False, 0)  # the rank of the fastest rung: all resident, batched CFG, no tiles
+# The rank of the fastest rung: all resident, batched CFG, no tiles.
+_TOP = (False, False, False, False, False, False, 0)
 
 
 def _try_sliced(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: dict[str, _Choice],
@@ -607,7 +612,8 @@ def _try_tiny(bundle: Bundle, board: BoardProfile, req: PlanRequest, choices: di
         return fit, best, ""
     why = ("the full VAE does not fit the cap" if fit is None else
            "the full VAE would need " + ("per-call reloads" if fit.release_denoiser else
-                                         "per-stage loading" if fit.release_others else "tiled decoding"))
+                                         "per-stage loading" if fit.release_others else
+                                         "tiled decoding" if fit.tile is not None else "sequential CFG"))
     choices["decoder"] = tiny
     return tfit, tbest, f"decoder: tiny (TAESD) variant, since {why} on {board.name} (--decoder full to force it)"
 

@@ -78,9 +78,11 @@ def test_small_board_plans_the_tiny_decoder_big_board_the_full_vae_and_both_gene
     assert p_small.components["decoder"].variant == "tiny" and p_small.decode_tiling is None
     assert any("tiny (TAESD) variant" in n for n in p_small.notes)
     assert p_big.components["decoder"].variant == "" and p_big.decode_tiling is None
-    # Forcing the full VAE on the small board costs tiles: why the tiny one was preferred.
+    # Forcing the full VAE on the small board costs sequential CFG (its tiles small enough to fit,
+    # under planner.CLEAR_TILE, would cost the image): why the tiny one was preferred.
     forced = plan(b, str(small), PlanRequest(**req, decoder="full"))
-    assert forced.components["decoder"].variant == "" and forced.decode_tiling is not None
+    assert forced.components["decoder"].variant == "" and forced.cfg == "sequential", forced.rung
+    assert any("tiny (TAESD) variant, since the full VAE would need sequential CFG" in n for n in p_small.notes)
     assert p_small.estimates["peak"] <= p_small.memory_cap_bytes * 0.95
     # The same choice through `edge-sdk plan` (in-process), and --decoder full forcing the VAE.
     from click.testing import CliRunner
@@ -95,7 +97,7 @@ def test_small_board_plans_the_tiny_decoder_big_board_the_full_vae_and_both_gene
 
     assert cli_plan()["components"]["decoder"]["variant"] == "tiny"
     forced_cli = cli_plan("--decoder", "full")
-    assert forced_cli["components"]["decoder"]["variant"] == "" and forced_cli["decode_tiling"] is not None
+    assert forced_cli["components"]["decoder"]["variant"] == "" and forced_cli["cfg"] == "sequential"
 
     vaes = {"tiny": AutoencoderTiny.from_pretrained(str(taesd)).eval(),
             "": AutoencoderKL.from_pretrained(str(kl8)).eval()}

@@ -39,7 +39,8 @@ from edge_sdk.formats.registry import default_format
                    "boards) instead of the folder's vae/.")
 @click.option("--tiny-vae", type=click.Path(exists=True, file_okay=False),
               help="Diffusers folders: also convert this AutoencoderTiny (TAESD) folder as an alternative "
-                   "decoder; board plans pick it where the full VAE does not fit or needs tiles.")
+                   "decoder; board plans pick it where the full VAE does not fit, or fits only with tiles, "
+                   "reloads or sequential CFG.")
 @click.option("--attention", metavar="full|sliced:N",
               help="Also convert the UNet and VAE decoder with attention in N query chunks (the 'sliced' "
                    "variant): a far lower activation peak at large sizes; board plans pick it where needed.")
