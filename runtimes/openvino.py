@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import glob
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,27 @@ def check_ir_files(xml_path: Path) -> Path:
         raise ModelFileError(f"{where}: XML root is <{root.tag}>, not an OpenVINO <net> with <layers>",
                              hint="is this an OpenVINO IR .xml?")
     return bin_path
+
+
+def _compile_config(dev: str, options: Mapping[str, Any], threads: int | None) -> dict[str, Any]:
+    """The compile properties the session options and thread count ask for on ``dev`` (the
+    compiled-model cache aside): inference precision (f32 on a CPU unless asked), threads, hint."""
+    cfg: dict[str, Any] = {}
+    prec = options.get("inference_precision")
+    if prec is None and dev == "CPU":
+        prec = "f32"
+    if prec is not None:
+        if prec not in _PRECISIONS:
+            raise UsageError(f"openvino inference_precision {prec!r} is not one of {', '.join(_PRECISIONS)}")
+        if dev.startswith("AUTO"):
+            cfg["DEVICE_PROPERTIES"] = {d: {"INFERENCE_PRECISION_HINT": prec} for d in dev.split(":", 1)[1].split(",")}
+        else:
+            cfg["INFERENCE_PRECISION_HINT"] = prec
+    if threads and dev in ("CPU",):
+        cfg["INFERENCE_NUM_THREADS"] = int(threads)
+    if options.get("performance_hint"):
+        cfg["PERFORMANCE_HINT"] = str(options["performance_hint"]).upper()
+    return cfg
 
 
 class OpenVinoRuntime(Runtime):
@@ -170,7 +191,7 @@ class OpenVinoRuntime(Runtime):
         return dev != "CPU" or self._weight_bytes() <= self.cpu_cache_max_bytes
 
     def _config(self, dev: str) -> dict[str, Any]:
-        cfg: dict[str, Any] = {}
+        cfg = _compile_config(dev, self.options, self.threads)
         cache = self.options.get("cache_dir", None)
         if self._caches(dev):
             cache_path = Path(cache) if cache else default_cache_dir()
@@ -184,21 +205,6 @@ class OpenVinoRuntime(Runtime):
                 cfg["CACHE_DIR"] = str(cache_path)
             except OSError:
                 pass  # a read-only home only costs the compile time, never the run
-        prec = self.options.get("inference_precision")
-        if prec is None and dev == "CPU":
-            prec = "f32"
-        if prec is not None:
-            if prec not in _PRECISIONS:
-                raise UsageError(f"openvino inference_precision {prec!r} is not one of {', '.join(_PRECISIONS)}")
-            if dev.startswith("AUTO"):
-                cfg["DEVICE_PROPERTIES"] = {d: {"INFERENCE_PRECISION_HINT": prec}
-                                            for d in dev.split(":", 1)[1].split(",")}
-            else:
-                cfg["INFERENCE_PRECISION_HINT"] = prec
-        if self.threads and dev in ("CPU",):
-            cfg["INFERENCE_NUM_THREADS"] = int(self.threads)
-        if self.options.get("performance_hint"):
-            cfg["PERFORMANCE_HINT"] = str(self.options["performance_hint"]).upper()
         return cfg
 
     def _read_model(self, core, ov):
@@ -297,7 +303,7 @@ class OpenVinoRuntime(Runtime):
                         for i, p in enumerate(ports[1])]
 
     @classmethod
-    def warm_up(cls, device: str, threads: int | None, options: dict[str, Any]) -> Any:
+    def warm_up(cls, device: str, threads: int | None, options: Mapping[str, Any]) -> Any:
         """Compiles and runs a one-op model: the CPU plugin and its thread pool are then in the
         probe's base. Two sessions of one model share weights here (SD 1.5's int8-weight text
         encoder: the second added 16 MB), so a second session does not measure the first."""
@@ -305,11 +311,9 @@ class OpenVinoRuntime(Runtime):
         from openvino import opset13 as ops
 
         x = ops.parameter([1, 8], ov.Type.f32)
-        cfg: dict[str, Any] = {"INFERENCE_PRECISION_HINT": options.get("inference_precision") or "f32"}
-        if threads:
-            cfg["INFERENCE_NUM_THREADS"] = int(threads)
-        compiled = ov.Core().compile_model(ov.Model([ops.relu(x)], [x], "warm-up"),
-                                           DEVICE_NAMES.get(str(device).lower(), "CPU"), cfg)
+        dev = DEVICE_NAMES.get(str(device).lower(), "CPU")
+        compiled = ov.Core().compile_model(ov.Model([ops.relu(x)], [x], "warm-up"), dev,
+                                           _compile_config(dev, options, threads))
         compiled(np.zeros((1, 8), np.float32))
         return compiled
 

@@ -186,7 +186,16 @@ def has_attention(path: Path) -> bool | None:
     if suffix not in (".onnx", ".xml"):
         return None  # TFLite stores operator codes, not names
     needle = (b"Softmax", b"SoftMax")
-    size = path.stat().st_size
-    with open(path, "rb") as f:  # op types sit in the graph, before large initializers in most files
-        head = f.read(min(size, 64 * MB))
-    return any(x in head for x in needle)
+    tail = b""
+    # Op types sit in the graph, before large initializers in most files: the first 64 MB, read a
+    # megabyte at a time (a plan on a 512 MB board asks this of the decoder it will run).
+    with open(path, "rb") as f:
+        for _ in range(64):
+            chunk = f.read(MB)
+            if not chunk:
+                return False
+            window = tail + chunk
+            if any(x in window for x in needle):
+                return True
+            tail = window[-(len(needle[0]) - 1):]
+    return False

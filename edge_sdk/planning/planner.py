@@ -295,7 +295,7 @@ def _stage_estimates(bundle: Bundle, choices: dict[str, _Choice], rung: _Rung, c
     main = "denoiser" if "denoiser" in choices else ("generator" if "generator" in choices else None)
     if main is not None:
         c = costs[main]
-        per_call = batch * (2 if cfg_active and rung.cfg == "batched" else 1)
+        per_call = _rows_per_call(batch, cfg_active, rung)
         if main == "generator":  # one-shot: a whole image per call, one row at a time
             px = h * w * down * down
             act = c.activation(h * w)
@@ -367,21 +367,19 @@ def _ladder(choices: dict[str, _Choice], board: BoardProfile, h: int, w: int, cf
     # Tiles too small for a decoder with attention come after every other rung, slowest included:
     # a smaller image beats a wrong one.
     poor = [t for t in tiles if t < CLEAR_TILE] if whole and _decoder_attends(choices) else []
-    rungs = []
-    for group in ([t for t in tiles if t not in poor], poor):
-        for release_others, release_denoiser in ((False, False), (True, False), (True, True)):
-            if release_others and not others and not release_denoiser:
-                continue
-            if release_denoiser and "denoiser" not in choices:
-                continue
-            for cfg in cfg_opts:
-                for tile in (whole if group is not poor else []) + group:
-                    rungs.append(_Rung(cfg, release_others, release_denoiser, tile, poor=group is poor))
-        if "denoiser" in choices and choices["denoiser"].stream is not None:
-            for cfg in cfg_opts:
-                for tile in (whole if group is not poor else []) + group:
-                    rungs.append(_Rung(cfg, True, True, tile, stream=True, poor=group is poor))
-    return rungs
+    levels = [(o, d, False) for o, d in ((False, False), (True, False), (True, True))
+              if (others or d or not o) and (not d or "denoiser" in choices)]
+    if "denoiser" in choices and choices["denoiser"].stream is not None:
+        levels.append((True, True, True))
+    return [_Rung(cfg, release_others, release_denoiser, tile, stream=stream, poor=is_poor)
+            for group, is_poor in ((whole + [t for t in tiles if t not in poor], False), (poor, True))
+            for release_others, release_denoiser, stream in levels
+            for cfg in cfg_opts for tile in group]
+
+
+def _rows_per_call(batch: int, cfg_active: bool, rung: _Rung) -> int:
+    """The denoiser's batch per call: twice the images with batched CFG."""
+    return batch * (2 if cfg_active and rung.cfg == "batched" else 1)
 
 
 def _decoder_attends(choices: dict[str, _Choice]) -> bool:
@@ -470,8 +468,7 @@ def plan(bundle: Bundle, board: BoardProfile | str, request: PlanRequest | None 
         notes.append(f"{name}: memory model {cost.source} ({cost.runtime}; session {cost.session / MB:.0f} MB"
                      + (f", {cost.c1:.0f} B/{cost.unit.replace('_', ' ')}" if cost.c1 else "")
                      + (f", attention {cost.c2:.2f} B/cell^2" if cost.c2 else "") + ")")
-    # The streamed denoiser's rows per call: its parts hold what they measured at that batch.
-    rows = req.batch * (2 if cfg_active and fit.cfg == "batched" else 1)
+    rows = _rows_per_call(req.batch, cfg_active, fit)  # a streamed denoiser's parts hold what they did at it
     if fit.stream:
         notes.append(choices["denoiser"].stream.note(fit.peak, cap * FIT_MARGIN, rows))
     elif fit.release_denoiser:

@@ -126,7 +126,7 @@ class StreamCost:
 
     def _held(self, batch: int) -> list[int] | None:
         """What each part holds once run at ``batch`` rows, as measured (None: not measured here)."""
-        measured = self._measurement(batch) if self.measure is not None else None
+        measured = self._measurement(batch)
         held = measured.get("held") if measured else None
         return held if held and len(held) == len(self.parts) else None
 

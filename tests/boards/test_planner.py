@@ -208,7 +208,8 @@ def test_tiles_too_small_for_the_decoder_come_after_every_other_rung(heavy_bundl
         seen.append((p.rung.split()[0], p.decode_tiling.tile if p.decode_tiling else None, cap))
         cap = int(p.estimates["peak"] / FIT_MARGIN) - 2**20
     assert all(t is None or t >= CLEAR_TILE for _, t, _ in seen), seen
-    level, _, at = next(x for x in seen if x[0] == "3")  # the first per-call loading plan
+    assert any(level == "3" for level, _, _ in seen), seen  # reloading came before any small tile
+    at = next(cap for level, _, cap in seen if level == "3")  # the first per-call loading plan's cap
     small = plan(b, dataclasses.replace(board, cap_bytes=at), dataclasses.replace(req, tile=16))
     assert small.rung.startswith("1 "), small.rung  # resident with 16-cell tiles fits that cap too
     assert any("loses detail" in n and "asked for" in n for n in small.notes), small.notes
